@@ -1,0 +1,97 @@
+# Neural style transfer served by TorchServe. `make help` lists the targets.
+# Everything runs from a fresh clone with Python 3.11 and Java 17; `make install` makes .venv.
+
+PYTHON      ?= $(shell command -v python3.11 || command -v python3)
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+BIN         := $(VENV)/bin
+# Where VGG19's weights come from: imagenet (torchvision download), random (seeded, offline),
+# or a path to a torchvision VGG19 state dict such as vgg19-dcbb9e9d.pth.
+WEIGHTS     ?= imagenet
+SEED        ?= 0
+MODEL_STORE ?= model_store
+STAGE       := $(MODEL_STORE)/.stage
+# The demo: a real photograph in a real painting's style, through TorchServe and the SDK.
+DEMO_CONTENT ?= examples/contents/tubingen.jpg
+DEMO_STYLE   ?= examples/styles/starry_night.jpg
+DEMO_OUT     ?= out.png
+DEMO_ARGS    ?= --image-size 256 --steps 150
+
+export PYTHONPATH := $(CURDIR)/handler$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+.PHONY: help install check-java weights archive serve stop demo test bench clean
+
+help:
+	@echo "make demo      build, serve and stylize $(DEMO_CONTENT) in the style of $(DEMO_STYLE) -> $(DEMO_OUT)"
+	@echo "               (offline: make demo WEIGHTS=random)"
+	@echo "make test      run every test (unit, handler, SDK, end to end with the real TorchServe)"
+	@echo "make install   create $(VENV) with the pinned requirements and the SDK"
+	@echo "make weights   fetch/make VGG19 weights (WEIGHTS=imagenet|random|/path/to/vgg19.pth)"
+	@echo "make archive   build $(MODEL_STORE)/nst.mar"
+	@echo "make serve     start TorchServe on 127.0.0.1:8080/8081/8082 and wait until the model is READY"
+	@echo "make stop      stop TorchServe"
+	@echo "make clean     remove build outputs, logs and $(VENV)"
+
+$(VENV)/.installed: requirements.txt client_sdk/pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: Python 3.11 is needed (python3.11 or python3 on PATH)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -e client_sdk
+	@touch $@
+
+install: $(VENV)/.installed
+
+# TorchServe's frontend is Java; without it `torchserve --start` still exits 0 and serves nothing.
+check-java:
+	@java -version >/dev/null 2>&1 || { \
+	  echo "error: Java 17 is needed by TorchServe and 'java' is not on PATH."; \
+	  echo "       Install it, e.g. 'sudo apt-get install openjdk-17-jre-headless' (Debian/Ubuntu)"; \
+	  echo "       or 'brew install openjdk@17' (macOS)."; exit 1; }
+	@java -version 2>&1 | head -n1 | grep -Eq '"(1[7-9]|[2-9][0-9])[".]' || { \
+	  echo "error: TorchServe needs Java 17 or newer; found: $$(java -version 2>&1 | head -n1)."; \
+	  echo "       Install openjdk-17-jre-headless (Debian/Ubuntu) or openjdk@17 (macOS)."; exit 1; }
+
+weights: install
+	$(PY) -m nst.weights --weights "$(WEIGHTS)" --seed $(SEED) --out-dir $(MODEL_STORE)
+
+archive: weights
+	rm -rf $(STAGE) && mkdir -p $(STAGE)
+	cp -r handler/nst $(STAGE)/nst && rm -rf $(STAGE)/nst/__pycache__
+	cp $(MODEL_STORE)/vgg19_features.json $(STAGE)/
+	$(BIN)/torch-model-archiver --model-name nst --version 1.0 --force \
+	  --handler handler/nst_handler.py \
+	  --serialized-file $(MODEL_STORE)/vgg19_features.pth \
+	  --extra-files $(STAGE) \
+	  --config-file handler/model-config.yaml \
+	  --export-path $(MODEL_STORE)
+	rm -rf $(STAGE)
+	@echo "built $(MODEL_STORE)/nst.mar ($$(cat $(MODEL_STORE)/vgg19_features.json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["label"])') weights)"
+
+serve: install check-java
+	@test -f $(MODEL_STORE)/nst.mar || { echo "error: $(MODEL_STORE)/nst.mar is missing; run 'make archive' first"; exit 1; }
+	@mkdir -p logs
+	@# The Java server inherits stdout; send it to a file so that `make serve | ...` returns.
+	$(BIN)/torchserve --start --ts-config config.properties --model-store $(MODEL_STORE) --ncs >logs/torchserve.out 2>&1 \
+	  || { cat logs/torchserve.out; exit 1; }
+	$(PY) scripts/wait_ready.py --key-file key_file.json --timeout 180
+
+stop:
+	-$(BIN)/torchserve --stop
+
+demo: install check-java archive
+	$(MAKE) --no-print-directory serve
+	$(BIN)/nst-client stylize $(DEMO_CONTENT) $(DEMO_STYLE) -o $(DEMO_OUT) $(DEMO_ARGS); \
+	  status=$$?; $(MAKE) --no-print-directory stop; \
+	  test $$status -eq 0 && echo "wrote $(DEMO_OUT)"; exit $$status
+
+test: install check-java
+	$(PY) -m pytest tests
+
+bench:
+	@echo "Benchmarks arrive with the performance issue (benchmarks/); nothing to run yet."
+
+clean:
+	-$(BIN)/torchserve --stop 2>/dev/null
+	rm -rf $(MODEL_STORE)/*.mar $(MODEL_STORE)/vgg19_features.* $(STAGE) logs out.png .pytest_cache $(VENV)
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,49 @@
+"""Python client SDK for the neural-style-transfer TorchServe service.
+
+Example::
+
+    from nst_client import StyleTransferClient
+
+    with StyleTransferClient(base_url="http://127.0.0.1:8080") as client:
+        result = client.stylize("content.jpg", "style.jpg", image_size=256, steps=100)
+        result.save("out.png")
+"""
+
+from ._client import StyleTransferClient
+from ._exceptions import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    KeyFileError,
+    NotFoundError,
+    NSTError,
+    PayloadTooLargeError,
+    RateLimitError,
+    ServerError,
+    ServiceUnavailableError,
+)
+from ._types import ImageInput, StylizeResult
+from ._version import __version__
+
+__all__ = [
+    "__version__",
+    "StyleTransferClient",
+    "StylizeResult",
+    "ImageInput",
+    "NSTError",
+    "KeyFileError",
+    "APIResponseValidationError",
+    "APIConnectionError",
+    "APITimeoutError",
+    "APIStatusError",
+    "BadRequestError",
+    "AuthenticationError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "ServerError",
+    "ServiceUnavailableError",
+]

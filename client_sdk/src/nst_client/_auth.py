@@ -1,0 +1,83 @@
+"""Token resolution.
+
+Order (first hit wins):
+
+1. the ``token`` argument;
+2. the ``NST_TOKEN`` environment variable;
+3. ``["inference"]["key"]`` of a TorchServe key file: the ``key_file`` argument, else the
+   ``NST_KEY_FILE`` environment variable, else ``./key_file.json`` (current directory).
+
+A key file named explicitly (argument or env var) must exist; the default
+``./key_file.json`` is used only if present. If nothing is found the client sends no
+``Authorization`` header, and TorchServe (with token auth enabled) answers
+``AuthenticationError``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+from ._constants import DEFAULT_KEY_FILE, ENV_KEY_FILE, ENV_TOKEN, KEY_FILE_SECTION
+from ._exceptions import KeyFileError
+
+__all__ = ["read_key_file", "resolve_token"]
+
+PathArg = Union[str, "os.PathLike[str]"]
+
+
+def read_key_file(path: PathArg) -> str:
+    """Read the inference key from a TorchServe ``key_file.json``.
+
+    Args:
+        path: Path of the key file.
+
+    Returns:
+        The value of ``["inference"]["key"]``.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        KeyFileError: The file is not JSON or has no inference key.
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise KeyFileError(f"Key file {p} is not valid JSON: {exc}") from exc
+    try:
+        key = data[KEY_FILE_SECTION]["key"]
+    except (KeyError, TypeError) as exc:
+        raise KeyFileError(f'Key file {p} has no ["{KEY_FILE_SECTION}"]["key"] entry') from exc
+    if not isinstance(key, str) or not key.strip():
+        raise KeyFileError(f'Key file {p}: ["{KEY_FILE_SECTION}"]["key"] is not a non-empty string')
+    return key.strip()
+
+
+def resolve_token(token: Optional[str] = None, key_file: Optional[PathArg] = None) -> Optional[str]:
+    """Find the bearer token, following the documented order.
+
+    Args:
+        token: Explicit token; wins over everything else.
+        key_file: Explicit key file path; wins over ``NST_KEY_FILE`` and ``./key_file.json``.
+
+    Returns:
+        The token, or ``None`` if no source provided one.
+
+    Raises:
+        FileNotFoundError: An explicitly named key file does not exist.
+        KeyFileError: The key file that was chosen is malformed.
+    """
+    if token:
+        return token.strip()
+    env_token = os.environ.get(ENV_TOKEN, "").strip()
+    if env_token:
+        return env_token
+    explicit = key_file if key_file else (os.environ.get(ENV_KEY_FILE) or None)
+    if explicit:
+        return read_key_file(explicit)
+    default = Path.cwd() / DEFAULT_KEY_FILE
+    if default.is_file():
+        return read_key_file(default)
+    return None

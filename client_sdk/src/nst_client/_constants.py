@@ -1,0 +1,36 @@
+"""Every default used by the SDK and the CLI, in one place."""
+
+from __future__ import annotations
+
+from typing import FrozenSet
+
+# Where the service lives.
+DEFAULT_BASE_URL = "http://127.0.0.1:8080"
+DEFAULT_MODEL = "nst"
+
+# Environment variables, in the order they are consulted (after explicit arguments).
+ENV_BASE_URL = "NST_URL"
+ENV_TOKEN = "NST_TOKEN"
+ENV_KEY_FILE = "NST_KEY_FILE"
+
+# TorchServe writes this file into the directory it was started from.
+DEFAULT_KEY_FILE = "key_file.json"
+KEY_FILE_SECTION = "inference"
+
+# Timeouts, in seconds. Style transfer on CPU can take minutes, so reads are generous.
+DEFAULT_TIMEOUT = 900.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+# Retries: capped exponential backoff with jitter, honouring Retry-After.
+DEFAULT_MAX_RETRIES = 2
+INITIAL_RETRY_DELAY = 0.5  # seconds, before the first retry
+MAX_RETRY_DELAY = 8.0  # seconds, cap of the computed backoff
+MAX_RETRY_AFTER = 60.0  # seconds; a larger Retry-After is ignored in favour of backoff
+RETRY_JITTER = 0.25  # the delay is reduced by up to this fraction at random
+RETRYABLE_STATUS_CODES: FrozenSet[int] = frozenset({429, 502, 503, 504})
+
+# TorchServe answers a bad/missing token with HTTP 400 and this "type".
+TORCHSERVE_INVALID_KEY_TYPE = "InvalidKeyException"
+
+# How much of a non-JSON error body is kept in the error message (characters).
+MAX_ERROR_TEXT = 500

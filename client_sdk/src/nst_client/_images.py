@@ -1,0 +1,114 @@
+"""Conversions between user image inputs, raw bytes, base64 and PIL images."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from ._types import ImageInput
+
+__all__ = ["to_image_bytes", "b64encode", "b64decode", "open_image", "FORMAT_BY_SUFFIX"]
+
+# File suffix -> format name used by the service ("png" | "jpeg").
+FORMAT_BY_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+# Modes PNG can store as-is; anything else is converted to RGB(A) first.
+_PNG_MODES = {"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"}
+
+
+def to_image_bytes(image: ImageInput, *, name: str = "image") -> bytes:
+    """Turn a user-supplied image into encoded image bytes, without any network I/O.
+
+    Args:
+        image: A file path (``str`` or ``os.PathLike``; a ``str`` is always a path),
+            encoded image bytes (``bytes``/``bytearray``/``memoryview``, sent unchanged),
+            or a ``PIL.Image.Image`` (encoded as PNG).
+        name: Argument name used in error messages (``"content"``, ``"style"``).
+
+    Returns:
+        The encoded image bytes.
+
+    Raises:
+        TypeError: ``image`` is of an unsupported type.
+        FileNotFoundError: The path does not exist.
+        IsADirectoryError: The path is a directory.
+        ValueError: The bytes or the file are empty.
+    """
+    if isinstance(image, Image.Image):
+        img = image
+        if img.mode not in _PNG_MODES:
+            img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue()
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+        if not data:
+            raise ValueError(f"{name}: image bytes are empty")
+        return data
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.exists():
+            raise FileNotFoundError(f"{name}: no such file: {str(path)!r}")
+        if path.is_dir():
+            raise IsADirectoryError(f"{name}: is a directory, not an image file: {str(path)!r}")
+        data = path.read_bytes()
+        if not data:
+            raise ValueError(f"{name}: file is empty: {str(path)!r}")
+        return data
+    raise TypeError(
+        f"{name} must be a file path (str or os.PathLike), bytes, or PIL.Image.Image, "
+        f"not {type(image).__name__}"
+    )
+
+
+def b64encode(data: bytes) -> str:
+    """Standard base64 (with padding) as ASCII text.
+
+    Args:
+        data: Raw bytes.
+
+    Returns:
+        The base64 string.
+    """
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str) -> bytes:
+    """Decode standard base64 strictly.
+
+    Args:
+        text: A base64 string.
+
+    Returns:
+        The decoded bytes.
+
+    Raises:
+        ValueError: ``text`` is not valid base64.
+    """
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ValueError(f"invalid base64: {exc}") from exc
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Decode image bytes into a fully loaded PIL image.
+
+    Args:
+        data: Encoded image bytes (PNG, JPEG, ...).
+
+    Returns:
+        The loaded ``PIL.Image.Image``.
+
+    Raises:
+        PIL.UnidentifiedImageError: The bytes are not a recognised image.
+    """
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img

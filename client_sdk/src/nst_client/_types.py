@@ -1,0 +1,126 @@
+"""Public value types."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+from PIL import Image
+
+__all__ = ["ImageInput", "StylizeResult"]
+
+#: What ``stylize`` accepts for ``content`` and ``style``: a file path, encoded image bytes,
+#: or a PIL image (sent as PNG).
+ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image]
+
+
+@dataclass(frozen=True)
+class StylizeResult:
+    """The outcome of one ``stylize`` call.
+
+    Attributes:
+        image_bytes: The output image exactly as the server encoded it.
+        format: ``"png"`` or ``"jpeg"``.
+        width: Output width in pixels.
+        height: Output height in pixels.
+        iterations: Optimiser iterations actually run (``None`` if not reported).
+        losses: Final losses, e.g. ``{"content": ..., "style": ..., "tv": ..., "total": ...}``.
+        timings_ms: Server-side timings in milliseconds, by phase.
+        params: Effective parameters the server used (its defaults filled in).
+        weights: VGG weights used: ``"imagenet1k_v1"``, ``"random-seed-N"`` or ``"file:<sha256>"``.
+        device: Device the server ran on, e.g. ``"cpu"`` or ``"cuda:0"``.
+        raw: The full decoded JSON response, including keys this SDK does not know.
+    """
+
+    image_bytes: bytes = field(repr=False)
+    format: str
+    width: int
+    height: int
+    iterations: Optional[int]
+    losses: Dict[str, float]
+    timings_ms: Dict[str, float]
+    params: Dict[str, Any]
+    weights: Optional[str]
+    device: Optional[str]
+    raw: Dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_response(cls, body: Dict[str, Any]) -> "StylizeResult":
+        """Build a result from the success JSON.
+
+        Args:
+            body: The decoded 200 response.
+
+        Returns:
+            The result.
+
+        Raises:
+            ValueError: ``image`` is missing, not base64, or not a decodable image.
+        """
+        from ._images import b64decode, open_image
+
+        image_b64 = body.get("image")
+        if not isinstance(image_b64, str) or not image_b64:
+            raise ValueError('response has no "image" string')
+        data = b64decode(image_b64)
+        fmt = body.get("format")
+        width, height = body.get("width"), body.get("height")
+        if not (isinstance(fmt, str) and isinstance(width, int) and isinstance(height, int)):
+            img = open_image(data)  # fill in what the server did not say
+            fmt = fmt if isinstance(fmt, str) else (img.format or "png")
+            width = width if isinstance(width, int) else img.width
+            height = height if isinstance(height, int) else img.height
+        iterations = body.get("iterations")
+        return cls(
+            image_bytes=data,
+            format=fmt.lower(),
+            width=width,
+            height=height,
+            iterations=iterations if isinstance(iterations, int) else None,
+            losses=dict(body.get("losses") or {}),
+            timings_ms=dict(body.get("timings_ms") or {}),
+            params=dict(body.get("params") or {}),
+            weights=body.get("weights"),
+            device=body.get("device"),
+            raw=body,
+        )
+
+    @cached_property
+    def image(self) -> Image.Image:
+        """The output as a loaded ``PIL.Image.Image`` (decoded on first access)."""
+        from ._images import open_image
+
+        return open_image(self.image_bytes)
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> Path:
+        """Write the output image to ``path``.
+
+        If the suffix matches ``format`` (``.png`` for png, ``.jpg``/``.jpeg`` for jpeg) the
+        bytes are written exactly as received; otherwise the image is re-encoded by Pillow
+        according to the suffix (alpha dropped for JPEG).
+
+        Args:
+            path: Destination file; its parent directory must exist.
+
+        Returns:
+            The path written, as a ``Path``.
+
+        Raises:
+            ValueError: Pillow does not know the suffix.
+            OSError: The file cannot be written.
+        """
+        from ._images import FORMAT_BY_SUFFIX
+
+        p = Path(path)
+        target = FORMAT_BY_SUFFIX.get(p.suffix.lower())
+        if target == self.format:
+            p.write_bytes(self.image_bytes)
+            return p
+        img = self.image
+        if target == "jpeg" and img.mode not in ("RGB", "L"):
+            img = img.convert("RGB")
+        img.save(p)
+        return p

@@ -1,0 +1,88 @@
+"""Image decoding, resizing and encoding between Pillow and ``(1, 3, H, W)`` tensors in ``[0, 1]``."""
+
+from __future__ import annotations
+
+import io
+from typing import Literal
+
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms import functional as TF
+
+OutputFormat = Literal["png", "jpeg"]
+OUTPUT_FORMATS: tuple[str, ...] = ("png", "jpeg")
+
+
+class ImageDecodeError(ValueError):
+    """Bytes that are not a decodable image, or an image over the pixel limit."""
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode image bytes to an RGB ``PIL.Image``.
+
+    The header is read first and an image over ``max_pixels`` is refused before its pixels are
+    decoded (so a decompression bomb costs nothing). EXIF orientation is applied, transparency
+    is composited on white, and an animated image gives its first frame.
+
+    Args:
+        data: encoded image bytes (any format Pillow reads).
+        max_pixels: the most pixels (width x height) accepted.
+
+    Raises:
+        ImageDecodeError: empty, not an image, truncated, or too large.
+    """
+    if not data:
+        raise ImageDecodeError("image is empty (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ImageDecodeError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
+        img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("the bytes are not an image in any format Pillow reads") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"not a decodable image: {exc}") from None
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """Return ``(width, height)`` scaled so the longer side is ``long_side`` pixels, aspect kept."""
+    scale = long_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def to_tensor(img: Image.Image, long_side: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Resize ``img`` (antialiased bicubic) to ``long_side`` and return ``(1, 3, H, W)`` in ``[0, 1]``."""
+    w, h = fit_long_side(img.width, img.height, long_side)
+    img = img.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=None) if (w, h) != img.size else img
+    return TF.to_tensor(img).unsqueeze(0).to(device)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """Convert ``(1, 3, H, W)`` in ``[0, 1]`` (any device) to an RGB ``PIL.Image``."""
+    return TF.to_pil_image(image.detach().squeeze(0).clamp(0, 1).cpu())
+
+
+def encode_image(image: torch.Tensor, fmt: OutputFormat = "png", *, jpeg_quality: int = 95) -> bytes:
+    """Encode ``(1, 3, H, W)`` in ``[0, 1]`` as PNG or JPEG bytes.
+
+    Raises:
+        ValueError: ``fmt`` is not one of :data:`OUTPUT_FORMATS`.
+    """
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"output format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
+    buf = io.BytesIO()
+    if fmt == "png":
+        to_pil(image).save(buf, format="PNG")
+    else:
+        to_pil(image).save(buf, format="JPEG", quality=jpeg_quality)
+    return buf.getvalue()

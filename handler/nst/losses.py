@@ -1,0 +1,83 @@
+"""Loss terms of Gatys et al. (2016), each normalized by the size of its target.
+
+Departure from the paper: the paper weights raw sums of squared errors, whose scale depends on
+the image size, the layer and the network's weights (with seeded random VGG19 weights the raw
+losses are around 1e-4, small enough that L-BFGS stops at its tolerances). Here every term is a
+mean squared error divided by the mean square of its target, so it is 1.0 when the current
+features are all zero and 0.0 at the target, whatever the size or the weights. One set of
+default weights therefore works for every image size and for ImageNet and random weights alike.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Guards the normalization against an all-zero target (a layer that is dead for this image).
+_EPS = 1e-8
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrix of feature maps (Gatys et al. 2016, eq. 3), averaged over positions.
+
+    Args:
+        features: ``(B, C, H, W)`` activations of one layer.
+
+    Returns:
+        ``(B, C, C)`` with ``G[b, i, j] = mean over (y, x) of F[b, i, y, x] * F[b, j, y, x]``.
+        Dividing by ``H * W`` (the paper sums) makes it independent of the image size.
+    """
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w)  # (B, C, H*W)
+    return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)  # (B, C, C)
+
+
+class ContentLoss(nn.Module):
+    """Normalized squared error to a content target (Gatys et al. 2016, eq. 1).
+
+    Args:
+        target: ``(1, C, H, W)`` features of the content image at one layer.
+    """
+
+    def __init__(self, target: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("target", target.detach())
+        self.register_buffer("scale", 1.0 / (target.detach().square().mean() + _EPS))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Return the scalar loss for ``features`` shaped like the target."""
+        return F.mse_loss(features, self.target) * self.scale
+
+
+class StyleLoss(nn.Module):
+    """Normalized squared error between Gram matrices (Gatys et al. 2016, eq. 4).
+
+    Args:
+        target_gram: ``(1, C, C)`` Gram matrix of the style image at one layer (see
+            :func:`gram_matrix`); a blend of several styles' Gram matrices works the same way.
+    """
+
+    def __init__(self, target_gram: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("target", target_gram.detach())
+        self.register_buffer("scale", 1.0 / (target_gram.detach().square().mean() + _EPS))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Return the scalar loss for ``(1, C, H, W)`` features; ``H, W`` may differ from the style image's."""
+        return F.mse_loss(gram_matrix(features), self.target) * self.scale
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    """Total variation: mean squared difference of neighbouring pixels.
+
+    The squared (beta = 2) form of Mahendran & Vedaldi (2015), "Understanding Deep Image
+    Representations by Inverting Them", eq. 7, averaged rather than summed so that it does not
+    grow with the image size. It is 0 for a constant image.
+
+    Args:
+        image: ``(B, 3, H, W)`` with ``H, W >= 2``.
+    """
+    dy = image[..., 1:, :] - image[..., :-1, :]  # (B, 3, H-1, W)
+    dx = image[..., :, 1:] - image[..., :, :-1]  # (B, 3, H, W-1)
+    return dy.square().mean() + dx.square().mean()

@@ -1,0 +1,149 @@
+"""TorchServe handler: JSON request -> Gatys style transfer on the worker's device -> JSON response.
+
+The only TorchServe-aware module. Request validation lives in ``nst.api`` and the optimization in
+``nst.stylize``; this class wires them to TorchServe's context (device, config, statuses).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+from nst.api import Limits, RequestError, StyleRequest, parse_params, parse_request
+from nst.images import encode_image, to_tensor
+from nst.stylize import stylize
+from nst.vgg import build_vgg19_features
+from nst.weights import PROVENANCE_FILE, read_provenance, sha256_of
+
+logger = logging.getLogger(__name__)
+
+_PHRASES = {400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server Error", 507: "Insufficient Storage"}
+
+
+class NSTHandler(BaseHandler):
+    """Serves ``POST /predictions/nst`` (see ``docs/api.md``); rows of a batch succeed or fail alone.
+
+    Configuration comes from the ``handler:`` section of ``model-config.yaml``: ``limits``
+    (:class:`nst.api.Limits` fields), ``defaults`` (parameter defaults) and ``torch_threads``.
+    """
+
+    def initialize(self, context: Any) -> None:
+        """Load the VGG19 features from the archive onto ``cuda:<gpu_id>`` or the CPU.
+
+        ``BaseHandler.initialize`` is not called: it expects a whole model to load, and we load
+        a state dict ourselves (``weights_only=True``, so the archive cannot run code on load).
+
+        Raises:
+            ValueError: the weights file does not match its provenance, or the handler config is invalid.
+        """
+        self.context = context
+        props = context.system_properties
+        model_dir = Path(props["model_dir"])
+        config = (context.model_yaml_config or {}).get("handler", {}) or {}
+        self.limits = Limits(**config.get("limits", {}))
+        self.defaults = dict(config.get("defaults", {}))
+        try:
+            parse_params(None, defaults=self.defaults, limits=self.limits)
+        except RequestError as exc:
+            raise ValueError(f"model-config.yaml handler.defaults: {exc.message}") from None
+        if config.get("torch_threads"):
+            torch.set_num_threads(int(config["torch_threads"]))
+        gpu_id = props.get("gpu_id")
+        if torch.cuda.is_available() and gpu_id is not None:
+            self.device = torch.device(f"cuda:{gpu_id}")
+        else:
+            self.device = torch.device("cpu")
+
+        weights_path = model_dir / context.manifest["model"]["serializedFile"]
+        self.provenance = read_provenance(model_dir / PROVENANCE_FILE)
+        if sha256_of(weights_path) != self.provenance.sha256:
+            raise ValueError(f"{weights_path.name} does not match the sha256 in {PROVENANCE_FILE}")
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        self.features = build_vgg19_features(state).to(self.device)
+        logger.info("NST model loaded: weights %s on %s", self.provenance.label, self.device)
+        self.initialized = True
+
+    # --- TorchServe's three stages, one list entry per request row -----------------------------
+
+    def preprocess(self, data: list[dict[str, Any]]) -> list[StyleRequest | RequestError]:
+        """Parse and validate every row; a bad row becomes its :class:`RequestError`."""
+        rows: list[StyleRequest | RequestError] = []
+        self._decode_ms: list[float] = []
+        for row in data:
+            start = time.perf_counter()
+            body = row.get("body", row.get("data")) if isinstance(row, dict) else row
+            try:
+                rows.append(parse_request(body, defaults=self.defaults, limits=self.limits))
+            except RequestError as exc:
+                rows.append(exc)
+            self._decode_ms.append((time.perf_counter() - start) * 1e3)
+        return rows
+
+    def inference(self, data: list[StyleRequest | RequestError], *args: Any, **kwargs: Any) -> list[dict[str, Any] | RequestError]:
+        """Stylize every valid row; an unexpected failure of one row becomes a 500 for it alone."""
+        return [row if isinstance(row, RequestError) else self._run(idx, row) for idx, row in enumerate(data)]
+
+    def postprocess(self, data: list[dict[str, Any] | RequestError]) -> list[str]:
+        """JSON text per row, with its HTTP status and ``Content-Type: application/json``."""
+        out = []
+        for idx, row in enumerate(data):
+            self.context.set_response_content_type(idx, "application/json")
+            if isinstance(row, RequestError):
+                self.context.set_response_status(row.status, _PHRASES.get(row.status, "Error"), idx)
+                body = row.body()
+                body["error"]["request_id"] = self.context.get_request_id(idx)
+                logger.info("request %s refused: %s %s", self.context.get_request_id(idx), row.status, row.code)
+                out.append(json.dumps(body))
+            else:
+                out.append(json.dumps(row))
+        return out
+
+    # --- one request ------------------------------------------------------------------------
+
+    def _run(self, idx: int, request: StyleRequest) -> dict[str, Any] | RequestError:
+        request_id = self.context.get_request_id(idx)
+        params = request.params
+        try:
+            start = time.perf_counter()
+            content = to_tensor(request.content, params["image_size"], self.device)
+            style = to_tensor(request.style, params["image_size"], self.device)
+            result = stylize(content, style, self.features, request.options())
+            optimized = time.perf_counter()
+            data = encode_image(result.image, params["output_format"])
+            encoded = time.perf_counter()
+        except torch.cuda.OutOfMemoryError:
+            logger.exception("request %s: out of GPU memory", request_id)
+            return RequestError(507, "out_of_memory", "the GPU ran out of memory; try a smaller image_size")
+        except Exception:  # noqa: BLE001 - one bad row must not fail the batch or the worker
+            logger.exception("request %s failed", request_id)
+            return RequestError(500, "internal_error", f"internal error; see the server log for request {request_id}")
+        height, width = result.image.shape[-2:]
+        timings = {
+            "decode": self._decode_ms[idx],
+            "optimize": (optimized - start) * 1e3,
+            "encode": (encoded - optimized) * 1e3,
+        }
+        timings["total"] = sum(timings.values())
+        logger.info(
+            "request %s: %dx%d, %d iterations in %.0f ms", request_id, width, height, result.iterations, timings["total"]
+        )
+        return {
+            "image": base64.b64encode(data).decode("ascii"),
+            "format": params["output_format"],
+            "width": width,
+            "height": height,
+            "iterations": result.iterations,
+            "losses": result.losses,
+            "timings_ms": {k: round(v, 1) for k, v in timings.items()},
+            "params": params,
+            "weights": self.provenance.label,
+            "device": str(self.device),
+            "request_id": request_id,
+        }

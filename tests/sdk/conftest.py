@@ -1,0 +1,176 @@
+"""Shared fixtures: a real local HTTP server that records requests and plays back
+programmed responses, plus environment isolation."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import pytest
+
+DATA = Path(__file__).parents[1] / "data"
+OUTPUT_PNG = DATA / "chelsea_128x96.png"  # stands in for the server's output image
+
+
+def _success_body(**overrides: Any) -> Dict[str, Any]:
+    """A 200 body following the contract, whose image is chelsea_128x96.png."""
+    body: Dict[str, Any] = {
+        "image": base64.b64encode(OUTPUT_PNG.read_bytes()).decode("ascii"),
+        "format": "png",
+        "width": 128,
+        "height": 96,
+        "iterations": 7,
+        "losses": {"content": 1.5, "style": 2.25, "tv": 0.125, "total": 3.875},
+        "timings_ms": {"total": 12.0},
+        "params": {"image_size": 128, "steps": 7},
+        "weights": "random-seed-0",
+        "device": "cpu",
+        "server_version": "9.9",  # an extra key the SDK does not know
+    }
+    body.update(overrides)
+    return body
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: Dict[str, str]
+    raw: bytes
+    json: Any
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # dict -> JSON; str/bytes -> sent as-is
+    headers: Dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to sleep before answering
+
+
+class FakeServer:
+    """Records every request; answers with queued replies (the last one repeats)."""
+
+    def __init__(self) -> None:
+        self.requests: List[Recorded] = []
+        self._replies: List[Reply] = []
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    def reply(self, status: int = 200, body: Any = None, headers: Optional[Dict[str, str]] = None,
+              delay: float = 0.0) -> "FakeServer":
+        """Queue a reply. ``body=None`` means the standard success body."""
+        self._replies.append(Reply(status, _success_body() if body is None else body, headers or {}, delay))
+        return self
+
+    def _next_reply(self) -> Reply:
+        with self._lock:
+            if not self._replies:
+                return Reply(200, _success_body())
+            return self._replies.pop(0) if len(self._replies) > 1 else self._replies[0]
+
+    def _handler_class(self) -> type:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep pytest output clean
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    parsed = json.loads(raw) if raw else None
+                except ValueError:
+                    parsed = None
+                with server._lock:
+                    server.requests.append(Recorded(self.command, self.path, dict(self.headers), raw, parsed))
+                reply = server._next_reply()
+                if reply.delay:
+                    time.sleep(reply.delay)
+                if isinstance(reply.body, (dict, list)):
+                    payload = json.dumps(reply.body).encode()
+                    ctype = "application/json"
+                else:
+                    payload = reply.body.encode() if isinstance(reply.body, str) else reply.body
+                    ctype = "text/plain"
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(payload)))
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # client gave up (timeout tests)
+
+            do_GET = do_POST = _handle
+
+        return Handler
+
+    def start(self) -> "FakeServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    srv = FakeServer().start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No NST_* variables and a clean cwd, so no real ./key_file.json leaks in."""
+    for name in ("NST_URL", "NST_TOKEN", "NST_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> List[float]:
+    """Record retry delays instead of sleeping."""
+    recorded: List[float] = []
+    monkeypatch.setattr("nst_client._client._sleep", recorded.append)
+    return recorded
+
+
+def _write_key_file(path: Path, key: str) -> Path:
+    path.write_text(json.dumps({
+        "management": {"key": "MGMT-" + key, "expiration time": "2026-11-22T17:56:59.828670364Z"},
+        "inference": {"key": key, "expiration time": "2026-11-22T17:56:59.828657301Z"},
+        "API": {"key": "API-" + key},
+    }))
+    return path
+
+
+@pytest.fixture
+def success_body() -> Callable[..., Dict[str, Any]]:
+    """``success_body(**overrides)`` builds a contract-conformant 200 body."""
+    return _success_body
+
+
+@pytest.fixture
+def write_key_file() -> Callable[[Path, str], Path]:
+    """``write_key_file(path, key)`` writes a TorchServe key file with that inference key."""
+    return _write_key_file

@@ -1,0 +1,80 @@
+"""Token resolution order and the Authorization header."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nst_client import KeyFileError, StyleTransferClient
+
+
+def _auth_header(server, **kwargs):
+    server.reply(200, {"status": "Healthy"})
+    StyleTransferClient(base_url=server.url, **kwargs).health()
+    return server.requests[-1].headers.get("Authorization")
+
+
+@pytest.fixture
+def all_sources(monkeypatch, tmp_path, write_key_file):
+    """Every source set, each with a distinct token; returns the explicit key file path."""
+    monkeypatch.setenv("NST_TOKEN", "from-env")
+    env_file = write_key_file(tmp_path / "env_keys.json", "from-env-key-file")
+    monkeypatch.setenv("NST_KEY_FILE", str(env_file))
+    write_key_file(tmp_path / "key_file.json", "from-cwd-key-file")  # cwd is tmp_path
+    return write_key_file(tmp_path / "arg_keys.json", "from-arg-key-file")
+
+
+def test_token_argument_wins(server, all_sources):
+    assert _auth_header(server, token="from-arg", key_file=all_sources) == "Bearer from-arg"
+
+
+def test_env_token_beats_key_files(server, all_sources):
+    assert _auth_header(server, key_file=all_sources) == "Bearer from-env"
+
+
+def test_key_file_argument_beats_env_key_file(server, all_sources, monkeypatch):
+    monkeypatch.delenv("NST_TOKEN")
+    assert _auth_header(server, key_file=all_sources) == "Bearer from-arg-key-file"
+
+
+def test_env_key_file_beats_cwd_key_file(server, all_sources, monkeypatch):
+    monkeypatch.delenv("NST_TOKEN")
+    assert _auth_header(server) == "Bearer from-env-key-file"
+
+
+def test_cwd_key_file(server, write_key_file, tmp_path, monkeypatch):
+    sub = tmp_path / "ts"
+    sub.mkdir()
+    write_key_file(sub / "key_file.json", "WCxjk-af")
+    monkeypatch.chdir(sub)
+    assert _auth_header(server) == "Bearer WCxjk-af"  # the inference key, not management/API
+
+
+def test_no_token_means_no_header(server):
+    assert _auth_header(server) is None
+
+
+def test_empty_env_token_is_ignored(server, monkeypatch):
+    monkeypatch.setenv("NST_TOKEN", "")
+    assert _auth_header(server) is None
+
+
+def test_explicit_missing_key_file_raises(monkeypatch):
+    with pytest.raises(FileNotFoundError):
+        StyleTransferClient(key_file="nope.json")
+    monkeypatch.setenv("NST_KEY_FILE", "also-nope.json")
+    with pytest.raises(FileNotFoundError):
+        StyleTransferClient()
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"management": {"key": "x"}}', '{"inference": {"key": ""}}', "[]"])
+def test_malformed_key_file_raises(tmp_path: Path, text):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(KeyFileError):
+        StyleTransferClient(key_file=path)
+
+
+def test_repr_does_not_leak_token():
+    assert "s3cret" not in repr(StyleTransferClient(token="s3cret"))
