@@ -38,6 +38,9 @@ $(VENV)/.installed: requirements.txt client_sdk/pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet -e client_sdk
+	@# TorchServe's CLI reads no config.properties unless told: with the virtualenv active, a
+	@# plain `torchserve --start` from the repository root then serves model_store/nst.mar.
+	@grep -q TS_CONFIG_FILE $(VENV)/bin/activate || printf '\n# Added by make install: `torchserve --start` uses this project'"'"'s config.\nexport TS_CONFIG_FILE="%s/config.properties"\n' "$(CURDIR)" >> $(VENV)/bin/activate
 	@touch $@
 
 install: $(VENV)/.installed

@@ -45,8 +45,14 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise ImageDecodeError("the bytes are not an image in any format Pillow reads") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses sizes over 2 * Image.MAX_IMAGE_PIXELS inside Image.open, before our check.
+        raise ImageDecodeError(f"image is over the limit of {max_pixels} pixels ({exc})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise ImageDecodeError(f"not a decodable image: {exc}") from None
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        # 16-bit grayscale (e.g. PNG): convert("RGB") would clip every value over 255 to white.
+        img = img.convert("I").point(lambda v: v * (1 / 257)).convert("L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

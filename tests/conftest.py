@@ -1,0 +1,84 @@
+"""Shared fixtures for the engine, handler and end-to-end tests.
+
+Puts ``handler/`` on ``sys.path`` so that ``import nst`` and ``import nst_handler`` work without
+installing anything, and provides random VGG19 features built once per session plus loaders for
+the tiny images in ``tests/data``.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+
+if str(ROOT / "handler") not in sys.path:
+    sys.path.insert(0, str(ROOT / "handler"))
+
+import torch  # noqa: E402
+
+#: The tiny test images and their (width, height).
+IMAGES = {
+    "tubingen_64x64.png": (64, 64),
+    "starry_night_64x64.png": (64, 64),
+    "chelsea_128x96.png": (128, 96),
+    "the_scream_128x96.png": (128, 96),
+}
+
+
+@pytest.fixture(scope="session")
+def root_dir() -> Path:
+    """The repository root."""
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """``tests/data``, holding the tiny test images."""
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def random_state() -> dict[str, torch.Tensor]:
+    """``nst.weights.make_random(0)``'s features-only state dict (do not modify it)."""
+    from nst.weights import make_random
+
+    state, _, _ = make_random(0)
+    return state
+
+
+@pytest.fixture(scope="session")
+def features(random_state: dict[str, torch.Tensor]) -> torch.nn.Sequential:
+    """Random (seed 0) VGG19 ``features`` on the CPU, built once per session (read-only)."""
+    from nst.vgg import build_vgg19_features
+
+    return build_vgg19_features(random_state)
+
+
+@pytest.fixture(scope="session")
+def image_bytes() -> Callable[[str], bytes]:
+    """``image_bytes("chelsea_128x96.png")`` -> the file's bytes."""
+    return lambda name: (DATA / name).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def image_b64() -> Callable[[str], str]:
+    """``image_b64("chelsea_128x96.png")`` -> the file's bytes in base64, as a request carries them."""
+    return lambda name: base64.b64encode((DATA / name).read_bytes()).decode("ascii")
+
+
+@pytest.fixture(scope="session")
+def load_image() -> Callable[..., torch.Tensor]:
+    """``load_image(name, long_side=None)`` -> ``(1, 3, H, W)`` float tensor in ``[0, 1]``."""
+    from nst.images import decode_image, to_tensor
+
+    def load(name: str, long_side: int | None = None) -> torch.Tensor:
+        img = decode_image((DATA / name).read_bytes(), max_pixels=10**6)
+        return to_tensor(img, long_side or max(img.size))
+
+    return load

@@ -1,0 +1,118 @@
+"""A real TorchServe (Java frontend + Python worker) on private loopback ports, for end-to-end tests.
+
+The model archive is built by the same `make archive` a user runs, with seeded random weights,
+into a temporary model store. The server gets its own config (the repository's
+config.properties with private ports and paths), its own working directory (so its
+key_file.json is private), and its own TMPDIR (so its pid file never meets another server's).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from wait_ready import wait_ready  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Server:
+    """How to reach the server under test."""
+
+    url: str
+    management_url: str
+    metrics_url: str
+    key_file: Path
+    workdir: Path
+    logs: Path
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _config(store: Path, ports: list[int]) -> str:
+    """The repository's config.properties with private addresses, ports and model store."""
+    inference, management, metrics, grpc_inf, grpc_mgmt, worker = ports
+    overrides = {
+        "inference_address": f"http://127.0.0.1:{inference}",
+        "management_address": f"http://127.0.0.1:{management}",
+        "metrics_address": f"http://127.0.0.1:{metrics}",
+        "grpc_inference_port": str(grpc_inf),
+        "grpc_management_port": str(grpc_mgmt),
+        "initial_worker_port": str(worker),
+        "model_store": str(store),
+    }
+    lines = []
+    for line in (ROOT / "config.properties").read_text().splitlines():
+        key = line.split("=", 1)[0].strip()
+        if key not in overrides:
+            lines.append(line)
+    lines += [f"{k}={v}" for k, v in overrides.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store holding nst.mar built by `make archive WEIGHTS=random`."""
+    store = tmp_path_factory.mktemp("model_store")
+    subprocess.run(
+        ["make", "--no-print-directory", "-s", "archive", "WEIGHTS=random", f"MODEL_STORE={store}"],
+        cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+    )
+    assert (store / "nst.mar").is_file()
+    return store
+
+
+@pytest.fixture(scope="session")
+def server(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Start TorchServe, wait until the model is READY, yield, then stop it."""
+    if shutil.which("java") is None:
+        pytest.fail("Java 17 is needed for the end-to-end tests (apt-get install openjdk-17-jre-headless)")
+    workdir = tmp_path_factory.mktemp("torchserve")
+    private_tmp = workdir / "tmp"
+    private_tmp.mkdir()
+    ports = _free_ports(6)
+    (workdir / "config.properties").write_text(_config(model_store, ports))
+    env = {
+        **os.environ,
+        "TMPDIR": str(private_tmp),
+        "LOG_LOCATION": str(workdir / "logs"),
+        "METRICS_LOCATION": str(workdir / "logs"),
+        "PYTHONPATH": "",
+    }
+    env.pop("TS_CONFIG_FILE", None)
+    cmd = [str(BIN / "torchserve"), "--ts-config", "config.properties", "--ncs"]
+    with (workdir / "torchserve.out").open("wb") as out:
+        subprocess.run([*cmd, "--start"], cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+    srv = Server(
+        url=f"http://127.0.0.1:{ports[0]}",
+        management_url=f"http://127.0.0.1:{ports[1]}",
+        metrics_url=f"http://127.0.0.1:{ports[2]}",
+        key_file=workdir / "key_file.json",
+        workdir=workdir,
+        logs=workdir / "logs",
+    )
+    try:
+        wait_ready(srv.management_url, "nst", srv.key_file, timeout=180)
+        yield srv
+    finally:
+        subprocess.run([*cmd, "--stop"], cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

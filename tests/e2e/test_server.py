@@ -1,0 +1,102 @@
+"""End to end: the real TorchServe, over real HTTP, through the SDK and its CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from nst_client import AuthenticationError, BadRequestError, StyleTransferClient
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+CONTENT = DATA / "chelsea_128x96.png"
+STYLE = DATA / "starry_night_64x64.png"
+FAST = {"image_size": 64, "steps": 5}
+
+
+@pytest.fixture()
+def client(server):
+    with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0) as c:
+        yield c
+
+
+def inference_key(server) -> str:
+    return json.loads(server.key_file.read_text())["inference"]["key"]
+
+
+def test_stylize_through_sdk(client, server):
+    result = client.stylize(CONTENT, STYLE, **FAST)
+    assert result.image.size == (64, 48)  # 128x96 content, long side 64
+    assert (result.width, result.height, result.format) == (64, 48, "png")
+    assert result.iterations == 5
+    assert set(result.losses) == {"content", "style", "tv", "total"}
+    assert result.weights == "random-seed-0"  # every response says which weights served it
+    assert result.device == "cpu"
+    assert result.params["steps"] == 5 and result.params["init"] == "content"  # effective params echoed
+    assert result.timings_ms["total"] > 0
+
+
+def test_request_without_token_is_refused(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("NST_TOKEN", raising=False)
+    monkeypatch.delenv("NST_KEY_FILE", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./key_file.json here, so no token at all
+    with StyleTransferClient(base_url=server.url, max_retries=0) as anonymous:
+        with pytest.raises(AuthenticationError):
+            anonymous.stylize(CONTENT, STYLE, **FAST)
+        with pytest.raises(AuthenticationError):
+            anonymous.health()
+    with StyleTransferClient(base_url=server.url, token="not-the-key", max_retries=0) as wrong:
+        with pytest.raises(AuthenticationError):
+            wrong.health()
+
+
+def test_bad_request_is_a_400_and_the_worker_stays_up(client, server):
+    with pytest.raises(BadRequestError) as err:
+        client.stylize(CONTENT, STYLE, steps=0, image_size=64)
+    assert err.value.status_code == 400
+    assert err.value.field == "params.steps"
+    assert err.value.code == "out_of_range"
+
+    headers = {"Authorization": f"Bearer {inference_key(server)}", "Content-Type": "application/json"}
+    good_style = base64.b64encode(STYLE.read_bytes()).decode()
+    for body, field in [
+        ('{"content": "not base64!!", "style": "%s"}' % good_style, "content"),
+        ('{"content": "%s", "style": "%s", "params": {"colour": 1}}' % (good_style, good_style), "params.colour"),
+        ('{"content": "', None),  # not JSON
+    ]:
+        resp = requests.post(f"{server.url}/predictions/nst", data=body, headers=headers, timeout=60)
+        assert resp.status_code == 400, resp.text
+        assert resp.headers["content-type"].startswith("application/json")
+        assert resp.json()["error"]["field"] == field
+
+    # The same worker still serves the next good request.
+    assert client.stylize(CONTENT, STYLE, **FAST).image.size == (64, 48)
+
+
+def test_cli_writes_the_stylized_image(server, tmp_path):
+    out = tmp_path / "out.jpg"
+    proc = subprocess.run(
+        [sys.executable, "-m", "nst_client", "stylize", str(CONTENT), str(STYLE), "-o", str(out),
+         "--url", server.url, "--key-file", str(server.key_file),
+         "--image-size", "64", "--steps", "3", "--output-format", "jpeg"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as img:
+        assert img.format == "JPEG" and img.size == (64, 48)
+
+
+def test_health_and_model_description(client, server):
+    assert client.health()["status"] == "Healthy"
+    mgmt_key = json.loads(server.key_file.read_text())["management"]["key"]
+    desc = requests.get(
+        f"{server.management_url}/models/nst", headers={"Authorization": f"Bearer {mgmt_key}"}, timeout=10
+    ).json()[0]
+    assert desc["batchSize"] == 1
+    assert [w["status"] for w in desc["workers"]] == ["READY"]

@@ -1,0 +1,191 @@
+"""Decoding (formats, modes, EXIF, limits, bad input), resizing and encoding."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nst.images import ImageDecodeError, decode_image, encode_image, fit_long_side, to_pil, to_tensor
+
+BIG = 10**7  # a max_pixels that no test image reaches
+
+
+def _encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose IHDR says ``width`` x ``height`` (CRC fixed): only the header is large."""
+    data = bytearray(_encode(Image.new("RGB", (1, 1), (10, 20, 30)), "PNG"))
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_decode_png_and_jpeg(image_bytes) -> None:
+    png = decode_image(image_bytes("chelsea_128x96.png"), max_pixels=BIG)
+    assert (png.mode, png.size) == ("RGB", (128, 96))
+    jpeg_bytes = _encode(png, "JPEG", quality=95)
+    jpeg = decode_image(jpeg_bytes, max_pixels=BIG)
+    assert (jpeg.mode, jpeg.size) == ("RGB", (128, 96))
+    diff = np.abs(np.asarray(jpeg, dtype=np.int16) - np.asarray(png, dtype=np.int16))
+    assert diff.mean() < 8
+
+
+def test_rgba_is_composited_on_white() -> None:
+    img = Image.new("RGBA", (4, 2), (255, 0, 0, 255))
+    img.putpixel((1, 0), (0, 0, 255, 0))  # fully transparent blue
+    img.putpixel((2, 0), (0, 0, 0, 128))  # half-transparent black
+    out = decode_image(_encode(img, "PNG"), max_pixels=BIG)
+    assert out.mode == "RGB"
+    assert out.getpixel((0, 0)) == (255, 0, 0)
+    assert out.getpixel((1, 0)) == (255, 255, 255)
+    assert all(120 <= v <= 135 for v in out.getpixel((2, 0)))
+
+
+def test_gray_alpha_is_composited_on_white() -> None:
+    img = Image.new("LA", (2, 1), (0, 255))
+    img.putpixel((1, 0), (0, 0))
+    out = decode_image(_encode(img, "PNG"), max_pixels=BIG)
+    assert [out.getpixel((x, 0)) for x in range(2)] == [(0, 0, 0), (255, 255, 255)]
+
+
+def test_palette_images() -> None:
+    img = Image.new("P", (3, 1))
+    img.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * (256 * 3 - 9))
+    for x in range(3):
+        img.putpixel((x, 0), x)
+    out = decode_image(_encode(img, "PNG"), max_pixels=BIG)
+    assert out.mode == "RGB"
+    assert [out.getpixel((x, 0)) for x in range(3)] == [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    # With palette entry 1 transparent, that pixel becomes white.
+    transparent = decode_image(_encode(img, "PNG", transparency=1), max_pixels=BIG)
+    assert [transparent.getpixel((x, 0)) for x in range(3)] == [(255, 0, 0), (255, 255, 255), (0, 0, 255)]
+    gif = decode_image(_encode(img, "GIF"), max_pixels=BIG)
+    assert gif.mode == "RGB" and gif.getpixel((2, 0)) == (0, 0, 255)
+
+
+def test_grayscale_becomes_rgb() -> None:
+    img = Image.new("L", (3, 2), 77)
+    for fmt in ("PNG", "JPEG"):
+        out = decode_image(_encode(img, fmt), max_pixels=BIG)
+        assert out.mode == "RGB" and out.size == (3, 2)
+        r, g, b = out.getpixel((1, 1))
+        assert r == g == b and abs(r - 77) <= 2
+
+
+def test_16_bit_grayscale_keeps_its_tones() -> None:
+    ramp = np.linspace(0, 65535, 64 * 16).reshape(16, 64).astype(np.uint16)
+    out = np.asarray(decode_image(_encode(Image.fromarray(ramp), "PNG"), max_pixels=BIG))
+    assert out.shape == (16, 64, 3)
+    expected = np.round(ramp / 257)
+    assert np.abs(out[..., 0] - expected).max() <= 1
+    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255 and 120 <= out[8, 0, 0] <= 135
+
+
+def test_exif_orientation_is_applied() -> None:
+    # 40x20, left half red and right half blue; orientation 6 = rotate 90 degrees clockwise to view.
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _encode(img, "JPEG", exif=exif, quality=95)
+    assert Image.open(io.BytesIO(data)).size == (40, 20)  # stored unrotated
+    out = decode_image(data, max_pixels=BIG)
+    assert out.size == (20, 40)
+    top, bottom = out.getpixel((10, 5)), out.getpixel((10, 35))
+    assert top[0] > 200 and top[2] < 60  # the left (red) half is now on top
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"hello, this is not an image at all", id="text"),
+        pytest.param(b"\x89PNG\r\n\x1a\n", id="png-signature-only"),
+        pytest.param(None, id="truncated-png"),
+        pytest.param("jpeg", id="truncated-jpeg"),
+    ],
+)
+def test_undecodable_bytes(data, image_bytes) -> None:
+    if data is None:
+        full = image_bytes("tubingen_64x64.png")
+        data = full[: len(full) // 2]
+    elif data == "jpeg":
+        full = _encode(Image.open(io.BytesIO(image_bytes("tubingen_64x64.png"))), "JPEG")
+        data = full[: len(full) // 2]
+    with pytest.raises(ImageDecodeError):
+        decode_image(data, max_pixels=BIG)
+
+
+def test_pixel_limit_boundary(image_bytes) -> None:
+    data = image_bytes("tubingen_64x64.png")
+    assert decode_image(data, max_pixels=64 * 64).size == (64, 64)
+    with pytest.raises(ImageDecodeError, match=r"64x64 = 4096 pixels, over the limit of 4095"):
+        decode_image(data, max_pixels=64 * 64 - 1)
+
+
+@pytest.mark.parametrize("width, height", [(6000, 5000), (100_000, 100_000)])
+def test_huge_header_is_refused_without_decoding(width: int, height: int) -> None:
+    data = png_claiming_size(width, height)
+    assert Image.open(io.BytesIO(data)).size == (width, height) if width * height < 10**8 else True
+    with pytest.raises(ImageDecodeError, match="over the limit of 25000000") as info:
+        decode_image(data, max_pixels=25_000_000)
+    # Refused on the header: decoding the 1-pixel data would have reported truncation instead.
+    assert "truncated" not in str(info.value)
+
+
+def test_fit_long_side() -> None:
+    assert fit_long_side(128, 96, 64) == (64, 48)
+    assert fit_long_side(96, 128, 64) == (48, 64)
+    assert fit_long_side(64, 64, 512) == (512, 512)
+    assert fit_long_side(1000, 10, 16) == (16, 1)  # never 0
+    w, h = fit_long_side(1920, 1080, 500)
+    assert w == 500 and h == round(1080 * 500 / 1920)
+
+
+def test_to_tensor(image_bytes) -> None:
+    img = decode_image(image_bytes("chelsea_128x96.png"), max_pixels=BIG)
+    t = to_tensor(img, 64)
+    assert t.shape == (1, 3, 48, 64) and t.dtype == torch.float32
+    assert 0 <= t.min() and t.max() <= 1
+    same = to_tensor(img, 128)  # no resize at the native size: exact pixels
+    assert torch.equal(same[0].permute(1, 2, 0), torch.from_numpy(np.asarray(img)).float() / 255)
+
+
+def test_encode_png_round_trip(image_bytes) -> None:
+    original = decode_image(image_bytes("chelsea_128x96.png"), max_pixels=BIG)
+    data = encode_image(to_tensor(original, 128), "png")
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    back = Image.open(io.BytesIO(data))
+    assert back.format == "PNG" and back.size == (128, 96)
+    assert np.array_equal(np.asarray(back.convert("RGB")), np.asarray(original))
+
+
+def test_encode_jpeg(image_bytes) -> None:
+    original = decode_image(image_bytes("the_scream_128x96.png"), max_pixels=BIG)
+    data = encode_image(to_tensor(original, 128), "jpeg")
+    assert data[:3] == b"\xff\xd8\xff"
+    back = Image.open(io.BytesIO(data))
+    assert back.format == "JPEG" and back.size == (128, 96)
+    diff = np.abs(np.asarray(back.convert("RGB"), dtype=np.int16) - np.asarray(original, dtype=np.int16))
+    assert diff.mean() < 8
+    assert len(encode_image(to_tensor(original, 128), "jpeg", jpeg_quality=10)) < len(data)
+
+
+def test_encode_clamps_and_refuses_bad_formats() -> None:
+    image = torch.tensor([-1.0, 0.5, 2.0]).view(1, 3, 1, 1)
+    assert to_pil(image).getpixel((0, 0)) == (0, 127, 255) or to_pil(image).getpixel((0, 0)) == (0, 128, 255)
+    for fmt in ("gif", "PNG", "jpg", ""):
+        with pytest.raises(ValueError, match="output format"):
+            encode_image(torch.rand(1, 3, 4, 4), fmt)  # type: ignore[arg-type]

@@ -1,0 +1,123 @@
+"""VGG19 layer naming, feature extraction and truncation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from nst.vgg import (
+    DEFAULT_CONTENT_LAYERS,
+    DEFAULT_STYLE_LAYERS,
+    LAYER_INDEX,
+    VGG19_LAYERS,
+    FeatureExtractor,
+    build_vgg19_features,
+    check_layer_names,
+    min_side,
+)
+
+
+def test_layer_names_follow_torchvision_order(features: nn.Sequential) -> None:
+    assert len(VGG19_LAYERS) == 37 == len(features)
+    assert len(set(VGG19_LAYERS)) == 37
+    expected = {"conv1_1": 0, "relu1_1": 1, "pool1": 4, "conv4_2": 21, "relu4_2": 22, "relu5_1": 29, "pool5": 36}
+    assert {name: LAYER_INDEX[name] for name in expected} == expected
+    assert all(VGG19_LAYERS[i] == name for name, i in LAYER_INDEX.items())
+    # The names match the module types of torchvision's vgg19().features.
+    kinds = {"conv": nn.Conv2d, "relu": nn.ReLU, "pool": nn.MaxPool2d}
+    for name, module in zip(VGG19_LAYERS, features):
+        assert isinstance(module, kinds[name.rstrip("0123456789_")]), name
+    # Output channels per block: 64, 128, 256, 512, 512.
+    for name, module in zip(VGG19_LAYERS, features):
+        if name.startswith("conv"):
+            assert module.out_channels == {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}[int(name[4])], name
+
+
+def test_build_loads_the_state_and_freezes(random_state: dict, features: nn.Sequential) -> None:
+    assert not features.training
+    assert all(not p.requires_grad for p in features.parameters())
+    for key, value in features.state_dict().items():
+        assert torch.equal(value, random_state[key]), key
+    with pytest.raises(RuntimeError):
+        build_vgg19_features({"0.weight": torch.zeros(64, 3, 3, 3)})
+
+
+def test_relus_are_not_in_place(features: nn.Sequential) -> None:
+    relus = [m for m in features if isinstance(m, nn.ReLU)]
+    assert len(relus) == 16
+    assert all(not m.inplace for m in relus)
+    # The observable consequence: a captured conv output keeps its negative values.
+    out = FeatureExtractor(features, ["conv1_1", "relu1_1"])(torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    assert (out["conv1_1"] < 0).any()
+    torch.testing.assert_close(out["relu1_1"], out["conv1_1"].clamp(min=0))
+
+
+def test_extractor_returns_requested_layers_with_shapes(features: nn.Sequential) -> None:
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    layers = DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS
+    out = FeatureExtractor(features, layers)(image)
+    assert set(out) == set(layers)
+    shapes = {name: tuple(t.shape) for name, t in out.items()}
+    assert shapes == {
+        "relu4_2": (1, 512, 8, 8),
+        "relu1_1": (1, 64, 64, 64),
+        "relu2_1": (1, 128, 32, 32),
+        "relu3_1": (1, 256, 16, 16),
+        "relu4_1": (1, 512, 8, 8),
+        "relu5_1": (1, 512, 4, 4),
+    }
+
+
+def test_extractor_output_matches_running_the_network(features: nn.Sequential) -> None:
+    image = torch.rand(2, 3, 32, 24, generator=torch.Generator().manual_seed(2))
+    ex = FeatureExtractor(features, ["relu3_1"])
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    expected = features[: LAYER_INDEX["relu3_1"] + 1]((image - mean) / std)
+    torch.testing.assert_close(ex(image)["relu3_1"], expected)
+
+
+@pytest.mark.parametrize("layers", [["relu1_1"], ["conv3_2", "relu1_2"], ["relu4_2"], list(DEFAULT_STYLE_LAYERS), ["pool5"]])
+def test_extractor_is_truncated_after_the_deepest_layer(features: nn.Sequential, layers: list[str]) -> None:
+    ex = FeatureExtractor(features, layers)
+    assert len(ex.net) == max(LAYER_INDEX[n] for n in layers) + 1
+    # The modules are shared with the full network, not copied.
+    assert all(a is b for a, b in zip(ex.net, features))
+
+
+def test_unknown_layer_lists_valid_names(features: nn.Sequential) -> None:
+    with pytest.raises(ValueError, match="conv6_1") as info:
+        FeatureExtractor(features, ["relu1_1", "conv6_1"])
+    assert "conv1_1" in str(info.value) and "pool5" in str(info.value)
+    with pytest.raises(ValueError):
+        check_layer_names(["relu4_2", "fc7"])
+    with pytest.raises(ValueError):
+        FeatureExtractor(features, [])
+
+
+def test_min_side() -> None:
+    assert min_side(DEFAULT_STYLE_LAYERS) == 16
+    assert min_side(["relu1_1"]) == 1
+    assert min_side(["pool1"]) == 2
+    assert min_side(["relu4_2"]) == 8
+    assert min_side(["pool5"]) == 32
+    with pytest.raises(ValueError):
+        min_side(["nope"])
+
+
+def test_image_below_min_side_is_refused_with_a_clear_message(features: nn.Sequential) -> None:
+    ex = FeatureExtractor(features, DEFAULT_STYLE_LAYERS)
+    assert ex.min_side == 16
+    with pytest.raises(ValueError, match=r"8x8 pixels.*relu5_1.*at least 16 pixels"):
+        ex(torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="15"):
+        ex(torch.rand(1, 3, 64, 15))  # one side too small is enough
+    # The boundary itself works: relu5_1 is 1x1 at 16x16.
+    assert ex(torch.rand(1, 3, 16, 16))["relu5_1"].shape == (1, 512, 1, 1)
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 1, 32, 32), (1, 4, 32, 32), (1, 3, 1, 32, 32)])
+def test_extractor_refuses_wrong_shapes(features: nn.Sequential, shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="expected an image of shape"):
+        FeatureExtractor(features, ["relu1_1"])(torch.rand(shape))
