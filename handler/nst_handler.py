@@ -67,7 +67,10 @@ class NSTHandler(BaseHandler):
             raise ValueError(f"{weights_path.name} does not match the sha256 in {PROVENANCE_FILE}")
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         self.features = build_vgg19_features(state).to(self.device)
-        logger.info("NST model loaded: weights %s on %s", self.provenance.label, self.device)
+        logger.info(
+            "NST model loaded: weights %s on %s, %d torch threads",
+            self.provenance.label, self.device, torch.get_num_threads(),
+        )
         self.initialized = True
 
     # --- TorchServe's three stages, one list entry per request row -----------------------------
@@ -83,6 +86,10 @@ class NSTHandler(BaseHandler):
                 rows.append(parse_request(body, defaults=self.defaults, limits=self.limits))
             except RequestError as exc:
                 rows.append(exc)
+            except Exception:  # noqa: BLE001 - one bad row must not fail the batch or the worker
+                request_id = self.context.get_request_id(len(rows))
+                logger.exception("request %s: validation failed unexpectedly", request_id)
+                rows.append(RequestError(500, "internal_error", f"internal error; see the server log for request {request_id}"))
             self._decode_ms.append((time.perf_counter() - start) * 1e3)
         return rows
 

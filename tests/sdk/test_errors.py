@@ -121,6 +121,15 @@ def test_503_then_200_succeeds_after_one_retry(server, sleeps):
     assert len(sleeps) == 1
 
 
+def test_torchserve_prediction_failed_is_not_retried(server, sleeps):
+    server.reply(503, {"code": 503, "type": "InternalServerException", "message": "Prediction failed"})
+    server.reply(200)
+    with pytest.raises(APIStatusError) as info:
+        StyleTransferClient(base_url=server.url, max_retries=2).stylize(CONTENT, STYLE)
+    assert info.value.status_code == 503
+    assert len(server.requests) == 1 and sleeps == []
+
+
 @pytest.mark.parametrize("status", [429, 502, 503, 504])
 def test_retryable_statuses_exhaust_retries_with_capped_backoff(server, sleeps, status):
     server.reply(status, ours("busy", "try later"))

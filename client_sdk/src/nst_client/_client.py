@@ -22,6 +22,7 @@ from ._constants import (
     INITIAL_RETRY_DELAY,
     MAX_RETRY_AFTER,
     MAX_RETRY_DELAY,
+    NON_RETRYABLE_TORCHSERVE_TYPES,
     RETRY_JITTER,
     RETRYABLE_STATUS_CODES,
 )
@@ -268,7 +269,8 @@ class StyleTransferClient:
                 if response.status_code < 400:
                     return response
                 error = make_status_error(response)
-                if response.status_code not in RETRYABLE_STATUS_CODES:
+                if (response.status_code not in RETRYABLE_STATUS_CODES
+                        or getattr(error, "code", None) in NON_RETRYABLE_TORCHSERVE_TYPES):
                     raise error
 
             if attempt >= self.max_retries:

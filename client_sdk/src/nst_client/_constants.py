@@ -28,6 +28,9 @@ MAX_RETRY_DELAY = 8.0  # seconds, cap of the computed backoff
 MAX_RETRY_AFTER = 60.0  # seconds; a larger Retry-After is ignored in favour of backoff
 RETRY_JITTER = 0.25  # the delay is reduced by up to this fraction at random
 RETRYABLE_STATUS_CODES: FrozenSet[int] = frozenset({429, 502, 503, 504})
+# ...except TorchServe's 503 "Prediction failed": the handler itself broke on this request, so
+# sending the same minutes-long job again would most likely fail again.
+NON_RETRYABLE_TORCHSERVE_TYPES: FrozenSet[str] = frozenset({"InternalServerException"})
 
 # TorchServe answers a bad/missing token with HTTP 400 and this "type".
 TORCHSERVE_INVALID_KEY_TYPE = "InvalidKeyException"
