@@ -50,7 +50,7 @@ class NSTHandler(BaseHandler):
         self.limits = Limits(**config.get("limits", {}))
         self.defaults = dict(config.get("defaults", {}))
         try:
-            parse_params(None, defaults=self.defaults, limits=self.limits)
+            parse_params(self.defaults, limits=self.limits)  # unknown names and bad values fail here
         except RequestError as exc:
             raise ValueError(f"model-config.yaml handler.defaults: {exc.message}") from None
         if config.get("torch_threads"):

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from PIL import Image
 
-from .images import OUTPUT_FORMATS, ImageDecodeError, decode_image, fit_long_side
+from .images import OUTPUT_FORMATS, ImageDecodeError, ImageTooLargeError, decode_image, fit_long_side
 from .stylize import INITS, StylizeOptions
 from .vgg import min_side
 
@@ -112,7 +112,10 @@ def _check_value(param: Param, value: Any, field: str, cap: float | None) -> Any
     if param.choices is not None and value not in param.choices:
         raise RequestError(400, "invalid_choice", f"{field} must be one of {list(param.choices)}, got {value!r}", field)
     if param.kind is float:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # a JSON integer literal beyond float range, e.g. 1 followed by 400 zeros
+            value = float("inf") if value > 0 else float("-inf")
         if value != value or value in (float("inf"), float("-inf")):
             raise RequestError(400, "out_of_range", f"{field} must be a finite number, got {value}", field)
     maximum = min(m for m in (param.maximum, cap) if m is not None) if (param.maximum, cap) != (None, None) else None
@@ -175,9 +178,10 @@ def decode_b64_image(value: Any, field: str, limits: Limits) -> Image.Image:
         raise RequestError(400, "invalid_base64", f"{field} is not valid base64", field) from None
     try:
         return decode_image(data, max_pixels=limits.max_input_pixels)
+    except ImageTooLargeError as exc:
+        raise RequestError(413, "image_too_large", f"{field}: {exc}", field) from None
     except ImageDecodeError as exc:
-        status, code = (413, "image_too_large") if "over the limit" in str(exc) else (400, "invalid_image")
-        raise RequestError(status, code, f"{field}: {exc}", field) from None
+        raise RequestError(400, "invalid_image", f"{field}: {exc}", field) from None
 
 
 def parse_request(body: Any, *, defaults: Mapping[str, Any] | None = None, limits: Limits = Limits()) -> StyleRequest:
@@ -191,7 +195,9 @@ def parse_request(body: Any, *, defaults: Mapping[str, Any] | None = None, limit
     if isinstance(body, (bytes, bytearray, str)):
         try:
             body = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
+            # ValueError covers JSONDecodeError, UnicodeDecodeError and an integer over Python's
+            # 4300-digit limit; RecursionError, arrays or objects nested too deeply.
             raise RequestError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError(400, "invalid_body", f"request body must be a JSON object, got {type(body).__name__}")

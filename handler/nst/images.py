@@ -14,7 +14,11 @@ OUTPUT_FORMATS: tuple[str, ...] = ("png", "jpeg")
 
 
 class ImageDecodeError(ValueError):
-    """Bytes that are not a decodable image, or an image over the pixel limit."""
+    """Bytes that are not a decodable image."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image whose header declares more pixels than allowed."""
 
 
 def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
@@ -29,7 +33,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         max_pixels: the most pixels (width x height) accepted.
 
     Raises:
-        ImageDecodeError: empty, not an image, truncated, or too large.
+        ImageTooLargeError: over ``max_pixels``.
+        ImageDecodeError: empty, not an image, or truncated.
     """
     if not data:
         raise ImageDecodeError("image is empty (0 bytes)")
@@ -37,7 +42,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         img = Image.open(io.BytesIO(data))
         w, h = img.size
         if w * h > max_pixels:
-            raise ImageDecodeError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
+            raise ImageTooLargeError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
         img.seek(0)
         img.load()
         img = ImageOps.exif_transpose(img)
@@ -47,8 +52,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise ImageDecodeError("the bytes are not an image in any format Pillow reads") from None
     except Image.DecompressionBombError as exc:
         # Pillow refuses sizes over 2 * Image.MAX_IMAGE_PIXELS inside Image.open, before our check.
-        raise ImageDecodeError(f"image is over the limit of {max_pixels} pixels ({exc})") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageTooLargeError(f"image is over the limit of {max_pixels} pixels ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise OSError, EOFError, struct.error...
         raise ImageDecodeError(f"not a decodable image: {exc}") from None
     if img.mode == "I" or img.mode.startswith("I;16"):
         # 16-bit grayscale (e.g. PNG): convert("RGB") would clip every value over 255 to white.

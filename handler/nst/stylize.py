@@ -171,11 +171,14 @@ def stylize(
     # as one step() with max_iter=steps would, but leaves room to report after every iteration.
     for _ in range(options.steps):
         optimizer.step(closure)
+    # The losses reported last are those of the returned (clamped) image, not of the raw
+    # iterate, whose pixels L-BFGS may have pushed outside [0, 1].
+    result = image.detach().clamp(0.0, 1.0)
     with torch.no_grad():
-        _, final_losses = objective(image)
+        _, final_losses = objective(result)
     record(final_losses)
     return Stylized(
-        image=image.detach().clamp(0.0, 1.0),
+        image=result,
         iterations=options.steps,
         losses=final_losses,
         history=history,

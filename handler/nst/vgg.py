@@ -68,8 +68,14 @@ def build_vgg19_features(state_dict: Mapping[str, torch.Tensor] | None = None) -
     Raises:
         RuntimeError: ``state_dict`` has missing or unexpected keys or wrong shapes.
     """
-    features = vgg19(weights=None).features
-    if state_dict is not None:
+    if state_dict is None:
+        features = vgg19(weights=None).features
+    else:
+        # Build on the meta device: skips allocating and initializing the 120M-parameter
+        # classifier that vgg19() makes and we drop (about 0.5 GB and seconds of CPU).
+        with torch.device("meta"):
+            features = vgg19(weights=None).features
+        features = features.to_empty(device="cpu")
         features.load_state_dict(state_dict)
     for i, layer in enumerate(features):
         if isinstance(layer, nn.ReLU):

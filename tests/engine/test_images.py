@@ -138,7 +138,6 @@ def test_pixel_limit_boundary(image_bytes) -> None:
 @pytest.mark.parametrize("width, height", [(6000, 5000), (100_000, 100_000)])
 def test_huge_header_is_refused_without_decoding(width: int, height: int) -> None:
     data = png_claiming_size(width, height)
-    assert Image.open(io.BytesIO(data)).size == (width, height) if width * height < 10**8 else True
     with pytest.raises(ImageDecodeError, match="over the limit of 25000000") as info:
         decode_image(data, max_pixels=25_000_000)
     # Refused on the header: decoding the 1-pixel data would have reported truncation instead.
@@ -160,7 +159,7 @@ def test_to_tensor(image_bytes) -> None:
     assert t.shape == (1, 3, 48, 64) and t.dtype == torch.float32
     assert 0 <= t.min() and t.max() <= 1
     same = to_tensor(img, 128)  # no resize at the native size: exact pixels
-    assert torch.equal(same[0].permute(1, 2, 0), torch.from_numpy(np.asarray(img)).float() / 255)
+    assert torch.equal(same[0].permute(1, 2, 0), torch.from_numpy(np.array(img)).float() / 255)
 
 
 def test_encode_png_round_trip(image_bytes) -> None:
@@ -185,7 +184,8 @@ def test_encode_jpeg(image_bytes) -> None:
 
 def test_encode_clamps_and_refuses_bad_formats() -> None:
     image = torch.tensor([-1.0, 0.5, 2.0]).view(1, 3, 1, 1)
-    assert to_pil(image).getpixel((0, 0)) == (0, 127, 255) or to_pil(image).getpixel((0, 0)) == (0, 128, 255)
+    r, g, b = to_pil(image).getpixel((0, 0))
+    assert (r, b) == (0, 255) and g in (127, 128)
     for fmt in ("gif", "PNG", "jpg", ""):
         with pytest.raises(ValueError, match="output format"):
             encode_image(torch.rand(1, 3, 4, 4), fmt)  # type: ignore[arg-type]

@@ -155,3 +155,14 @@ def test_custom_layers_are_used(content, style, features: nn.Sequential) -> None
     shallow = stylize(content, style, features, StylizeOptions(steps=1, style_layers=("relu1_1",)))
     default = stylize(content, style, features, StylizeOptions(steps=1))
     assert shallow.history[0].losses["style"] != default.history[0].losses["style"]
+
+
+def test_final_losses_are_those_of_the_returned_image(load_image, features: nn.Sequential) -> None:
+    content, style = load_image("chelsea_128x96.png", 64), load_image("the_scream_128x96.png", 64)
+    result = stylize(content, style, features, StylizeOptions(steps=8))
+    # The raw iterate leaves [0, 1] here, so clamping changes the losses; the report must follow.
+    assert result.history[-1].losses == result.losses
+    seen: list[Iterate] = []
+    stylize(result.image, style, features, StylizeOptions(steps=1), callback=seen.append)
+    assert result.losses["style"] == pytest.approx(seen[0].losses["style"], rel=1e-5)
+    assert result.losses["tv"] == pytest.approx(seen[0].losses["tv"], rel=1e-5)

@@ -1,0 +1,286 @@
+"""Request validation: parameters, body shape, image fields and their limits."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from nst.api import PARAMS, Limits, RequestError, StyleRequest, parse_params, parse_request
+from nst.stylize import StylizeOptions
+
+DEFAULTS = {
+    "image_size": 512,
+    "steps": 300,
+    "content_weight": 1.0,
+    "style_weight": 1e4,
+    "tv_weight": 1.0,
+    "init": "content",
+    "seed": 0,
+    "output_format": "png",
+}
+
+
+def _b64_png(img: Image.Image) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _b64_png_claiming(width: int, height: int) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return base64.b64encode(bytes(data)).decode("ascii")
+
+
+def _error(fn, *args, **kwargs) -> RequestError:
+    with pytest.raises(RequestError) as info:
+        fn(*args, **kwargs)
+    return info.value
+
+
+@pytest.fixture
+def body(image_b64) -> dict:
+    return {"content": image_b64("chelsea_128x96.png"), "style": image_b64("starry_night_64x64.png"),
+            "params": {"image_size": 64, "steps": 3}}
+
+
+# --- parse_params ------------------------------------------------------------------------------
+
+def test_defaults() -> None:
+    assert parse_params(None) == DEFAULTS
+    assert parse_params({}) == DEFAULTS
+    assert set(PARAMS) == set(DEFAULTS)
+    # The defaults are the engine's.
+    o = StylizeOptions()
+    assert (o.steps, o.content_weight, o.style_weight, o.tv_weight, o.init, o.seed) == (
+        DEFAULTS["steps"], DEFAULTS["content_weight"], DEFAULTS["style_weight"], DEFAULTS["tv_weight"],
+        DEFAULTS["init"], DEFAULTS["seed"])
+
+
+def test_server_defaults_and_request_overrides() -> None:
+    p = parse_params({"steps": 7}, defaults={"image_size": 64, "steps": 3, "init": "noise"})
+    assert p == DEFAULTS | {"image_size": 64, "steps": 7, "init": "noise"}
+    # Server defaults are validated too.
+    err = _error(parse_params, None, defaults={"steps": 0})
+    assert (err.code, err.field) == ("out_of_range", "params.steps")
+
+
+def test_int_is_accepted_for_float_and_becomes_float() -> None:
+    p = parse_params({"style_weight": 100, "content_weight": 0, "tv_weight": 1e12})
+    assert p["style_weight"] == 100.0 and type(p["style_weight"]) is float
+    assert type(p["content_weight"]) is float and p["tv_weight"] == 1e12
+
+
+def test_unknown_param() -> None:
+    err = _error(parse_params, {"steps": 3, "styleweight": 5})
+    assert (err.status, err.code, err.field) == (400, "unknown_param", "params.styleweight")
+    assert "style_weight" in err.message  # lists the known names
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("steps", "10"), ("steps", True), ("steps", 10.0), ("steps", 3.5), ("steps", None), ("image_size", [64]),
+     ("seed", False), ("style_weight", "1e4"), ("style_weight", True), ("init", 1), ("output_format", None)],
+)
+def test_invalid_type(name: str, value) -> None:
+    err = _error(parse_params, {name: value})
+    assert (err.status, err.code, err.field) == (400, "invalid_type", f"params.{name}")
+
+
+def test_params_must_be_an_object() -> None:
+    err = _error(parse_params, [1, 2])
+    assert (err.code, err.field) == ("invalid_type", "params")
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("steps", 0), ("steps", -1), ("steps", 2001), ("image_size", 15), ("image_size", 1025),
+     ("content_weight", -1.0), ("style_weight", -1), ("tv_weight", 1e13), ("style_weight", float("inf")),
+     ("content_weight", float("-inf")), ("tv_weight", float("nan")), ("seed", -1), ("seed", 2**63)],
+)
+def test_out_of_range(name: str, value) -> None:
+    err = _error(parse_params, {name: value})
+    assert (err.status, err.code, err.field) == (400, "out_of_range", f"params.{name}")
+    assert f"params.{name}" in err.message
+
+
+@pytest.mark.parametrize("name, value", [("style_weight", 10**400), ("content_weight", -(10**400)),
+                                         ("tv_weight", 10**13), ("seed", 10**400), ("steps", 10**400)])
+def test_huge_json_integers_are_out_of_range(name: str, value: int) -> None:
+    # json.loads gives a Python int for an integer literal of any length (up to 4300 digits).
+    err = _error(parse_params, json.loads(json.dumps({name: value})))
+    assert (err.status, err.code, err.field) == (400, "out_of_range", f"params.{name}")
+
+
+def test_limits_cap_steps_and_image_size() -> None:
+    limits = Limits(max_steps=50, max_image_side=128)
+    assert parse_params({"steps": 50, "image_size": 128}, limits=limits)["steps"] == 50
+    err = _error(parse_params, {"steps": 51, "image_size": 64}, limits=limits)
+    assert (err.code, err.field) == ("out_of_range", "params.steps") and "50" in err.message
+    err = _error(parse_params, {"image_size": 129, "steps": 5}, limits=limits)
+    assert (err.code, err.field) == ("out_of_range", "params.image_size") and "128" in err.message
+    # The default image_size (512) is itself over this cap: defaults are checked like the request.
+    assert _error(parse_params, {"steps": 5}, limits=limits).field == "params.image_size"
+    assert _error(parse_params, {"image_size": 64}, limits=limits).field == "params.steps"
+
+
+def test_boundaries_are_accepted() -> None:
+    p = parse_params({"steps": 2000, "image_size": 1024, "seed": 2**63 - 1, "style_weight": 0, "tv_weight": 1e12})
+    assert (p["steps"], p["image_size"], p["seed"]) == (2000, 1024, 2**63 - 1)
+    assert parse_params({"steps": 1, "image_size": 16})["image_size"] == 16
+
+
+@pytest.mark.parametrize("name, value", [("init", "random"), ("init", "Content"), ("output_format", "gif"),
+                                         ("output_format", "jpg")])
+def test_invalid_choice(name: str, value: str) -> None:
+    err = _error(parse_params, {name: value})
+    assert (err.status, err.code, err.field) == (400, "invalid_choice", f"params.{name}")
+
+
+def test_error_body() -> None:
+    err = RequestError(400, "out_of_range", "bad", "params.steps")
+    assert err.body() == {"error": {"code": "out_of_range", "message": "bad", "field": "params.steps"}}
+    assert json.loads(json.dumps(err.body())) == err.body()
+
+
+# --- parse_request -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"not json", id="text"),
+        pytest.param(b"{\"content\": ", id="truncated"),
+        pytest.param(b"\xff\xfe\x00garbage", id="not-utf8"),
+        pytest.param("{'single': 'quotes'}", id="str"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b'{"params": {"seed": ' + b"9" * 5000 + b"}}", id="int-over-4300-digits"),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="nested-too-deep"),
+    ],
+)
+def test_invalid_json(raw) -> None:
+    err = _error(parse_request, raw)
+    assert (err.status, err.code, err.field) == (400, "invalid_json", None)
+
+
+@pytest.mark.parametrize("raw", [[], [1, 2], "[]", b"null", 42, b"\"text\""])
+def test_invalid_body(raw) -> None:
+    err = _error(parse_request, raw)
+    assert (err.status, err.code) == (400, "invalid_body")
+
+
+def test_bytes_and_str_bodies_are_parsed(body: dict) -> None:
+    for raw in (json.dumps(body).encode(), bytearray(json.dumps(body).encode()), json.dumps(body)):
+        assert isinstance(parse_request(raw), StyleRequest)
+
+
+@pytest.mark.parametrize("missing", ["content", "style"])
+def test_missing_field(body: dict, missing: str) -> None:
+    del body[missing]
+    err = _error(parse_request, body)
+    assert (err.status, err.code, err.field) == (400, "missing_field", missing)
+    assert missing in err.message
+
+
+def test_unknown_field(body: dict) -> None:
+    body["param"] = {}
+    err = _error(parse_request, body)
+    assert (err.status, err.code, err.field) == (400, "unknown_field", "param")
+
+
+@pytest.mark.parametrize("field", ["content", "style"])
+def test_invalid_base64(body: dict, field: str) -> None:
+    body[field] = "this is *not* base64!"
+    err = _error(parse_request, body)
+    assert (err.status, err.code, err.field) == (400, "invalid_base64", field)
+    body[field] = body["content" if field == "style" else "style"][:-1]  # bad padding
+    assert _error(parse_request, body).code == "invalid_base64"
+
+
+@pytest.mark.parametrize("field", ["content", "style"])
+def test_image_field_must_be_a_string(body: dict, field: str) -> None:
+    body[field] = {"data": "..."}
+    err = _error(parse_request, body)
+    assert (err.code, err.field) == ("invalid_type", field)
+
+
+def test_data_url_prefix_is_accepted(body: dict) -> None:
+    body["content"] = "data:image/png;base64," + body["content"]
+    body["style"] = "DATA:image/x-portable+png;base64," + body["style"]
+    request = parse_request(body)
+    assert request.content.size == (128, 96) and request.style.size == (64, 64)
+
+
+@pytest.mark.parametrize("field", ["content", "style"])
+def test_non_image(body: dict, field: str) -> None:
+    body[field] = base64.b64encode(b"just some text, not an image").decode()
+    err = _error(parse_request, body)
+    assert (err.status, err.code, err.field) == (400, "invalid_image", field)
+
+
+def test_image_over_max_input_pixels(body: dict) -> None:
+    err = _error(parse_request, body, limits=Limits(max_input_pixels=128 * 96 - 1))
+    assert (err.status, err.code, err.field) == (413, "image_too_large", "content")
+    # The 64x64 style alone is under that limit, so it is the content that was refused.
+    body["content"] = body["style"]
+    assert parse_request(body, limits=Limits(max_input_pixels=128 * 96 - 1)).content.size == (64, 64)
+
+
+@pytest.mark.parametrize("width, height", [(6000, 5000), (100_000, 100_000)])
+def test_header_claiming_a_huge_image_is_413(body: dict, width: int, height: int) -> None:
+    body["style"] = _b64_png_claiming(width, height)
+    err = _error(parse_request, body)
+    assert (err.status, err.code, err.field) == (413, "image_too_large", "style")
+
+
+def test_image_over_max_input_bytes(body: dict) -> None:
+    err = _error(parse_request, body, limits=Limits(max_input_bytes=1000))
+    assert (err.status, err.code, err.field) == (413, "image_too_large", "content")
+
+
+def test_output_too_small(body: dict) -> None:
+    body["params"]["image_size"] = 16  # 128x96 -> 16x12
+    err = _error(parse_request, body)
+    assert (err.status, err.code, err.field) == (400, "image_too_small", "params.image_size")
+    assert "16x12" in err.message
+    body["params"]["image_size"] = 22  # 22x16.5 -> 22x16: just enough
+    assert parse_request(body).output_size == (22, 16)
+
+
+def test_elongated_style_too_small(body: dict) -> None:
+    body["style"] = _b64_png(Image.new("RGB", (200, 20), (9, 9, 9)))  # at 64: 64x6
+    err = _error(parse_request, body)
+    assert (err.status, err.code, err.field) == (400, "image_too_small", "style")
+
+
+def test_params_are_checked_before_images(body: dict) -> None:
+    body["content"] = "not base64 at all!"
+    body["params"]["steps"] = 0
+    assert _error(parse_request, body).field == "params.steps"
+
+
+def test_good_request(body: dict) -> None:
+    body["params"].update({"style_weight": 5, "init": "noise", "seed": 11, "output_format": "jpeg"})
+    request = parse_request(body, defaults={"tv_weight": 0.5})
+    assert request.content.mode == "RGB" and request.content.size == (128, 96)
+    assert request.style.mode == "RGB" and request.style.size == (64, 64)
+    assert request.params == DEFAULTS | {"image_size": 64, "steps": 3, "style_weight": 5.0, "init": "noise",
+                                         "seed": 11, "output_format": "jpeg", "tv_weight": 0.5}
+    assert request.output_size == (64, 48)
+    assert request.options() == StylizeOptions(steps=3, content_weight=1.0, style_weight=5.0, tv_weight=0.5,
+                                               init="noise", seed=11)
+
+
+def test_params_may_be_omitted(body: dict) -> None:
+    del body["params"]
+    request = parse_request(body, defaults={"image_size": 100})
+    assert request.params == DEFAULTS | {"image_size": 100}
+    assert request.output_size == (100, 75)
