@@ -71,7 +71,7 @@ archive: weights
 	rm -rf $(STAGE)
 	@echo "built $(MODEL_STORE)/nst.mar ($$(cat $(MODEL_STORE)/vgg19_features.json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["label"])') weights)"
 
-serve: install check-java
+serve: check-java install
 	@test -f $(MODEL_STORE)/nst.mar || { echo "error: $(MODEL_STORE)/nst.mar is missing; run 'make archive' first"; exit 1; }
 	@mkdir -p logs
 	@# The Java server inherits stdout; send it to a file so that `make serve | ...` returns.
@@ -80,21 +80,20 @@ serve: install check-java
 	$(PY) scripts/wait_ready.py --key-file key_file.json --timeout 180
 
 stop:
-	-$(BIN)/torchserve --stop
+	@if [ -x $(BIN)/torchserve ]; then $(BIN)/torchserve --stop; else echo "no $(VENV): nothing to stop"; fi
 
-demo: install check-java archive
+demo: check-java install archive
 	$(MAKE) --no-print-directory serve
 	$(BIN)/nst-client stylize $(DEMO_CONTENT) $(DEMO_STYLE) -o $(DEMO_OUT) $(DEMO_ARGS); \
 	  status=$$?; $(MAKE) --no-print-directory stop; \
 	  test $$status -eq 0 && echo "wrote $(DEMO_OUT)"; exit $$status
 
-test: install check-java
+test: check-java install
 	$(PY) -m pytest tests
 
 bench:
 	@echo "Benchmarks arrive with the performance issue (benchmarks/); nothing to run yet."
 
-clean:
-	-$(BIN)/torchserve --stop 2>/dev/null
+clean: stop
 	rm -rf $(MODEL_STORE)/*.mar $(MODEL_STORE)/vgg19_features.* $(STAGE) logs out.png .pytest_cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -10,6 +10,7 @@ import base64
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,16 @@ class NSTHandler(BaseHandler):
             else:
                 out.append(json.dumps(row))
         return out
+
+    def describe_handle(self) -> str:
+        """What ``GET /models/nst?customized=true`` shows as ``customizedMetadata``: the served
+        weights' provenance, the device, the limits and the effective parameter defaults."""
+        return json.dumps({
+            "weights": asdict(self.provenance),
+            "device": str(self.device),
+            "limits": asdict(self.limits),
+            "defaults": parse_params(self.defaults, limits=self.limits),
+        })
 
     # --- one request ------------------------------------------------------------------------
 

@@ -112,7 +112,12 @@ def server(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         logs=workdir / "logs",
     )
     try:
-        wait_ready(srv.management_url, "nst", srv.key_file, timeout=180)
+        try:
+            wait_ready(srv.management_url, "nst", srv.key_file, timeout=180)
+        except TimeoutError as exc:
+            logs = [srv.workdir / "torchserve.out", srv.logs / "model_log.log", srv.logs / "ts_log.log"]
+            tails = "\n".join(f"--- {p.name}:\n" + "\n".join(p.read_text().splitlines()[-30:]) for p in logs if p.is_file())
+            pytest.fail(f"{exc}\n{tails}")
         yield srv
     finally:
         subprocess.run([*cmd, "--stop"], cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

@@ -100,3 +100,14 @@ def test_health_and_model_description(client, server):
     ).json()[0]
     assert desc["batchSize"] == 1
     assert [w["status"] for w in desc["workers"]] == ["READY"]
+
+    # The model description says which weights are served, and the server's limits and defaults.
+    custom = requests.get(
+        f"{server.management_url}/models/nst?customized=true",
+        headers={"Authorization": f"Bearer {mgmt_key}"}, timeout=60,
+    ).json()[0]["customizedMetadata"]
+    meta = json.loads(custom) if isinstance(custom, str) else custom
+    assert meta["weights"]["label"] == "random-seed-0" and meta["weights"]["source"] == "random"
+    assert meta["device"] == "cpu"
+    assert meta["limits"]["max_image_side"] == 1024
+    assert meta["defaults"]["steps"] == 300
