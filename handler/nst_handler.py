@@ -19,6 +19,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from nst.api import Limits, RequestError, StyleRequest, parse_params, parse_request
 from nst.images import encode_image, to_tensor
+from nst.masks import MaskError
 from nst.stylize import stylize
 from nst.vgg import build_vgg19_features
 from nst.weights import PROVENANCE_FILE, read_provenance, sha256_of
@@ -130,12 +131,25 @@ class NSTHandler(BaseHandler):
         params = request.params
         try:
             start = time.perf_counter()
-            content = to_tensor(request.content, params["image_size"], self.device)
-            style = to_tensor(request.style, params["image_size"], self.device)
-            result = stylize(content, style, self.features, request.options())
+            size = params["image_size"]
+            content = to_tensor(request.content, size, self.device)
+            # Styles at the finest level's size; the engine resizes them for coarser levels.
+            style_side = max(1, round(size * params["style_scale"]))
+            styles = [to_tensor(s, style_side, self.device) for s in request.styles]
+            init_image = None if request.init_image is None else to_tensor(request.init_image, size, self.device)
+            masks = {}
+            if request.content_mask is not None and request.style_masks is not None:
+                # Label maps keep their own resolution: the engine labels, then resizes regions.
+                masks = {
+                    "content_mask": to_tensor(request.content_mask, None, self.device),
+                    "style_masks": [to_tensor(m, None, self.device) for m in request.style_masks],
+                }
+            result = stylize(content, styles, self.features, request.options(), init_image=init_image, **masks)
             optimized = time.perf_counter()
             data = encode_image(result.image, params["output_format"])
             encoded = time.perf_counter()
+        except MaskError as exc:
+            return RequestError(400, "invalid_mask", str(exc), "content_mask")
         except torch.cuda.OutOfMemoryError:
             logger.exception("request %s: out of GPU memory", request_id)
             return RequestError(507, "out_of_memory", "the GPU ran out of memory; try a smaller image_size")
@@ -152,7 +166,7 @@ class NSTHandler(BaseHandler):
         logger.info(
             "request %s: %dx%d, %d iterations in %.0f ms", request_id, width, height, result.iterations, timings["total"]
         )
-        return {
+        response = {
             "image": base64.b64encode(data).decode("ascii"),
             "format": params["output_format"],
             "width": width,
@@ -165,3 +179,6 @@ class NSTHandler(BaseHandler):
             "device": str(self.device),
             "request_id": request_id,
         }
+        if params["return_history"]:
+            response["history"] = [{"iteration": it.iteration, **it.losses} for it in result.history]
+        return response

@@ -71,9 +71,10 @@ def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def to_tensor(img: Image.Image, long_side: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Resize ``img`` (antialiased bicubic) to ``long_side`` and return ``(1, 3, H, W)`` in ``[0, 1]``."""
-    w, h = fit_long_side(img.width, img.height, long_side)
+def to_tensor(img: Image.Image, long_side: int | None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Resize ``img`` (antialiased bicubic) to ``long_side`` pixels (``None``: keep its size) and
+    return ``(1, 3, H, W)`` in ``[0, 1]``."""
+    w, h = fit_long_side(img.width, img.height, long_side) if long_side else img.size
     img = img.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=None) if (w, h) != img.size else img
     return TF.to_tensor(img).unsqueeze(0).to(device)
 

@@ -81,3 +81,43 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     dy = image[..., 1:, :] - image[..., :-1, :]  # (B, 3, H-1, W)
     dx = image[..., :, 1:] - image[..., :, :-1]  # (B, 3, H, W-1)
     return dy.square().mean() + dx.square().mean()
+
+
+def guided_gram_matrix(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Gram matrices of features weighted by region masks (Gatys et al. 2017, sec. 3, eq. 5).
+
+    Args:
+        features: ``(1, C, H, W)`` activations of one layer.
+        masks: ``(R, 1, H, W)`` region weights in ``[0, 1]`` at the layer's resolution.
+
+    Returns:
+        ``(R, C, C)``: for each region, the Gram matrix of ``features * mask`` divided by the
+        mask's total weight, so it is a mean over the region like :func:`gram_matrix`.
+    """
+    r = masks.shape[0]
+    c = features.shape[1]
+    guided = (features * masks).reshape(r, c, -1)  # (R, C, H*W)
+    weight = masks.reshape(r, 1, -1).sum(-1, keepdim=True).clamp_min(1e-8)  # (R, 1, 1)
+    return torch.bmm(guided, guided.transpose(1, 2)) / weight  # (R, C, C)
+
+
+class GuidedStyleLoss(nn.Module):
+    """Normalized squared error between region-guided Gram matrices (Gatys et al. 2017, sec. 3).
+
+    Args:
+        target_grams: ``(R, C, C)`` the style target of each region.
+        masks: ``(R, 1, H, W)`` the output's regions at this layer's resolution.
+    """
+
+    def __init__(self, target_grams: torch.Tensor, masks: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("target", target_grams.detach())
+        self.register_buffer("masks", masks.detach())
+        # One normalization per region, averaged: every region counts the same.
+        scale = 1.0 / (target_grams.detach().square().mean(dim=(1, 2)) + _EPS)  # (R,)
+        self.register_buffer("scale", scale)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Return the scalar loss for ``(1, C, H, W)`` features at the masks' resolution."""
+        err = (guided_gram_matrix(features, self.masks) - self.target).square().mean(dim=(1, 2))  # (R,)
+        return (err * self.scale).mean()

@@ -1,70 +1,153 @@
-"""Gatys et al. (2016) neural style transfer: L-BFGS over the pixels of one image.
+"""Gatys et al. (2016) neural style transfer: optimize the pixels of one image.
 
 L. A. Gatys, A. S. Ecker, M. Bethge, "Image Style Transfer Using Convolutional Neural Networks",
 CVPR 2016. The image is optimized to match the content image's features at the content layers
-and the style image's Gram matrices at the style layers, with a total-variation smoothness term.
+and the style images' (blended) Gram matrices at the style layers, with a total-variation
+smoothness term. The controls of Gatys et al. 2017 ("Controlling Perceptual Factors in Neural
+Style Transfer": spatial, colour and scale control) and coarse-to-fine optimization with warm
+starts (as in crowsonkb/style-transfer-pytorch) are options of the same loop.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Literal, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .losses import ContentLoss, StyleLoss, gram_matrix, tv_loss
-from .vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, FeatureExtractor, check_layer_names
+from . import color
+from .losses import ContentLoss, GuidedStyleLoss, StyleLoss, gram_matrix, guided_gram_matrix, tv_loss
+from .masks import MaskError, label_regions, region_colors, resize_regions
+from .vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, POOLINGS, FeatureExtractor, check_layer_names, min_side
 
-Init = Literal["content", "noise"]
-INITS: tuple[str, ...] = ("content", "noise")
+INITS: tuple[str, ...] = ("content", "noise", "style", "image")
+COLOR_CONTROLS: tuple[str, ...] = ("none", "luminance", "histogram")
+OPTIMIZERS: tuple[str, ...] = ("lbfgs", "adam")
+MODES: tuple[str, ...] = ("stylize", "reconstruct_content", "reconstruct_style")
 
 
 @dataclass(frozen=True)
 class StylizeOptions:
-    """What to optimize and for how long. Weights multiply the normalized loss terms of
-    :mod:`nst.losses`, so they mean the same at every image size and for any VGG19 weights."""
+    """What to optimize and how. Weights multiply the normalized loss terms of :mod:`nst.losses`,
+    so they mean the same at every image size and for any VGG19 weights."""
 
     steps: int = 300
-    """L-BFGS iterations, exactly; tolerances never end the run early."""
+    """Iterations in all (split across ``scales``); tolerances never end a run early."""
     content_weight: float = 1.0
     style_weight: float = 1e4
     """Relative to ``content_weight``: style terms start near 1 and fall by orders of
     magnitude, so they need a large weight to keep pulling against the content term."""
     tv_weight: float = 1.0
     """Total variation; suppresses the high-frequency noise that matching Gram matrices leaves."""
-    init: Init = "content"
-    """Start from the content image (sharper, faster) or from seeded uniform noise (the paper)."""
+    init: str = "content"
+    """Start from the content image, seeded uniform noise (the paper), the first style image
+    (resized to the output), or a given ``init_image``."""
     seed: int = 0
     """Seeds the noise initialization."""
     content_layers: tuple[str, ...] = DEFAULT_CONTENT_LAYERS
     style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
+    style_layer_weights: tuple[float, ...] | None = None
+    """One per style layer, normalized to sum 1; ``None``: equal."""
+    style_blend_weights: tuple[float, ...] | None = None
+    """One per style image, normalized to sum 1; ``None``: equal (jcjohnson/neural-style)."""
+    style_scale: float = 1.0
+    """Style images are resized to ``style_scale`` x the output's long side before their
+    features are taken: above 1 gives finer, below 1 coarser brush strokes (Gatys et al. 2017, sec. 5)."""
+    color_control: str = "none"
+    """``"luminance"``: transfer on luminance only and keep the content's colours;
+    ``"histogram"``: match the style images' colours to the content's first (Gatys et al. 2017, sec. 4)."""
+    pooling: str = "max"
+    """``"avg"`` swaps VGG19's max-pools for average pools (Gatys et al. 2016, sec. 2)."""
+    optimizer: str = "lbfgs"
+    learning_rate: float = 0.02
+    """Adam's step size, in pixel values (``[0, 1]``) per iteration; L-BFGS ignores it."""
     lbfgs_history: int = 100
     """L-BFGS memory (pairs of past gradients kept), as in jcjohnson/neural-style."""
+    scales: tuple[int, ...] = ()
+    """Long sides, in pixels, of the coarse-to-fine levels, increasing and ending at the
+    content's long side; each level's result, upsampled, starts the next. ``()``: one level."""
+    mode: str = "stylize"
+    """``"reconstruct_content"`` / ``"reconstruct_style"``: start from noise and match only the
+    content / only the style representation (Gatys et al. 2016, fig. 1)."""
 
     def __post_init__(self) -> None:
+        choices = {"init": INITS, "color_control": COLOR_CONTROLS, "pooling": POOLINGS,
+                   "optimizer": OPTIMIZERS, "mode": MODES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         for name in ("content_weight", "style_weight", "tv_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("style_scale", "learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.lbfgs_history < 1:
+            raise ValueError(f"lbfgs_history must be >= 1, got {self.lbfgs_history}")
+        if not self.content_layers or not self.style_layers:
+            raise ValueError("content_layers and style_layers must each name at least one layer")
         check_layer_names(self.content_layers + self.style_layers)
+        if self.style_layer_weights is not None:
+            if len(self.style_layer_weights) != len(self.style_layers):
+                raise ValueError(
+                    f"style_layer_weights has {len(self.style_layer_weights)} weights for "
+                    f"{len(self.style_layers)} style layers"
+                )
+            _normalized(self.style_layer_weights, "style_layer_weights")
+        if self.style_blend_weights is not None:
+            _normalized(self.style_blend_weights, "style_blend_weights")
+        if any(b <= a for a, b in zip(self.scales, self.scales[1:])) or any(s < 1 for s in self.scales):
+            raise ValueError(f"scales must be positive and increasing, got {list(self.scales)}")
+        if self.steps < max(1, len(self.scales)):
+            raise ValueError(f"steps ({self.steps}) must be at least the number of scales ({len(self.scales)})")
+
+    def effective(self) -> StylizeOptions:
+        """The options after ``mode``: a reconstruction starts from noise and weights only its term."""
+        if self.mode == "reconstruct_content":
+            return replace(self, init="noise", content_weight=self.content_weight or 1.0, style_weight=0.0, tv_weight=0.0)
+        if self.mode == "reconstruct_style":
+            return replace(self, init="noise", style_weight=self.style_weight or 1.0, content_weight=0.0, tv_weight=0.0)
+        return self
+
+
+def _normalized(weights: Sequence[float], name: str) -> list[float]:
+    if any(w < 0 for w in weights) or not sum(weights) > 0:
+        raise ValueError(f"{name} must be non-negative with a positive sum, got {list(weights)}")
+    total = float(sum(weights))
+    return [w / total for w in weights]
+
+
+def pyramid_sides(long_side: int, levels: int) -> tuple[int, ...]:
+    """Long sides of an ``levels``-level coarse-to-fine pyramid ending at ``long_side``, each
+    level twice the previous: ``pyramid_sides(512, 3) == (128, 256, 512)``."""
+    return tuple(round(long_side / 2 ** (levels - 1 - i)) for i in range(levels))
+
+
+def split_steps(steps: int, levels: int) -> list[int]:
+    """Iterations per level: ``steps`` split evenly, the remainder going to the last (finest) level."""
+    base = steps // levels
+    return [base] * (levels - 1) + [steps - base * (levels - 1)]
 
 
 @dataclass(frozen=True)
 class Iterate:
     """One evaluation of the objective, as passed to the progress callback.
 
-    ``iteration`` counts the L-BFGS updates applied before this evaluation: 0 is the initial
-    image and ``steps`` the returned one. ``losses`` holds the normalized terms before weighting
-    (``content``, ``style``, ``tv``) and ``total``, the weighted sum that L-BFGS minimizes.
+    ``iteration`` counts the updates applied before this evaluation, across all levels: 0 is
+    the initial image and ``steps`` the returned one. ``losses`` holds the normalized terms
+    before weighting (``content``, ``style``, ``tv``) and ``total``, the weighted sum minimized.
+    ``level`` (0-based) of ``levels`` is the coarse-to-fine level being optimized.
     """
 
     iteration: int
     steps: int
     losses: Mapping[str, float]
+    level: int = 0
+    levels: int = 1
 
 
 @dataclass
@@ -74,112 +157,259 @@ class Stylized:
     image: torch.Tensor
     """``(1, 3, H, W)``, values in ``[0, 1]``, on the device the inputs were on."""
     iterations: int
-    """L-BFGS iterations run."""
+    """Iterations run, all levels together."""
     losses: dict[str, float]
-    """Loss terms of the returned image (see :class:`Iterate`)."""
+    """Loss terms of the returned image (see :class:`Iterate`); with luminance-only colour
+    control, of its luminance, which is what was optimized."""
     history: list[Iterate] = field(default_factory=list)
-    """Every evaluation, iteration 0 to ``iterations``."""
+    """One entry per iteration (1 to ``iterations``): the losses after that many updates; the
+    last equals :attr:`losses`."""
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    """``(height, width)`` of each level, coarse to fine."""
 
 
 def _check_image(image: torch.Tensor, name: str) -> None:
     if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3:
-        raise ValueError(f"{name} image must have shape (1, 3, H, W), got {tuple(image.shape)}")
+        raise ValueError(f"{name} must have shape (1, 3, H, W), got {tuple(image.shape)}")
 
 
-def initial_image(content: torch.Tensor, init: Init, seed: int) -> torch.Tensor:
+def _fit(shape: Sequence[int], long_side: int) -> tuple[int, int]:
+    h, w = shape[-2:]
+    scale = long_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bicubic resize of ``(B, C, H, W)`` to ``size = (h, w)``, clamped to ``[0, 1]``."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0.0, 1.0)
+
+
+def initial_image(content: torch.Tensor, init: str, seed: int, *, style: torch.Tensor | None = None,
+                  init_image: torch.Tensor | None = None) -> torch.Tensor:
     """Return the starting image, shaped like ``content`` ``(1, 3, H, W)``, on its device.
 
     ``"noise"`` draws uniform ``[0, 1)`` noise from a CPU generator seeded with ``seed``, so the
-    same seed gives the same start on every device.
+    same seed gives the same start on every device. ``"style"`` and ``"image"`` resize ``style``
+    / ``init_image`` to the content's size (aspect ratio not kept).
+
+    Raises:
+        ValueError: ``init="image"`` without ``init_image``, or an unknown ``init``.
     """
+    size = tuple(content.shape[-2:])
     if init == "content":
         return content.detach().clone()
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(content.shape, generator=generator).to(content.device)
+    if init == "noise":
+        generator = torch.Generator().manual_seed(seed)
+        return torch.rand(content.shape, generator=generator).to(content.device)
+    if init == "style" and style is not None:
+        return resize(style.detach(), size).clone()
+    if init == "image":
+        if init_image is None:
+            raise ValueError('init="image" needs an init_image')
+        return resize(init_image.detach(), size).clone()
+    raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
+class _Targets:
+    """Loss modules for one level: content features and (blended, maybe region-guided) Grams."""
+
+    def __init__(self, features: nn.Sequential, opts: StylizeOptions, content: torch.Tensor,
+                 styles: list[torch.Tensor], blend: list[float],
+                 content_regions: torch.Tensor | None, style_regions: list[torch.Tensor] | None) -> None:
+        with torch.no_grad():
+            content_feats = FeatureExtractor(features, opts.content_layers, opts.pooling)(content)
+            style_ex = FeatureExtractor(features, opts.style_layers, opts.pooling)
+            style_feats = [style_ex(s) for s in styles]
+            self.content = {n: ContentLoss(content_feats[n]) for n in opts.content_layers}
+            self.style: dict[str, nn.Module] = {}
+            for name in opts.style_layers:
+                feats = [f[name] for f in style_feats]
+                if content_regions is None:
+                    target = sum(w * gram_matrix(f) for w, f in zip(blend, feats))
+                    self.style[name] = StyleLoss(target)
+                    continue
+                assert style_regions is not None
+                # Each region's target blends the styles that have pixels of that region's colour.
+                grams = [guided_gram_matrix(f, resize_regions(r, f.shape[-2:])) for f, r in zip(feats, style_regions)]
+                present = [(r.flatten(1).sum(1) > 0).float() * w for r, w in zip(style_regions, blend)]  # (R,) each
+                weight = torch.stack(present)  # (S, R)
+                weight = weight / weight.sum(0, keepdim=True)
+                target = torch.einsum("sr,srij->rij", weight, torch.stack(grams))  # (R, C, C)
+                out_size = content_feats[name].shape[-2:] if name in content_feats else None
+                layer_size = out_size or _layer_size(features, name, opts.pooling, content)
+                self.style[name] = GuidedStyleLoss(target, resize_regions(content_regions, layer_size))
+        self.extractor = FeatureExtractor(features, opts.content_layers + opts.style_layers, opts.pooling)
+        layer_weights = _normalized(opts.style_layer_weights or [1.0] * len(opts.style_layers), "style_layer_weights")
+        self.layer_weights = dict(zip(opts.style_layers, layer_weights))
+        self.opts = opts
+
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        feats = self.extractor(image)
+        # Content layers are averaged and style layers weighted to sum 1, so adding a layer
+        # does not change a group's overall weight.
+        content_term = sum(loss(feats[n]) for n, loss in self.content.items()) / len(self.content)
+        style_term = sum(self.layer_weights[n] * loss(feats[n]) for n, loss in self.style.items())
+        tv_term = tv_loss(image)
+        o = self.opts
+        total = o.content_weight * content_term + o.style_weight * style_term + o.tv_weight * tv_term
+        terms = {"content": content_term, "style": style_term, "tv": tv_term, "total": total}
+        return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
+def _layer_size(features: nn.Sequential, name: str, pooling: str, like: torch.Tensor) -> tuple[int, int]:
+    with torch.no_grad():
+        return tuple(FeatureExtractor(features, [name], pooling)(like)[name].shape[-2:])  # type: ignore[return-value]
 
 
 def stylize(
     content: torch.Tensor,
-    style: torch.Tensor,
+    style: torch.Tensor | Sequence[torch.Tensor],
     features: nn.Sequential,
     options: StylizeOptions = StylizeOptions(),
     *,
+    init_image: torch.Tensor | None = None,
+    content_mask: torch.Tensor | None = None,
+    style_masks: Sequence[torch.Tensor] | None = None,
     callback: Callable[[Iterate], None] | None = None,
 ) -> Stylized:
-    """Render ``content`` in the style of ``style``.
+    """Render ``content`` in the style of ``style`` (one image or several, blended).
 
     Args:
         content: ``(1, 3, H, W)`` content image, values in ``[0, 1]``; fixes the output size.
-        style: ``(1, 3, H_s, W_s)`` style image, values in ``[0, 1]``, any size the network takes.
+        style: ``(1, 3, H_s, W_s)`` style image(s), values in ``[0, 1]``, any size; each is
+            resized to ``style_scale`` x the long side of the level being optimized.
         features: VGG19 ``features`` from :func:`nst.vgg.build_vgg19_features`, on the same
             device as the images; the computation runs there.
-        options: weights, layers, iterations and initialization.
+        options: see :class:`StylizeOptions`.
+        init_image: ``(1, 3, H_i, W_i)`` start for ``init="image"``.
+        content_mask: ``(1, 3, H, W)`` colour-labelled regions of the output (spatial control);
+            needs ``style_masks``, one ``(1, 3, H_s, W_s)`` per style, in the same colours.
         callback: called after every evaluation with an :class:`Iterate`.
 
     Returns:
         A :class:`Stylized` with the ``(1, 3, H, W)`` image clamped to ``[0, 1]``.
 
     Raises:
-        ValueError: an image of the wrong shape, or smaller than the deepest layer in use needs.
+        ValueError: images of the wrong shape or too small for the layers in use (at any
+            level), weights or masks that do not match the styles.
+        nst.masks.MaskError: masks whose colours do not make regions (a ``ValueError``).
     """
+    opts = options.effective()
+    styles = [style] if isinstance(style, torch.Tensor) else list(style)
+    if not styles:
+        raise ValueError("at least one style image is needed")
     _check_image(content, "content")
-    _check_image(style, "style")
-    with torch.no_grad():
-        content_targets = FeatureExtractor(features, options.content_layers)(content)
-        style_targets = FeatureExtractor(features, options.style_layers)(style)
-    content_losses = {n: ContentLoss(content_targets[n]) for n in options.content_layers}
-    style_losses = {n: StyleLoss(gram_matrix(style_targets[n])) for n in options.style_layers}
-    extractor = FeatureExtractor(features, options.content_layers + options.style_layers)
+    for i, s in enumerate(styles):
+        _check_image(s, f"style[{i}]")
+    if opts.style_blend_weights is not None and len(opts.style_blend_weights) != len(styles):
+        raise ValueError(f"style_blend_weights has {len(opts.style_blend_weights)} weights for {len(styles)} styles")
+    blend = _normalized(opts.style_blend_weights or [1.0] * len(styles), "style_blend_weights")
+    if opts.init == "image" and init_image is None:
+        raise ValueError('init="image" needs an init_image')
 
-    def objective(image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        feats = extractor(image)
-        # Each group is averaged over its layers, so adding a layer does not change its weight.
-        content_term = sum(loss(feats[n]) for n, loss in content_losses.items()) / len(content_losses)
-        style_term = sum(loss(feats[n]) for n, loss in style_losses.items()) / len(style_losses)
-        tv_term = tv_loss(image)
-        total = (
-            options.content_weight * content_term
-            + options.style_weight * style_term
-            + options.tv_weight * tv_term
-        )
-        terms = {"content": content_term, "style": style_term, "tv": tv_term, "total": total}
-        return total, {k: float(v.detach()) for k, v in terms.items()}
+    # Colour control happens once, at full resolution (Gatys et al. 2017, sec. 4).
+    target_content = content
+    if opts.color_control == "histogram":
+        styles = [color.match_color_histogram(s, content) for s in styles]
+    elif opts.color_control == "luminance":
+        target_content = color.luminance(content)
+        styles = [color.match_luminance(color.luminance(s), target_content) for s in styles]
 
-    image = initial_image(content, options.init, options.seed).requires_grad_(True)
-    # Departure from torch's defaults: negative tolerances so that exactly `steps` iterations
-    # run (with normalized losses the defaults can still stop a run after one evaluation).
-    optimizer = torch.optim.LBFGS(
-        [image], lr=1.0, max_iter=1, history_size=options.lbfgs_history,
-        tolerance_grad=-1.0, tolerance_change=-1.0,
-    )
+    content_regions = style_regions = None
+    if content_mask is not None or style_masks is not None:
+        if content_mask is None or style_masks is None or len(style_masks) != len(styles):
+            raise MaskError("spatial control needs a content_mask and one style mask per style")
+        # Label at the masks' own resolution (resizing a label map would blend its colours),
+        # then resize the one-hot regions, which gives soft region edges.
+        colors = region_colors(content_mask)
+        content_regions = resize_regions(label_regions(content_mask, colors), tuple(content.shape[-2:]))
+        style_regions = [label_regions(m, colors) for m in style_masks]
+        covered = torch.stack([r.flatten(1).sum(1) for r in style_regions]).sum(0)  # (R,)
+        for r in torch.nonzero(covered == 0).flatten().tolist():
+            rgb = tuple(int(v) for v in colors[r])
+            raise MaskError(f"content_mask region of colour {rgb} has no pixel of that colour in any style mask")
+
+    full_h, full_w = content.shape[-2:]
+    sides = opts.scales or (max(full_h, full_w),)
+    if sides[-1] != max(full_h, full_w):
+        raise ValueError(f"the last scale ({sides[-1]}) must be the output's long side ({max(full_h, full_w)})")
+    needed = min_side(opts.content_layers + opts.style_layers)
+    per_level = split_steps(opts.steps, len(sides))
     history: list[Iterate] = []
+    sizes: list[tuple[int, int]] = []
+    image: torch.Tensor | None = None
+    done = 0
+    for level, (side, n_steps) in enumerate(zip(sides, per_level)):
+        size = (full_h, full_w) if side == max(full_h, full_w) else _fit(content.shape, side)
+        level_styles = [resize(s, _fit(s.shape, max(1, round(side * opts.style_scale)))) for s in styles]
+        for name, img in [("content at scale %d" % side, size), *[(f"style[{i}] at this scale", tuple(s.shape[-2:])) for i, s in enumerate(level_styles)]]:
+            if min(img) < needed:
+                raise ValueError(f"{name} would be {img[1]}x{img[0]} pixels; the layers in use need at least {needed} pixels")
+        level_content = resize(target_content, size)
+        level_regions = None if content_regions is None else resize_regions(content_regions, size)
+        level_style_regions = None if style_regions is None else [
+            resize_regions(r, tuple(s.shape[-2:])) for r, s in zip(style_regions, level_styles)
+        ]
+        targets = _Targets(features, opts, level_content, level_styles, blend, level_regions, level_style_regions)
+        if image is None:
+            start = initial_image(level_content, opts.init, opts.seed, style=level_styles[0], init_image=init_image)
+            if opts.color_control == "luminance":
+                start = color.luminance(start)
+        else:
+            start = resize(image, size)  # warm start from the coarser level's result
+        image = _optimize(start, targets, opts, n_steps, done, level, len(sides), history, callback)
+        sizes.append(size)
+        done += n_steps
 
-    def record(losses: dict[str, float]) -> None:
-        it = Iterate(iteration=len(history), steps=options.steps, losses=losses)
-        history.append(it)
-        if callback is not None:
+    assert image is not None
+    if opts.color_control == "luminance":
+        image = color.combine_luminance(image, content)
+    return Stylized(image=image, iterations=opts.steps, losses=dict(history[-1].losses), history=history, sizes=sizes)
+
+
+def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, n_steps: int, done: int,
+              level: int, levels: int, history: list[Iterate], callback: Callable[[Iterate], None] | None) -> torch.Tensor:
+    """Run ``n_steps`` iterations from ``start``; append one :class:`Iterate` per iteration."""
+    image = start.detach().clone().requires_grad_(True)
+    if opts.optimizer == "lbfgs":
+        # Negative tolerances so that exactly n_steps iterations run (with normalized losses
+        # torch's defaults can stop a run after one evaluation).
+        optimizer: torch.optim.Optimizer = torch.optim.LBFGS(
+            [image], lr=1.0, max_iter=1, history_size=opts.lbfgs_history,
+            tolerance_grad=-1.0, tolerance_change=-1.0,
+        )
+    else:
+        optimizer = torch.optim.Adam([image], lr=opts.learning_rate)
+    evaluations = 0
+
+    def report(losses: dict[str, float], k: int) -> None:
+        it = Iterate(iteration=done + k, steps=opts.steps, losses=losses, level=level, levels=levels)
+        if k > 0:
+            history.append(it)
+        if callback is not None and (k > 0 or level == 0):
             callback(it)
 
     def closure() -> torch.Tensor:
+        nonlocal evaluations
         optimizer.zero_grad(set_to_none=True)
         total, losses = objective(image)
         total.backward()
-        record(losses)
+        report(losses, evaluations)
+        evaluations += 1
         return total
 
-    # One L-BFGS iteration per step() call: each call evaluates once and updates once, exactly
-    # as one step() with max_iter=steps would, but leaves room to report after every iteration.
-    for _ in range(options.steps):
+    # One iteration per step() call: for L-BFGS each call evaluates once and updates once,
+    # exactly as one step() with max_iter=n_steps would, with room to report in between.
+    for _ in range(n_steps):
         optimizer.step(closure)
-    # The losses reported last are those of the returned (clamped) image, not of the raw
-    # iterate, whose pixels L-BFGS may have pushed outside [0, 1].
+        if opts.optimizer == "adam":
+            with torch.no_grad():
+                image.clamp_(0.0, 1.0)
+    # The losses reported last are those of the returned (clamped) image.
     result = image.detach().clamp(0.0, 1.0)
     with torch.no_grad():
         _, final_losses = objective(result)
-    record(final_losses)
-    return Stylized(
-        image=result,
-        iterations=options.steps,
-        losses=final_losses,
-        history=history,
-    )
+    report(final_losses, n_steps)
+    return result

@@ -35,6 +35,8 @@ LAYER_INDEX: Mapping[str, int] = {name: i for i, name in enumerate(VGG19_LAYERS)
 DEFAULT_CONTENT_LAYERS: tuple[str, ...] = ("relu4_2",)
 DEFAULT_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
+POOLINGS: tuple[str, ...] = ("max", "avg")
+
 #: Channel statistics of ImageNet, which torchvision's VGG19 weights expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -106,9 +108,11 @@ class FeatureExtractor(nn.Module):
         features: the full ``vgg19().features`` from :func:`build_vgg19_features`; its modules are
             shared, not copied, so several extractors over one network cost no memory.
         layers: the layer names whose outputs :meth:`forward` returns.
+        pooling: ``"max"`` (torchvision's network) or ``"avg"`` (every max-pool swapped for a
+            2x2 average pool of the same stride, as Gatys et al. 2016 do).
 
     Raises:
-        ValueError: an unknown layer name, or no layer at all.
+        ValueError: an unknown layer name, no layer at all, or an unknown pooling.
 
     Example:
         >>> ex = FeatureExtractor(build_vgg19_features(), ["relu1_1", "relu4_2"])
@@ -116,13 +120,21 @@ class FeatureExtractor(nn.Module):
         {'relu1_1': (1, 64, 64, 64), 'relu4_2': (1, 512, 8, 8)}
     """
 
-    def __init__(self, features: nn.Sequential, layers: Iterable[str]) -> None:
+    def __init__(self, features: nn.Sequential, layers: Iterable[str], pooling: str = "max") -> None:
         super().__init__()
         self.layers = check_layer_names(layers)
         if not self.layers:
             raise ValueError("FeatureExtractor needs at least one layer")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         deepest = max(LAYER_INDEX[n] for n in self.layers)
         self.net = features[: deepest + 1]
+        if pooling == "avg":
+            # Gatys et al. (2016), sec. 2: "replacing the max-pooling operation by average
+            # pooling improves the gradient flow and one obtains slightly more appealing results".
+            self.net = nn.Sequential(*(
+                nn.AvgPool2d(kernel_size=2, stride=2) if isinstance(m, nn.MaxPool2d) else m for m in self.net
+            ))
         self._names = VGG19_LAYERS[: deepest + 1]
         self._wanted = frozenset(self.layers)
         self.min_side = min_side(self.layers)

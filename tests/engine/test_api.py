@@ -23,6 +23,19 @@ DEFAULTS = {
     "init": "content",
     "seed": 0,
     "output_format": "png",
+    "style_blend_weights": None,
+    "style_scale": 1.0,
+    "color_control": "none",
+    "pooling": "max",
+    "content_layers": ["relu4_2"],
+    "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"],
+    "style_layer_weights": None,
+    "optimizer": "lbfgs",
+    "learning_rate": 0.02,
+    "lbfgs_history": 100,
+    "scales": [512],  # every level's long side: one level at image_size
+    "mode": "stylize",
+    "return_history": False,
 }
 
 
@@ -68,7 +81,7 @@ def test_defaults() -> None:
 
 def test_server_defaults_and_request_overrides() -> None:
     p = parse_params({"steps": 7}, defaults={"image_size": 64, "steps": 3, "init": "noise"})
-    assert p == DEFAULTS | {"image_size": 64, "steps": 7, "init": "noise"}
+    assert p == DEFAULTS | {"image_size": 64, "steps": 7, "init": "noise", "scales": [64]}
     # Server defaults are validated too.
     err = _error(parse_params, None, defaults={"steps": 0})
     assert (err.code, err.field) == ("out_of_range", "params.steps")
@@ -273,7 +286,7 @@ def test_good_request(body: dict) -> None:
     assert request.content.mode == "RGB" and request.content.size == (128, 96)
     assert request.style.mode == "RGB" and request.style.size == (64, 64)
     assert request.params == DEFAULTS | {"image_size": 64, "steps": 3, "style_weight": 5.0, "init": "noise",
-                                         "seed": 11, "output_format": "jpeg", "tv_weight": 0.5}
+                                         "seed": 11, "output_format": "jpeg", "tv_weight": 0.5, "scales": [64]}
     assert request.output_size == (64, 48)
     assert request.options() == StylizeOptions(steps=3, content_weight=1.0, style_weight=5.0, tv_weight=0.5,
                                                init="noise", seed=11)
@@ -282,5 +295,5 @@ def test_good_request(body: dict) -> None:
 def test_params_may_be_omitted(body: dict) -> None:
     del body["params"]
     request = parse_request(body, defaults={"image_size": 100})
-    assert request.params == DEFAULTS | {"image_size": 100}
+    assert request.params == DEFAULTS | {"image_size": 100, "scales": [100]}
     assert request.output_size == (100, 75)

@@ -21,7 +21,7 @@ from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 import nst_handler
 from nst import weights
-from nst.api import Limits
+from nst.api import Limits, parse_params
 from nst_handler import NSTHandler
 
 MANIFEST = {"model": {"modelName": "nst", "serializedFile": "vgg19_features.pth", "handler": "nst_handler.py",
@@ -151,8 +151,11 @@ def test_good_request(handler: NSTHandler, model_dir: Path, config: dict, good_b
     assert body["iterations"] == 2
     assert set(body["losses"]) == {"content", "style", "tv", "total"}
     assert all(isinstance(v, float) for v in body["losses"].values())
-    assert body["params"] == {"image_size": 64, "steps": 2, "content_weight": 1.0, "style_weight": 10000.0,
-                              "tv_weight": 1.0, "init": "content", "seed": 0, "output_format": "png"}
+    assert body["params"] == parse_params(None) | {
+        "image_size": 64, "steps": 2, "scales": [64],  # every parameter, effective values
+    }
+    assert body["params"]["style_weight"] == 10000.0 and body["params"]["init"] == "content"
+    assert "history" not in body  # only with return_history
     assert body["weights"] == "random-seed-0"
     assert body["device"] == "cpu"
     assert body["request_id"] == "r0"

@@ -25,7 +25,17 @@ from ._exceptions import (
     ServerError,
     ServiceUnavailableError,
 )
-from ._types import ImageInput, StylizeResult
+from ._types import (
+    ColorControl,
+    ImageInput,
+    InitMode,
+    OptimizerName,
+    OutputFormat,
+    Pooling,
+    RenderMode,
+    StyleInput,
+    StylizeResult,
+)
 from ._version import __version__
 
 __all__ = [
@@ -33,6 +43,13 @@ __all__ = [
     "StyleTransferClient",
     "StylizeResult",
     "ImageInput",
+    "StyleInput",
+    "InitMode",
+    "ColorControl",
+    "Pooling",
+    "OptimizerName",
+    "RenderMode",
+    "OutputFormat",
     "NSTError",
     "KeyFileError",
     "APIResponseValidationError",

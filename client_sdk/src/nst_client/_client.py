@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import collections.abc
 import email.utils
 import json
 import os
 import random
 import time
-from typing import Any, Dict, Literal, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import requests
 
@@ -34,7 +35,17 @@ from ._exceptions import (
     make_status_error,
 )
 from ._images import b64encode, to_image_bytes
-from ._types import ImageInput, StylizeResult
+from ._types import (
+    ColorControl,
+    ImageInput,
+    InitMode,
+    OptimizerName,
+    OutputFormat,
+    Pooling,
+    RenderMode,
+    StyleInput,
+    StylizeResult,
+)
 from ._version import __version__
 
 __all__ = ["StyleTransferClient"]
@@ -59,6 +70,18 @@ def _parse_retry_after(headers: Mapping[str, str]) -> Optional[float]:
     except (TypeError, ValueError):
         return None
     return when.timestamp() - time.time()
+
+
+def _encode(image: ImageInput, name: str) -> str:
+    """Base64 text of one image input; ``name`` labels errors (``"style[1]"``...)."""
+    return b64encode(to_image_bytes(image, name=name))
+
+
+def _as_list(value: Any) -> Any:
+    """A non-string sequence (tuple, range...) as a list, so it is sent as a JSON list."""
+    if isinstance(value, collections.abc.Sequence) and not isinstance(value, (str, bytes, bytearray)):
+        return list(value)
+    return value
 
 
 def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:
@@ -137,49 +160,107 @@ class StyleTransferClient:
     def stylize(
         self,
         content: ImageInput,
-        style: ImageInput,
+        style: StyleInput,
         *,
         image_size: Optional[int] = None,
         steps: Optional[int] = None,
         content_weight: Optional[float] = None,
         style_weight: Optional[float] = None,
         tv_weight: Optional[float] = None,
-        init: Optional[Literal["content", "noise"]] = None,
+        init: Optional[InitMode] = None,
         seed: Optional[int] = None,
-        output_format: Optional[Literal["png", "jpeg"]] = None,
+        output_format: Optional[OutputFormat] = None,
+        init_image: Optional[ImageInput] = None,
+        content_mask: Optional[ImageInput] = None,
+        style_masks: Optional[Union[List[ImageInput], Tuple[ImageInput, ...]]] = None,
+        style_blend_weights: Optional[Sequence[float]] = None,
+        style_scale: Optional[float] = None,
+        color_control: Optional[ColorControl] = None,
+        pooling: Optional[Pooling] = None,
+        content_layers: Optional[Sequence[str]] = None,
+        style_layers: Optional[Sequence[str]] = None,
+        style_layer_weights: Optional[Sequence[float]] = None,
+        optimizer: Optional[OptimizerName] = None,
+        learning_rate: Optional[float] = None,
+        lbfgs_history: Optional[int] = None,
+        scales: Optional[Union[int, Sequence[int]]] = None,
+        mode: Optional[RenderMode] = None,
+        return_history: Optional[bool] = None,
         **extra_params: Any,
     ) -> StylizeResult:
-        """Render ``content`` in the style of ``style``.
+        """Render ``content`` in the style of ``style`` (one image or several).
 
-        Only parameters that are not ``None`` are sent; the server fills in its defaults.
-        Unknown keyword parameters are passed through unchanged (a server that does not
-        know them answers ``BadRequestError``).
+        Only parameters that are not ``None`` are sent; the server fills in its defaults and
+        checks value ranges (see ``docs/api.md`` for each parameter's meaning). Lists and
+        tuples are sent as JSON lists. Unknown keyword parameters are passed through
+        unchanged (a server that does not know them answers ``BadRequestError``).
 
         Args:
             content: Content image: file path, encoded bytes, or ``PIL.Image.Image``.
-            style: Style image, same forms as ``content``.
+            style: One style image (same forms as ``content``; sent as a base64 string), or
+                a list/tuple of them (sent as a JSON list of base64 strings, even if it has
+                a single element).
             image_size: Long side of the output, in pixels.
-            steps: L-BFGS iterations.
+            steps: Optimiser iterations.
             content_weight: Weight of the content loss.
             style_weight: Weight of the style loss.
             tv_weight: Weight of the total-variation loss.
-            init: Starting image, ``"content"`` or ``"noise"``.
+            init: Starting image: ``"content"``, ``"noise"``, ``"style"`` or ``"image"``
+                (the latter uses ``init_image``).
             seed: Random seed (noise init, random weights).
             output_format: ``"png"`` or ``"jpeg"``.
+            init_image: Starting image for ``init="image"``; top-level ``init_image`` field.
+            content_mask: Image whose distinct colours label regions of the content (spatial
+                control); top-level ``content_mask`` field.
+            style_masks: One mask image per style, in style order (top-level
+                ``style_masks`` list); its length must equal the number of styles.
+            style_blend_weights: Relative weight of each style (one per style; unitless).
+            style_scale: Size of the style image relative to the output (unitless factor).
+            color_control: Colour preservation: ``"none"``, ``"luminance"`` or
+                ``"histogram"``.
+            pooling: VGG19 pooling layers: ``"max"`` or ``"avg"``.
+            content_layers: VGG19 layer names for the content loss, e.g. ``["relu4_2"]``.
+            style_layers: VGG19 layer names for the style loss, e.g. ``["relu1_1", ...]``.
+            style_layer_weights: Weight of each style layer (one per ``style_layers`` entry).
+            optimizer: ``"lbfgs"`` or ``"adam"``.
+            learning_rate: Optimiser step size (Adam), in image units (pixel values 0..1)
+                per step.
+            lbfgs_history: L-BFGS history size, in (gradient, step) pairs kept.
+            scales: Coarse-to-fine schedule: the number of levels (``int``), or the long side
+                of each level in pixels (list of ints).
+            mode: ``"stylize"``, ``"reconstruct_content"`` or ``"reconstruct_style"``.
+            return_history: Ask for per-iteration losses (:attr:`StylizeResult.history`).
             **extra_params: Further server parameters, sent as given.
 
         Returns:
             The :class:`StylizeResult`.
 
         Raises:
-            TypeError: ``content``/``style`` has an unsupported type.
+            TypeError: An image input has an unsupported type, or ``style_masks`` is not a
+                list/tuple.
             FileNotFoundError: An input path does not exist.
-            ValueError: An input is empty, or a parameter is not JSON-serialisable (NaN...).
+            ValueError: An input is empty, ``style`` is an empty list, ``style_masks`` does
+                not have one mask per style, or a parameter is not JSON-serialisable (NaN...).
             APIStatusError: The server answered 4xx/5xx (see the subclasses).
             APIConnectionError: No answer (``APITimeoutError`` on timeout).
-            APIResponseValidationError: A 200 answer without a decodable image.
+            APIResponseValidationError: A 200 answer without a decodable image, or with a
+                malformed ``history``.
         """
-        known = {
+        # Structural checks first, so nothing is read or sent for a malformed call.
+        n_styles = len(style) if isinstance(style, (list, tuple)) else 1
+        if n_styles == 0:
+            raise ValueError("style: at least one style image is required")
+        if style_masks is not None:
+            if not isinstance(style_masks, (list, tuple)):
+                raise TypeError(
+                    f"style_masks must be a list or tuple of images (one per style), "
+                    f"not {type(style_masks).__name__}")
+            if len(style_masks) != n_styles:
+                raise ValueError(
+                    f"style_masks has {len(style_masks)} mask(s) but there are {n_styles} "
+                    f"style image(s); give exactly one mask per style")
+
+        known: Dict[str, Any] = {
             "image_size": image_size,
             "steps": steps,
             "content_weight": content_weight,
@@ -188,13 +269,34 @@ class StyleTransferClient:
             "init": init,
             "seed": seed,
             "output_format": output_format,
+            "style_blend_weights": _as_list(style_blend_weights),
+            "style_scale": style_scale,
+            "color_control": color_control,
+            "pooling": pooling,
+            "content_layers": _as_list(content_layers),
+            "style_layers": _as_list(style_layers),
+            "style_layer_weights": _as_list(style_layer_weights),
+            "optimizer": optimizer,
+            "learning_rate": learning_rate,
+            "lbfgs_history": lbfgs_history,
+            "scales": _as_list(scales),
+            "mode": mode,
+            "return_history": return_history,
         }
         params = {k: v for k, v in {**known, **extra_params}.items() if v is not None}
-        payload = {
-            "content": b64encode(to_image_bytes(content, name="content")),
-            "style": b64encode(to_image_bytes(style, name="style")),
-            "params": params,
-        }
+
+        payload: Dict[str, Any] = {"content": _encode(content, "content")}
+        if isinstance(style, (list, tuple)):
+            payload["style"] = [_encode(s, f"style[{i}]") for i, s in enumerate(style)]
+        else:
+            payload["style"] = _encode(style, "style")
+        payload["params"] = params
+        if init_image is not None:
+            payload["init_image"] = _encode(init_image, "init_image")
+        if content_mask is not None:
+            payload["content_mask"] = _encode(content_mask, "content_mask")
+        if style_masks is not None:
+            payload["style_masks"] = [_encode(m, f"style_masks[{i}]") for i, m in enumerate(style_masks)]
         try:
             data = json.dumps(payload, allow_nan=False)
         except (TypeError, ValueError) as exc:

@@ -6,15 +6,38 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 from PIL import Image
 
-__all__ = ["ImageInput", "StylizeResult"]
+__all__ = [
+    "ImageInput",
+    "StyleInput",
+    "StylizeResult",
+    "InitMode",
+    "ColorControl",
+    "Pooling",
+    "OptimizerName",
+    "RenderMode",
+    "OutputFormat",
+]
 
-#: What ``stylize`` accepts for ``content`` and ``style``: a file path, encoded image bytes,
-#: or a PIL image (sent as PNG).
+#: What ``stylize`` accepts for ``content`` and each style, mask or init image: a file path,
+#: encoded image bytes, or a PIL image (sent as PNG).
 ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image]
+
+#: ``stylize``'s ``style``: one image (sent as a base64 string) or a list/tuple of images
+#: (sent as a JSON list of base64 strings, even with a single element).
+StyleInput = Union[ImageInput, List[ImageInput], Tuple[ImageInput, ...]]
+
+# Allowed values of the string-valued request parameters. The CLI derives its ``choices``
+# from these (``typing.get_args``), so they are the single source of truth in the SDK.
+InitMode = Literal["content", "noise", "style", "image"]
+ColorControl = Literal["none", "luminance", "histogram"]
+Pooling = Literal["max", "avg"]
+OptimizerName = Literal["lbfgs", "adam"]
+RenderMode = Literal["stylize", "reconstruct_content", "reconstruct_style"]
+OutputFormat = Literal["png", "jpeg"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +56,10 @@ class StylizeResult:
         weights: VGG weights used: ``"imagenet1k_v1"``, ``"random-seed-N"`` or ``"file:<sha256>"``.
         device: Device the server ran on, e.g. ``"cpu"`` or ``"cuda:0"``.
         raw: The full decoded JSON response, including keys this SDK does not know.
+        history: Per-iteration losses, each ``{"iteration", "content", "style", "tv",
+            "total"}`` (``iteration`` is the optimiser iteration number; the losses are the
+            same terms as in ``losses``), in the server's order. Present only when the
+            request set ``return_history``, else ``None``.
     """
 
     image_bytes: bytes = field(repr=False)
@@ -46,6 +73,7 @@ class StylizeResult:
     weights: Optional[str]
     device: Optional[str]
     raw: Dict[str, Any] = field(repr=False)
+    history: Optional[List[Dict[str, float]]] = field(default=None, repr=False)
 
     @classmethod
     def from_response(cls, body: Dict[str, Any]) -> "StylizeResult":
@@ -58,7 +86,8 @@ class StylizeResult:
             The result.
 
         Raises:
-            ValueError: ``image`` is missing, not base64, or not a decodable image.
+            ValueError: ``image`` is missing, not base64, or not a decodable image; or
+                ``history`` is present but not a list of JSON objects.
         """
         from ._images import b64decode, open_image
 
@@ -74,6 +103,11 @@ class StylizeResult:
             width = width if isinstance(width, int) else img.width
             height = height if isinstance(height, int) else img.height
         iterations = body.get("iterations")
+        history = body.get("history")
+        if history is not None:
+            if not isinstance(history, list) or not all(isinstance(e, dict) for e in history):
+                raise ValueError('"history" is not a list of objects')
+            history = [dict(e) for e in history]
         return cls(
             image_bytes=data,
             format=fmt.lower(),
@@ -86,6 +120,7 @@ class StylizeResult:
             weights=body.get("weights"),
             device=body.get("device"),
             raw=body,
+            history=history,
         )
 
     @cached_property

@@ -1,0 +1,80 @@
+"""Colour control of Gatys, Bethge, Hertzmann & Shechtman (2017), "Controlling Perceptual
+Factors in Neural Style Transfer", CVPR 2017, sec. 4: keep the content image's colours either by
+transferring style on luminance only, or by first matching the style image's colours to the
+content's. All images are ``(1, 3, H, W)`` RGB in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# RGB -> YIQ (NTSC), the colour space the paper uses for luminance-only transfer.
+_RGB_TO_YIQ = torch.tensor([
+    [0.299, 0.587, 0.114],
+    [0.595716, -0.274453, -0.321263],
+    [0.211456, -0.522591, 0.311135],
+])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+def _apply(matrix: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,bjhw->bihw", matrix.to(image), image)
+
+
+def rgb_to_yiq(image: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` RGB -> YIQ (channel 0 is the luminance Y, in ``[0, 1]``)."""
+    return _apply(_RGB_TO_YIQ, image)
+
+
+def yiq_to_rgb(image: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` YIQ -> RGB (not clamped)."""
+    return _apply(_YIQ_TO_RGB, image)
+
+
+def luminance(image: torch.Tensor) -> torch.Tensor:
+    """The Y channel of ``image`` repeated to 3 channels: ``(B, 3, H, W)``, a grey image VGG19 can take."""
+    return rgb_to_yiq(image)[:, :1].expand(-1, 3, -1, -1).contiguous()
+
+
+def match_luminance(style_lum: torch.Tensor, content_lum: torch.Tensor) -> torch.Tensor:
+    """Shift and scale the style's luminance to the content's mean and standard deviation
+    (paper, sec. 4.1), so that luminance-only transfer keeps the content's tone."""
+    s_mean, s_std = style_lum.mean(), style_lum.std()
+    c_mean, c_std = content_lum.mean(), content_lum.std()
+    return (style_lum - s_mean) * (c_std / (s_std + 1e-8)) + c_mean
+
+
+def combine_luminance(output_lum: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """RGB image with the luminance of ``output_lum`` (grey, ``(1, 3, H, W)``) and the chroma (I, Q)
+    of ``content``; the result of luminance-only transfer (paper, sec. 4.1)."""
+    yiq = rgb_to_yiq(content)
+    y = rgb_to_yiq(output_lum)[:, :1]
+    return yiq_to_rgb(torch.cat([y, yiq[:, 1:]], dim=1)).clamp(0.0, 1.0)
+
+
+def _sqrtm(cov: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    eigvals, eigvecs = torch.linalg.eigh(cov)
+    eigvals = eigvals.clamp_min(1e-8)
+    power = -0.5 if inverse else 0.5
+    return eigvecs @ torch.diag(eigvals**power) @ eigvecs.T
+
+
+def match_color_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Recolour ``style`` so its RGB mean and covariance equal the content's (paper, sec. 4.2,
+    the linear "Image Analogies" transform with the symmetric matrix square root).
+
+    Args:
+        style: ``(1, 3, H_s, W_s)`` in ``[0, 1]``.
+        content: ``(1, 3, H, W)`` in ``[0, 1]``.
+
+    Returns:
+        ``(1, 3, H_s, W_s)`` in ``[0, 1]``.
+    """
+    s = style.reshape(3, -1).double()  # (3, N_s)
+    c = content.reshape(3, -1).double()  # (3, N_c)
+    s_mean, c_mean = s.mean(1, keepdim=True), c.mean(1, keepdim=True)
+    s_cov = torch.cov(s) + 1e-5 * torch.eye(3, dtype=s.dtype, device=s.device)
+    c_cov = torch.cov(c) + 1e-5 * torch.eye(3, dtype=c.dtype, device=c.device)
+    transform = _sqrtm(c_cov) @ _sqrtm(s_cov, inverse=True)
+    out = transform @ (s - s_mean) + c_mean
+    return out.reshape(style.shape).to(style.dtype).clamp(0.0, 1.0)
