@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -29,6 +29,17 @@ IMAGES = {
     "chelsea_128x96.png": (128, 96),
     "the_scream_128x96.png": (128, 96),
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread() -> Iterator[None]:
+    """The test tensors are tiny: one thread is as fast, and on a shared 2-core machine far
+    faster (two threads spin-waiting on two busy cores can be 20x slower). TorchServe's worker
+    in the end-to-end tests is another process and keeps its own setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

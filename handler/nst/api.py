@@ -211,7 +211,12 @@ def _check_scales(value: Any, image_size: int) -> list[int]:
     if _is(value, int):
         if not 1 <= value <= MAX_LEVELS:
             raise _bad("out_of_range", f"{field} must be in [1, {MAX_LEVELS}] levels, got {value}", field)
-        return list(pyramid_sides(image_size, value))
+        sides = list(pyramid_sides(image_size, value))
+        if sides[0] < 1 or any(b <= a for a, b in zip(sides, sides[1:])):
+            # Halving image_size that often rounds to 0 or repeats a side.
+            raise _bad("out_of_range", f"{field}: {value} levels halving image_size = {image_size} give the long "
+                       f"sides {sides}; each must be at least 1 pixel and larger than the previous", field)
+        return sides
     if not isinstance(value, list) or not value or not all(_is(v, int) for v in value):
         raise _bad("invalid_type", f"{field} must be an integer (levels) or a non-empty array of integers (long sides)", field)
     if any(b <= a for a, b in zip(value, value[1:])) or value[0] < 16 or value[-1] > image_size:

@@ -326,10 +326,13 @@ def stylize(
         colors = region_colors(content_mask)
         content_regions = resize_regions(label_regions(content_mask, colors), tuple(content.shape[-2:]))
         style_regions = [label_regions(m, colors) for m in style_masks]
-        covered = torch.stack([r.flatten(1).sum(1) for r in style_regions]).sum(0)  # (R,)
+        # Only styles with a positive blend weight count: a region painted only by zero-weight
+        # styles would get an all-zero (0/0 = NaN) target.
+        covered = torch.stack([r.flatten(1).sum(1) * float(w > 0) for r, w in zip(style_regions, blend)]).sum(0)  # (R,)
         for r in torch.nonzero(covered == 0).flatten().tolist():
             rgb = tuple(int(v) for v in colors[r])
-            raise MaskError(f"content_mask region of colour {rgb} has no pixel of that colour in any style mask")
+            raise MaskError(f"content_mask region of colour {rgb} has no pixel of that colour in any style mask "
+                            "(of a style with a positive blend weight)")
 
     full_h, full_w = content.shape[-2:]
     sides = opts.scales or (max(full_h, full_w),)
