@@ -172,6 +172,7 @@ class NSTHandler(BaseHandler):
             "width": width,
             "height": height,
             "iterations": result.iterations,
+            "stopped": result.stopped,
             "losses": result.losses,
             "timings_ms": {k: round(v, 1) for k, v in timings.items()},
             "params": params,

@@ -69,6 +69,7 @@ PARAMS: Mapping[str, Param] = {
         Param("scales", int, 1, 1, 8),
         Param("mode", str, _OPTIONS.mode, choices=MODES),
         Param("return_history", bool, False),
+        Param("time_budget_s", float, None, 0.1, 86400.0, nullable=True, unit="seconds"),
     )
 }
 
@@ -143,6 +144,7 @@ class StyleRequest:
             style_scale=p["style_scale"], color_control=p["color_control"], pooling=p["pooling"],
             optimizer=p["optimizer"], learning_rate=p["learning_rate"], lbfgs_history=p["lbfgs_history"],
             scales=tuple(p["scales"]) if len(p["scales"]) > 1 else (), mode=p["mode"],
+            time_budget_s=p["time_budget_s"],
         )
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,6 +73,10 @@ class StylizeOptions:
     mode: str = "stylize"
     """``"reconstruct_content"`` / ``"reconstruct_style"``: start from noise and match only the
     content / only the style representation (Gatys et al. 2016, fig. 1)."""
+    time_budget_s: float | None = None
+    """Seconds of optimization after which the run stops early with the image so far; it stops
+    before an iteration that would likely overrun (estimated from the iterations so far).
+    ``None``: no limit."""
 
     def __post_init__(self) -> None:
         choices = {"init": INITS, "color_control": COLOR_CONTROLS, "pooling": POOLINGS,
@@ -86,6 +92,8 @@ class StylizeOptions:
         for name in ("style_scale", "learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"time_budget_s must be > 0, got {self.time_budget_s}")
         if self.lbfgs_history < 1:
             raise ValueError(f"lbfgs_history must be >= 1, got {self.lbfgs_history}")
         if not self.content_layers or not self.style_layers:
@@ -165,7 +173,9 @@ class Stylized:
     """One entry per iteration (1 to ``iterations``): the losses after that many updates; the
     last equals :attr:`losses`."""
     sizes: list[tuple[int, int]] = field(default_factory=list)
-    """``(height, width)`` of each level, coarse to fine."""
+    """``(height, width)`` of each level run, coarse to fine."""
+    stopped: str = "steps"
+    """Why the run ended: ``"steps"`` (all iterations ran) or ``"time_budget"``."""
 
 
 def _check_image(image: torch.Tensor, name: str) -> None:
@@ -344,10 +354,15 @@ def stylize(
     sizes: list[tuple[int, int]] = []
     image: torch.Tensor | None = None
     done = 0
-    for level, (side, n_steps) in enumerate(zip(sides, per_level)):
+    deadline = None if opts.time_budget_s is None else time.monotonic() + opts.time_budget_s
+    stopped = "steps"
+
+    def level_targets(side: int) -> tuple[tuple[int, int], torch.Tensor, list[torch.Tensor], _Targets]:
+        """Output size, content, styles and loss targets of the level with long side ``side``."""
         size = (full_h, full_w) if side == max(full_h, full_w) else _fit(content.shape, side)
         level_styles = [resize(s, _fit(s.shape, max(1, round(side * opts.style_scale)))) for s in styles]
-        for name, img in [("content at scale %d" % side, size), *[(f"style[{i}] at this scale", tuple(s.shape[-2:])) for i, s in enumerate(level_styles)]]:
+        for name, img in [(f"content at long side {side}", size),
+                          *[(f"style[{i}] at this scale", tuple(s.shape[-2:])) for i, s in enumerate(level_styles)]]:
             if min(img) < needed:
                 raise ValueError(f"{name} would be {img[1]}x{img[0]} pixels; the layers in use need at least {needed} pixels")
         level_content = resize(target_content, size)
@@ -356,25 +371,45 @@ def stylize(
             resize_regions(r, tuple(s.shape[-2:])) for r, s in zip(style_regions, level_styles)
         ]
         targets = _Targets(features, opts, level_content, level_styles, blend, level_regions, level_style_regions)
+        return size, level_content, level_styles, targets
+
+    for level, (side, n_steps) in enumerate(zip(sides, per_level)):
+        size, level_content, level_styles, targets = level_targets(side)
         if image is None:
             start = initial_image(level_content, opts.init, opts.seed, style=level_styles[0], init_image=init_image)
             if opts.color_control == "luminance":
                 start = color.luminance(start)
         else:
             start = resize(image, size)  # warm start from the coarser level's result
-        image = _optimize(start, targets, opts, n_steps, done, level, len(sides), history, callback)
+        image, completed = _optimize(start, targets, opts, n_steps, done, level, len(sides), history, callback, deadline)
         sizes.append(size)
-        done += n_steps
+        done += completed
+        if completed < n_steps:
+            stopped = "time_budget"
+            if size != (full_h, full_w):
+                # Stopped at a coarse level: the answer is still full size, and its losses are
+                # those of the upsampled image, replacing the coarse level's last entry.
+                full_size, _, _, final = level_targets(sides[-1])
+                image = resize(image, full_size)
+                with torch.no_grad():
+                    _, losses = final(image)
+                history[-1] = Iterate(iteration=done, steps=opts.steps, losses=losses,
+                                      level=len(sides) - 1, levels=len(sides))
+            break
 
     assert image is not None
     if opts.color_control == "luminance":
         image = color.combine_luminance(image, content)
-    return Stylized(image=image, iterations=opts.steps, losses=dict(history[-1].losses), history=history, sizes=sizes)
+    return Stylized(image=image, iterations=done, losses=dict(history[-1].losses), history=history, sizes=sizes,
+                    stopped=stopped)
 
 
 def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, n_steps: int, done: int,
-              level: int, levels: int, history: list[Iterate], callback: Callable[[Iterate], None] | None) -> torch.Tensor:
-    """Run ``n_steps`` iterations from ``start``; append one :class:`Iterate` per iteration."""
+              level: int, levels: int, history: list[Iterate], callback: Callable[[Iterate], None] | None,
+              deadline: float | None = None) -> tuple[torch.Tensor, int]:
+    """Run up to ``n_steps`` iterations from ``start`` (fewer if the next one would likely end
+    after ``deadline``, a ``time.monotonic()`` value); append one :class:`Iterate` per
+    iteration. Returns the clamped result and the iterations completed."""
     image = start.detach().clone().requires_grad_(True)
     if opts.optimizer == "lbfgs":
         # Negative tolerances so that exactly n_steps iterations run (with normalized losses
@@ -405,7 +440,16 @@ def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, n_
 
     # One iteration per step() call: for L-BFGS each call evaluates once and updates once,
     # exactly as one step() with max_iter=n_steps would, with room to report in between.
-    for _ in range(n_steps):
+    started = time.monotonic()
+    completed = 0
+    for completed in range(n_steps + 1):
+        if completed == n_steps:
+            break
+        if deadline is not None and (completed or level > 0):  # the first level runs at least once
+            now = time.monotonic()
+            per_iteration = (now - started) / completed if completed else 0.0
+            if now + per_iteration > deadline:
+                break
         optimizer.step(closure)
         if opts.optimizer == "adam":
             with torch.no_grad():
@@ -414,5 +458,8 @@ def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, n_
     result = image.detach().clamp(0.0, 1.0)
     with torch.no_grad():
         _, final_losses = objective(result)
-    report(final_losses, n_steps)
-    return result
+    if completed:
+        report(final_losses, completed)
+    else:  # a later level stopped before its first iteration: the image is the upsampled start
+        history[-1] = Iterate(iteration=done, steps=opts.steps, losses=final_losses, level=level, levels=levels)
+    return result, completed

@@ -72,3 +72,13 @@ def test_cli_repeatable_style_and_history(server, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert Image.open(out).size == (64, 48)
     assert len(json.loads(history.read_text())) == 2
+
+
+def test_time_budget_stops_early_and_says_so(client):
+    result = client.stylize(CONTENT, STARRY, image_size=64, steps=2000, time_budget_s=1.0, return_history=True)
+    assert result.stopped == "time_budget"
+    assert 1 <= result.iterations < 2000
+    assert result.params["time_budget_s"] == 1.0
+    assert result.history is not None and len(result.history) == result.iterations
+    assert result.image.size == (64, 48)
+    assert client.stylize(CONTENT, STARRY, **FAST).stopped == "steps"

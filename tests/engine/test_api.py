@@ -36,6 +36,7 @@ DEFAULTS = {
     "scales": [512],  # every level's long side: one level at image_size
     "mode": "stylize",
     "return_history": False,
+    "time_budget_s": None,
 }
 
 

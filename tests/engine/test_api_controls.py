@@ -299,7 +299,7 @@ def test_options_map_every_param(body: dict, image_b64) -> None:
         "seed": 5, "content_layers": ["relu3_1"], "style_layers": ["relu1_1", "relu2_1"],
         "style_layer_weights": [1, 3], "style_blend_weights": [3, 1], "style_scale": 1.5,
         "color_control": "histogram", "pooling": "avg", "optimizer": "adam", "learning_rate": 0.1,
-        "lbfgs_history": 7, "scales": 2, "mode": "stylize",
+        "lbfgs_history": 7, "scales": 2, "mode": "stylize", "time_budget_s": 30,
     }
     options = parse_request(body).options()
     assert options == StylizeOptions(
@@ -307,6 +307,7 @@ def test_options_map_every_param(body: dict, image_b64) -> None:
         content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1"), style_layer_weights=(0.25, 0.75),
         style_blend_weights=(0.75, 0.25), style_scale=1.5, color_control="histogram", pooling="avg",
         optimizer="adam", learning_rate=0.1, lbfgs_history=7, scales=(32, 64), mode="stylize",
+        time_budget_s=30.0,
     )
     # Every option was set away from its default, so a parameter options() dropped would show.
     default = StylizeOptions()

@@ -300,3 +300,22 @@ def test_cli_history_out_without_history_in_answer_exits_1(server, tmp_path, cap
     assert _run(server, tmp_path, str(STYLE), "--history-out", str(hist)) == 1
     assert not hist.exists()
     assert "no history" in capsys.readouterr().err
+
+
+def test_time_budget_is_sent_and_bounds_the_read_timeout(server, success_body):
+    from nst_client._constants import DEADLINE_READ_MARGIN
+
+    server.reply(200, success_body(stopped="time_budget"))
+    client = StyleTransferClient(base_url=server.url, timeout=900)
+    sent = {}
+    original = client._session.request
+
+    def spy(method, url, **kwargs):
+        sent["timeout"] = kwargs["timeout"]
+        return original(method, url, **kwargs)
+
+    client._session.request = spy  # records the timeout the real request is made with
+    result = client.stylize(CONTENT, STYLE, time_budget_s=5)
+    assert server.requests[-1].json["params"]["time_budget_s"] == 5
+    assert sent["timeout"][1] == 5 + DEADLINE_READ_MARGIN
+    assert result.stopped == "time_budget"

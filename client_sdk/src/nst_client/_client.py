@@ -14,6 +14,7 @@ import requests
 
 from ._auth import resolve_token
 from ._constants import (
+    DEADLINE_READ_MARGIN,
     DEFAULT_BASE_URL,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
@@ -186,6 +187,7 @@ class StyleTransferClient:
         scales: Optional[Union[int, Sequence[int]]] = None,
         mode: Optional[RenderMode] = None,
         return_history: Optional[bool] = None,
+        time_budget_s: Optional[float] = None,
         **extra_params: Any,
     ) -> StylizeResult:
         """Render ``content`` in the style of ``style`` (one image or several).
@@ -230,6 +232,11 @@ class StyleTransferClient:
                 of each level in pixels (list of ints).
             mode: ``"stylize"``, ``"reconstruct_content"`` or ``"reconstruct_style"``.
             return_history: Ask for per-iteration losses (:attr:`StylizeResult.history`).
+            time_budget_s: Seconds of optimization after which the server stops early and
+                answers with the image so far (:attr:`StylizeResult.stopped` is then
+                ``"time_budget"``). The read timeout of this call becomes
+                ``min(timeout, time_budget_s + DEADLINE_READ_MARGIN)``, so a deadline that the
+                server cannot keep surfaces as an ``APITimeoutError`` soon after.
             **extra_params: Further server parameters, sent as given.
 
         Returns:
@@ -282,6 +289,7 @@ class StyleTransferClient:
             "scales": _as_list(scales),
             "mode": mode,
             "return_history": return_history,
+            "time_budget_s": time_budget_s,
         }
         params = {k: v for k, v in {**known, **extra_params}.items() if v is not None}
 
@@ -302,7 +310,10 @@ class StyleTransferClient:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"params are not valid JSON: {exc}") from exc
 
-        response = self._request("POST", f"/predictions/{self.model}", data=data)
+        read_timeout = self.timeout
+        if time_budget_s is not None:
+            read_timeout = min(self.timeout, float(time_budget_s) + DEADLINE_READ_MARGIN)
+        response = self._request("POST", f"/predictions/{self.model}", data=data, read_timeout=read_timeout)
         body = self._json(response)
         try:
             return StylizeResult.from_response(body)
@@ -340,7 +351,9 @@ class StyleTransferClient:
 
     # ------------------------------------------------------------------ internals
 
-    def _request(self, method: str, path: str, *, data: Optional[str] = None) -> requests.Response:
+    def _request(self, method: str, path: str, *, data: Optional[str] = None,
+                 read_timeout: Optional[float] = None) -> requests.Response:
+        read_timeout = self.timeout if read_timeout is None else read_timeout
         url = self.base_url + path
         headers = {"Content-Type": "application/json"} if data is not None else None
         attempt = 0
@@ -350,7 +363,7 @@ class StyleTransferClient:
             try:
                 response = self._session.request(
                     method, url, data=data, headers=headers,
-                    timeout=(self.connect_timeout, self.timeout),
+                    timeout=(self.connect_timeout, read_timeout),
                 )
             except requests.exceptions.ConnectTimeout as exc:
                 error: NSTError = APITimeoutError(
@@ -358,10 +371,10 @@ class StyleTransferClient:
                 cause = exc
             except requests.exceptions.ReadTimeout as exc:
                 # Never retried: the server may still be working on the request.
-                raise APITimeoutError(f"No answer from {url} within {self.timeout:g} s", url=url) from exc
+                raise APITimeoutError(f"No answer from {url} within {read_timeout:g} s", url=url) from exc
             except requests.exceptions.ConnectionError as exc:
                 if _is_read_timeout(exc):
-                    raise APITimeoutError(f"No answer from {url} within {self.timeout:g} s", url=url) from exc
+                    raise APITimeoutError(f"No answer from {url} within {read_timeout:g} s", url=url) from exc
                 reason = getattr(exc.args[0], "reason", None) if exc.args else None
                 error = APIConnectionError(f"Could not connect to {url}: {reason or exc}", url=url)
                 cause = exc

@@ -20,6 +20,9 @@ KEY_FILE_SECTION = "inference"
 # Timeouts, in seconds. Style transfer on CPU can take minutes, so reads are generous.
 DEFAULT_TIMEOUT = 900.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# With params.time_budget_s, the read timeout is the budget plus this margin (seconds): room
+# for decoding, building the loss targets, the last iteration, encoding and queueing.
+DEADLINE_READ_MARGIN = 60.0
 
 # Retries: capped exponential backoff with jitter, honouring Retry-After.
 DEFAULT_MAX_RETRIES = 2

@@ -60,6 +60,8 @@ class StylizeResult:
             "total"}`` (``iteration`` is the optimiser iteration number; the losses are the
             same terms as in ``losses``), in the server's order. Present only when the
             request set ``return_history``, else ``None``.
+        stopped: Why the optimization ended: ``"steps"`` (all iterations ran) or
+            ``"time_budget"`` (``time_budget_s`` ran out first); ``None`` if not reported.
     """
 
     image_bytes: bytes = field(repr=False)
@@ -74,6 +76,7 @@ class StylizeResult:
     device: Optional[str]
     raw: Dict[str, Any] = field(repr=False)
     history: Optional[List[Dict[str, float]]] = field(default=None, repr=False)
+    stopped: Optional[str] = None
 
     @classmethod
     def from_response(cls, body: Dict[str, Any]) -> "StylizeResult":
@@ -121,6 +124,7 @@ class StylizeResult:
             device=body.get("device"),
             raw=body,
             history=history,
+            stopped=body.get("stopped") if isinstance(body.get("stopped"), str) else None,
         )
 
     @cached_property

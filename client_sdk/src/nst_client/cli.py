@@ -176,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=get_args(RenderMode), help="what to optimise for")
     p.add_argument("--return-history", action="store_true", default=None,
                    help="ask the server for per-iteration losses")
+    p.add_argument("--time-budget", dest="time_budget_s", type=float, metavar="S",
+                   help="stop the optimization after S seconds and return the image so far")
     p.add_argument("--history-out", metavar="PATH",
                    help="write the per-iteration losses as a JSON list to PATH (implies --return-history)")
     p.add_argument("--param", dest="extra", action="append", type=_parse_extra, default=[], metavar="KEY=VALUE",
@@ -210,7 +212,7 @@ _PARAM_FLAGS = (
     "image_size", "steps", "content_weight", "style_weight", "tv_weight", "init", "seed",
     "output_format", "style_blend_weights", "style_scale", "color_control", "pooling",
     "content_layers", "style_layers", "style_layer_weights", "optimizer", "learning_rate",
-    "lbfgs_history", "scales", "mode", "return_history",
+    "lbfgs_history", "scales", "mode", "return_history", "time_budget_s",
 )
 
 
@@ -237,7 +239,8 @@ def _stylize(client: StyleTransferClient, args: argparse.Namespace) -> int:
     out = result.save(args.output)
     print(
         f"wrote {out} ({result.width}x{result.height} {result.format}) in {elapsed:.1f} s: "
-        f"iterations={result.iterations} losses[{_fmt_losses(result.losses)}] "
+        f"iterations={result.iterations}{' (time budget spent)' if result.stopped == 'time_budget' else ''} "
+        f"losses[{_fmt_losses(result.losses)}] "
         f"weights={result.weights} device={result.device}"
     )
     if args.history_out is not None:
