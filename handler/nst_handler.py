@@ -18,6 +18,7 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 
 from nst.api import Limits, RequestError, StyleRequest, parse_params, parse_request
+from nst.cache import StyleCache
 from nst.images import encode_image, to_tensor
 from nst.masks import MaskError
 from nst.stylize import stylize
@@ -33,7 +34,8 @@ class NSTHandler(BaseHandler):
     """Serves ``POST /predictions/nst`` (see ``docs/api.md``); rows of a batch succeed or fail alone.
 
     Configuration comes from the ``handler:`` section of ``model-config.yaml``: ``limits``
-    (:class:`nst.api.Limits` fields), ``defaults`` (parameter defaults) and ``torch_threads``.
+    (:class:`nst.api.Limits` fields), ``defaults`` (parameter defaults), ``torch_threads`` and
+    ``style_cache_size`` (entries of the per-worker style-target LRU cache; 0 disables it).
     """
 
     def initialize(self, context: Any) -> None:
@@ -55,6 +57,7 @@ class NSTHandler(BaseHandler):
             parse_params(self.defaults, limits=self.limits)  # unknown names and bad values fail here
         except RequestError as exc:
             raise ValueError(f"model-config.yaml handler.defaults: {exc.message}") from None
+        self.style_cache = StyleCache(int(config.get("style_cache_size", 32)))
         if config.get("torch_threads"):
             torch.set_num_threads(int(config["torch_threads"]))
         gpu_id = props.get("gpu_id")
@@ -124,6 +127,21 @@ class NSTHandler(BaseHandler):
             "defaults": parse_params(self.defaults, limits=self.limits),
         })
 
+    @staticmethod
+    def _style_keys(request: StyleRequest, style_side: int) -> list[tuple[Any, ...]] | None:
+        """What each style's cached Grams depend on besides the computation: its bytes and the
+        size the handler resized it to, plus the content (colour control recolours the style
+        by it) and the masks when they are used."""
+        if not request.digests:
+            return None  # nothing names the inputs: no caching
+        d = request.digests
+        colored = request.params["color_control"] != "none"
+        return [
+            (style, style_side, d["content"] if colored else None,
+             (d["content_mask"], d["style_masks"][i]) if "content_mask" in d else None)
+            for i, style in enumerate(d["style"])
+        ]
+
     # --- one request ------------------------------------------------------------------------
 
     def _run(self, idx: int, request: StyleRequest) -> dict[str, Any] | RequestError:
@@ -144,7 +162,8 @@ class NSTHandler(BaseHandler):
                     "content_mask": to_tensor(request.content_mask, None, self.device),
                     "style_masks": [to_tensor(m, None, self.device) for m in request.style_masks],
                 }
-            result = stylize(content, styles, self.features, request.options(), init_image=init_image, **masks)
+            result = stylize(content, styles, self.features, request.options(), init_image=init_image, **masks,
+                             cache=self.style_cache, style_keys=self._style_keys(request, style_side))
             optimized = time.perf_counter()
             data = encode_image(result.image, params["output_format"])
             encoded = time.perf_counter()
@@ -173,6 +192,7 @@ class NSTHandler(BaseHandler):
             "height": height,
             "iterations": result.iterations,
             "stopped": result.stopped,
+            "cache": result.cache,
             "losses": result.losses,
             "timings_ms": {k: round(v, 1) for k, v in timings.items()},
             "params": params,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -121,6 +122,9 @@ class StyleRequest:
     init_image: Image.Image | None = None
     content_mask: Image.Image | None = None
     style_masks: list[Image.Image] | None = None
+    digests: dict[str, Any] | None = None
+    """sha256 (hex) of each image field as sent: ``content``, ``style`` (a list), and with masks
+    ``content_mask`` and ``style_masks`` (a list); what the style cache keys on."""
 
     @property
     def style(self) -> Image.Image:
@@ -398,5 +402,13 @@ def parse_request(body: Any, *, defaults: Mapping[str, Any] | None = None, limit
                     f"style image {i} would be {sw}x{sh} pixels at long side {side}; both sides must be at least {needed}",
                     "params.style_scale" if params["style_scale"] < 1 else "style",
                 )
+    def digest(value: str) -> str:
+        return hashlib.sha256(value.encode("ascii", "replace")).hexdigest()
+
+    style_fields = body["style"] if isinstance(body["style"], list) else [body["style"]]
+    digests: dict[str, Any] = {"content": digest(body["content"]), "style": [digest(v) for v in style_fields]}
+    if has_mask:
+        digests["content_mask"] = digest(body["content_mask"])
+        digests["style_masks"] = [digest(v) for v in body["style_masks"]]
     return StyleRequest(content=content, styles=styles, params=params, init_image=init_image,
-                        content_mask=content_mask, style_masks=style_masks)
+                        content_mask=content_mask, style_masks=style_masks, digests=digests)

@@ -11,7 +11,7 @@ starts (as in crowsonkb/style-transfer-pytorch) are options of the same loop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Hashable, Mapping, Sequence
 
 import time
 
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import color
+from .cache import StyleCache
 from .losses import ContentLoss, GuidedStyleLoss, StyleLoss, gram_matrix, guided_gram_matrix, tv_loss
 from .masks import MaskError, label_regions, region_colors, resize_regions
 from .vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, POOLINGS, FeatureExtractor, check_layer_names, min_side
@@ -176,6 +177,9 @@ class Stylized:
     """``(height, width)`` of each level run, coarse to fine."""
     stopped: str = "steps"
     """Why the run ended: ``"steps"`` (all iterations ran) or ``"time_budget"``."""
+    cache: str | None = None
+    """``"hit"`` when every style target came from the cache, ``"miss"`` when any was
+    computed, ``None`` when no cache was used."""
 
 
 def _check_image(image: torch.Tensor, name: str) -> None:
@@ -227,22 +231,26 @@ class _Targets:
 
     def __init__(self, features: nn.Sequential, opts: StylizeOptions, content: torch.Tensor,
                  styles: list[torch.Tensor], blend: list[float],
-                 content_regions: torch.Tensor | None, style_regions: list[torch.Tensor] | None) -> None:
+                 content_regions: torch.Tensor | None, style_regions: list[torch.Tensor] | None,
+                 cache: StyleCache | None = None, style_keys: Sequence[Hashable] | None = None) -> None:
+        self.cache_hits = self.cache_misses = 0
         with torch.no_grad():
             content_feats = FeatureExtractor(features, opts.content_layers, opts.pooling)(content)
-            style_ex = FeatureExtractor(features, opts.style_layers, opts.pooling)
-            style_feats = [style_ex(s) for s in styles]
             self.content = {n: ContentLoss(content_feats[n]) for n in opts.content_layers}
+            style_grams = [
+                self._style_grams(features, opts, s, None if style_regions is None else style_regions[i],
+                                  cache, None if style_keys is None else style_keys[i])
+                for i, s in enumerate(styles)
+            ]
             self.style: dict[str, nn.Module] = {}
             for name in opts.style_layers:
-                feats = [f[name] for f in style_feats]
+                grams = [g[name] for g in style_grams]
                 if content_regions is None:
-                    target = sum(w * gram_matrix(f) for w, f in zip(blend, feats))
+                    target = sum(w * g for w, g in zip(blend, grams))
                     self.style[name] = StyleLoss(target)
                     continue
                 assert style_regions is not None
                 # Each region's target blends the styles that have pixels of that region's colour.
-                grams = [guided_gram_matrix(f, resize_regions(r, f.shape[-2:])) for f, r in zip(feats, style_regions)]
                 present = [(r.flatten(1).sum(1) > 0).float() * w for r, w in zip(style_regions, blend)]  # (R,) each
                 weight = torch.stack(present)  # (S, R)
                 weight = weight / weight.sum(0, keepdim=True)
@@ -254,6 +262,31 @@ class _Targets:
         layer_weights = _normalized(opts.style_layer_weights or [1.0] * len(opts.style_layers), "style_layer_weights")
         self.layer_weights = dict(zip(opts.style_layers, layer_weights))
         self.opts = opts
+
+    def _style_grams(self, features: nn.Sequential, opts: StylizeOptions, style: torch.Tensor,
+                     regions: torch.Tensor | None, cache: StyleCache | None,
+                     style_key: Hashable | None) -> dict[str, torch.Tensor]:
+        """``{layer: (1, C, C) Gram}`` of one style image, or ``(R, C, C)`` region-guided Grams."""
+        key = None
+        if cache is not None and style_key is not None:
+            # Everything the Grams depend on besides what the caller's key names (the style
+            # input, and with colour control or masks the content and the masks).
+            key = (style_key, tuple(style.shape), opts.style_layers, opts.pooling, opts.color_control,
+                   regions is not None, id(features), str(style.device))
+            cached = cache.get(key)
+            if cached is not None:
+                self.cache_hits += 1
+                return cached
+            self.cache_misses += 1
+        feats = FeatureExtractor(features, opts.style_layers, opts.pooling)(style)
+        if regions is None:
+            grams = {n: gram_matrix(f) for n, f in feats.items()}
+        else:
+            grams = {n: guided_gram_matrix(f, resize_regions(regions, f.shape[-2:])) for n, f in feats.items()}
+        if key is not None:
+            assert cache is not None
+            cache.put(key, grams)
+        return grams
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         feats = self.extractor(image)
@@ -283,6 +316,8 @@ def stylize(
     content_mask: torch.Tensor | None = None,
     style_masks: Sequence[torch.Tensor] | None = None,
     callback: Callable[[Iterate], None] | None = None,
+    cache: StyleCache | None = None,
+    style_keys: Sequence[Hashable] | None = None,
 ) -> Stylized:
     """Render ``content`` in the style of ``style`` (one image or several, blended).
 
@@ -297,6 +332,11 @@ def stylize(
         content_mask: ``(1, 3, H, W)`` colour-labelled regions of the output (spatial control);
             needs ``style_masks``, one ``(1, 3, H_s, W_s)`` per style, in the same colours.
         callback: called after every evaluation with an :class:`Iterate`.
+        cache: where style Gram matrices are looked up and kept (see :mod:`nst.cache`).
+        style_keys: one hashable per style naming everything its Grams depend on besides the
+            computation itself: the style input and, with ``color_control`` other than
+            ``"none"``, the content image, and with masks, both masks. Without keys nothing is
+            cached.
 
     Returns:
         A :class:`Stylized` with the ``(1, 3, H, W)`` image clamped to ``[0, 1]``.
@@ -357,6 +397,8 @@ def stylize(
     deadline = None if opts.time_budget_s is None else time.monotonic() + opts.time_budget_s
     stopped = "steps"
 
+    lookups = [0, 0]  # style-cache hits, misses
+
     def level_targets(side: int) -> tuple[tuple[int, int], torch.Tensor, list[torch.Tensor], _Targets]:
         """Output size, content, styles and loss targets of the level with long side ``side``."""
         size = (full_h, full_w) if side == max(full_h, full_w) else _fit(content.shape, side)
@@ -370,7 +412,10 @@ def stylize(
         level_style_regions = None if style_regions is None else [
             resize_regions(r, tuple(s.shape[-2:])) for r, s in zip(style_regions, level_styles)
         ]
-        targets = _Targets(features, opts, level_content, level_styles, blend, level_regions, level_style_regions)
+        targets = _Targets(features, opts, level_content, level_styles, blend, level_regions, level_style_regions,
+                           cache, style_keys)
+        lookups[0] += targets.cache_hits
+        lookups[1] += targets.cache_misses
         return size, level_content, level_styles, targets
 
     for level, (side, n_steps) in enumerate(zip(sides, per_level)):
@@ -400,8 +445,9 @@ def stylize(
     assert image is not None
     if opts.color_control == "luminance":
         image = color.combine_luminance(image, content)
+    cache_state = None if lookups == [0, 0] else ("hit" if lookups[1] == 0 else "miss")
     return Stylized(image=image, iterations=done, losses=dict(history[-1].losses), history=history, sizes=sizes,
-                    stopped=stopped)
+                    stopped=stopped, cache=cache_state)
 
 
 def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, n_steps: int, done: int,

@@ -82,3 +82,11 @@ def test_time_budget_stops_early_and_says_so(client):
     assert result.history is not None and len(result.history) == result.iterations
     assert result.image.size == (64, 48)
     assert client.stylize(CONTENT, STARRY, **FAST).stopped == "steps"
+
+
+def test_repeated_style_is_a_cache_hit_with_identical_pixels(client):
+    style = Image.open(SCREAM).transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # a style no other test sends
+    first = client.stylize(CONTENT, style, seed=3, **FAST)
+    second = client.stylize(CONTENT, style, seed=3, **FAST)
+    assert (first.cache, second.cache) == ("miss", "hit")
+    assert first.image_bytes == second.image_bytes

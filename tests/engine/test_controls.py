@@ -65,8 +65,8 @@ class RecordingTargets(stylize_module._Targets):
 
     made: list["RecordingTargets"] = []
 
-    def __init__(self, features, opts, content, styles, blend, content_regions, style_regions) -> None:
-        super().__init__(features, opts, content, styles, blend, content_regions, style_regions)
+    def __init__(self, features, opts, content, styles, blend, content_regions, style_regions, *args) -> None:
+        super().__init__(features, opts, content, styles, blend, content_regions, style_regions, *args)
         self.content_shape = tuple(content.shape)
         self.style_shapes = [tuple(s.shape) for s in styles]
         RecordingTargets.made.append(self)

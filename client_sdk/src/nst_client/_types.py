@@ -62,6 +62,8 @@ class StylizeResult:
             request set ``return_history``, else ``None``.
         stopped: Why the optimization ended: ``"steps"`` (all iterations ran) or
             ``"time_budget"`` (``time_budget_s`` ran out first); ``None`` if not reported.
+        cache: ``"hit"`` when the server had every style target cached, ``"miss"`` when it
+            computed any; ``None`` if not reported.
     """
 
     image_bytes: bytes = field(repr=False)
@@ -77,6 +79,7 @@ class StylizeResult:
     raw: Dict[str, Any] = field(repr=False)
     history: Optional[List[Dict[str, float]]] = field(default=None, repr=False)
     stopped: Optional[str] = None
+    cache: Optional[str] = None
 
     @classmethod
     def from_response(cls, body: Dict[str, Any]) -> "StylizeResult":
@@ -125,6 +128,7 @@ class StylizeResult:
             raw=body,
             history=history,
             stopped=body.get("stopped") if isinstance(body.get("stopped"), str) else None,
+            cache=body.get("cache") if isinstance(body.get("cache"), str) else None,
         )
 
     @cached_property

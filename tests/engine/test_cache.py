@@ -1,0 +1,71 @@
+"""The style-target cache: a repeated style skips its feature extraction and changes nothing."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+from torch import nn
+
+from nst.cache import StyleCache
+from nst.stylize import StylizeOptions, stylize
+
+stylize_module = importlib.import_module("nst.stylize")  # the package re-exports stylize(), the function
+
+
+def test_lru_evicts_the_least_recently_used() -> None:
+    cache = StyleCache(2)
+    cache.put("a", {"x": torch.zeros(1)})
+    cache.put("b", {"x": torch.ones(1)})
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("c", {"x": torch.ones(1)})
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    assert len(cache) == 2 and (cache.hits, cache.misses) == (3, 1)
+    disabled = StyleCache(0)
+    disabled.put("a", {})
+    assert disabled.get("a") is None
+    with pytest.raises(ValueError):
+        StyleCache(-1)
+
+
+def test_a_hit_gives_identical_pixels_and_skips_the_style_pass(load_image, features: nn.Sequential,
+                                                               monkeypatch) -> None:
+    content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
+    cache = StyleCache(8)
+    options = StylizeOptions(steps=3)
+    first = stylize(content, style, features, options, cache=cache, style_keys=["starry"])
+    assert first.cache == "miss" and len(cache) == 1
+
+    passes = []
+    real = stylize_module.FeatureExtractor
+
+    def counting(features, layers, pooling="max"):
+        passes.append(tuple(layers))
+        return real(features, layers, pooling)
+
+    monkeypatch.setattr(stylize_module, "FeatureExtractor", counting)
+    second = stylize(content, style, features, options, cache=cache, style_keys=["starry"])
+    assert second.cache == "hit"
+    assert torch.equal(first.image, second.image) and first.losses == second.losses
+    assert options.style_layers not in passes  # no extractor was built for the style layers alone
+    uncached = stylize(content, style, features, options)
+    assert uncached.cache is None and torch.equal(uncached.image, first.image)
+
+
+@pytest.mark.parametrize("change", [
+    {"style_scale": 0.5}, {"pooling": "avg"}, {"style_layers": ("relu1_1",)}, {"color_control": "histogram"},
+])
+def test_what_the_targets_depend_on_is_in_the_key(load_image, features: nn.Sequential, change: dict) -> None:
+    content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
+    cache = StyleCache(8)
+    stylize(content, style, features, StylizeOptions(steps=1), cache=cache, style_keys=["starry"])
+    other = stylize(content, style, features, StylizeOptions(steps=1, **change), cache=cache, style_keys=["starry"])
+    assert other.cache == "miss"
+
+
+def test_no_keys_no_caching(load_image, features: nn.Sequential) -> None:
+    content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
+    cache = StyleCache(8)
+    assert stylize(content, style, features, StylizeOptions(steps=1), cache=cache).cache is None
+    assert len(cache) == 0
