@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ts.metrics.dimension import Dimension
+from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 from nst.api import Limits, RequestError, StyleRequest, parse_params, parse_request
@@ -58,6 +60,7 @@ class NSTHandler(BaseHandler):
         except RequestError as exc:
             raise ValueError(f"model-config.yaml handler.defaults: {exc.message}") from None
         self.style_cache = StyleCache(int(config.get("style_cache_size", 32)))
+        self._cache_hits_seen = self._cache_misses_seen = 0
         if config.get("torch_threads"):
             torch.set_num_threads(int(config["torch_threads"]))
         gpu_id = props.get("gpu_id")
@@ -107,6 +110,9 @@ class NSTHandler(BaseHandler):
         out = []
         for idx, row in enumerate(data):
             self.context.set_response_content_type(idx, "application/json")
+            status = row.status if isinstance(row, RequestError) else 200
+            outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
+            self._metric("NSTRequests", 1, Outcome=outcome)
             if isinstance(row, RequestError):
                 self.context.set_response_status(row.status, _PHRASES.get(row.status, "Error"), idx)
                 body = row.body()
@@ -126,6 +132,13 @@ class NSTHandler(BaseHandler):
             "limits": asdict(self.limits),
             "defaults": parse_params(self.defaults, limits=self.limits),
         })
+
+    def _metric(self, name: str, value: float, *, kind: MetricTypes = MetricTypes.COUNTER, unit: str = "Count",
+                **dims: str) -> None:
+        """Emit a model metric declared in ``handler/metrics.yaml`` (same name and dimensions)."""
+        dimensions = [Dimension("ModelName", self.context.model_name), Dimension("Level", "Model")]
+        dimensions += [Dimension(k, v) for k, v in dims.items()]
+        self.context.metrics.add_metric(name, value, unit, None, dimensions, kind)
 
     @staticmethod
     def _style_keys(request: StyleRequest, style_side: int) -> list[tuple[Any, ...]] | None:
@@ -176,6 +189,15 @@ class NSTHandler(BaseHandler):
             logger.exception("request %s failed", request_id)
             return RequestError(500, "internal_error", f"internal error; see the server log for request {request_id}")
         height, width = result.image.shape[-2:]
+        optimize_s = optimized - start
+        self._metric("NSTIterations", result.iterations)
+        self._metric("NSTOutputPixels", width * height)
+        if result.iterations:
+            self._metric("NSTSecondsPerIteration", optimize_s / result.iterations, kind=MetricTypes.GAUGE, unit="Seconds")
+        # The cache counts lookups; report what this request added.
+        self._metric("NSTStyleCacheHits", self.style_cache.hits - self._cache_hits_seen)
+        self._metric("NSTStyleCacheMisses", self.style_cache.misses - self._cache_misses_seen)
+        self._cache_hits_seen, self._cache_misses_seen = self.style_cache.hits, self.style_cache.misses
         timings = {
             "decode": self._decode_ms[idx],
             "optimize": (optimized - start) * 1e3,

@@ -60,6 +60,7 @@ def _config(store: Path, ports: list[int]) -> str:
         "grpc_management_port": str(grpc_mgmt),
         "initial_worker_port": str(worker),
         "model_store": str(store),
+        "metrics_config": str(ROOT / "handler" / "metrics.yaml"),
     }
     lines = []
     for line in (ROOT / "config.properties").read_text().splitlines():

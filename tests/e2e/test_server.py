@@ -111,3 +111,14 @@ def test_health_and_model_description(client, server):
     assert meta["device"] == "cpu"
     assert meta["limits"]["max_image_side"] == 1024
     assert meta["defaults"]["steps"] == 300
+
+
+def test_model_metrics_reach_prometheus(client, server):
+    client.stylize(CONTENT, STYLE, **FAST)
+    with pytest.raises(BadRequestError):
+        client.stylize(CONTENT, STYLE, steps=0, image_size=64)
+    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text  # no token on 8082
+    for name in ("NSTRequests", "NSTIterations", "NSTOutputPixels", "NSTSecondsPerIteration",
+                 "NSTStyleCacheHits", "NSTStyleCacheMisses"):
+        assert name in text, f"{name} missing from /metrics"
+    assert 'Outcome="ok"' in text and 'Outcome="client_error"' in text
