@@ -122,3 +122,19 @@ def test_model_metrics_reach_prometheus(client, server):
                  "NSTStyleCacheHits", "NSTStyleCacheMisses"):
         assert name in text, f"{name} missing from /metrics"
     assert 'Outcome="ok"' in text and 'Outcome="client_error"' in text
+
+
+def test_sdk_follows_a_regenerated_key(server):
+    with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0) as long_lived:
+        assert long_lived.health()["status"] == "Healthy"
+        old = inference_key(server)
+        api_key = json.loads(server.key_file.read_text())["API"]["key"]
+        # TorchServe's token API makes a new inference key (as after expiry or a restart) and
+        # rewrites key_file.json; the old key is refused from now on.
+        resp = requests.get(f"{server.management_url}/token?type=inference",
+                            headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+        assert resp.ok, resp.text
+        assert inference_key(server) != old
+        refused = requests.get(f"{server.url}/ping", headers={"Authorization": f"Bearer {old}"}, timeout=10)
+        assert refused.status_code == 400 and refused.json()["type"] == "InvalidKeyException"
+        assert long_lived.health()["status"] == "Healthy"  # re-read the key file, retried once

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nst_client import KeyFileError, StyleTransferClient
+from nst_client import AuthenticationError, KeyFileError, StyleTransferClient
 
 
 def _auth_header(server, **kwargs):
@@ -78,3 +78,36 @@ def test_malformed_key_file_raises(tmp_path: Path, text):
 
 def test_repr_does_not_leak_token():
     assert "s3cret" not in repr(StyleTransferClient(token="s3cret"))
+
+
+INVALID_KEY = {"code": 400, "type": "InvalidKeyException",
+               "message": "Token Authorization failed. Token either incorrect, expired, or not provided correctly"}
+
+
+def test_expired_key_rereads_the_key_file_and_retries_once(server, tmp_path, write_key_file):
+    key_file = write_key_file(tmp_path / "key_file.json", "old-key")
+    client = StyleTransferClient(base_url=server.url, key_file=key_file, max_retries=0)
+    write_key_file(key_file, "new-key")  # the server was restarted or the key regenerated
+    server.reply(400, INVALID_KEY)
+    server.reply(200, {"status": "Healthy"})
+    assert client.health() == {"status": "Healthy"}
+    assert [r.headers["Authorization"] for r in server.requests] == ["Bearer old-key", "Bearer new-key"]
+
+
+def test_unchanged_key_file_is_not_retried(server, tmp_path, write_key_file):
+    key_file = write_key_file(tmp_path / "key_file.json", "same-key")
+    server.reply(400, INVALID_KEY)
+    server.reply(200, {"status": "Healthy"})
+    with pytest.raises(AuthenticationError):
+        StyleTransferClient(base_url=server.url, key_file=key_file, max_retries=0).health()
+    assert len(server.requests) == 1
+
+
+def test_explicit_token_is_never_replaced(server, tmp_path, write_key_file, monkeypatch):
+    write_key_file(tmp_path / "key_file.json", "file-key")
+    monkeypatch.chdir(tmp_path)
+    server.reply(400, INVALID_KEY)
+    server.reply(200, {"status": "Healthy"})
+    with pytest.raises(AuthenticationError):
+        StyleTransferClient(base_url=server.url, token="explicit", max_retries=0).health()
+    assert len(server.requests) == 1

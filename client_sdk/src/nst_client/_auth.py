@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 from ._constants import DEFAULT_KEY_FILE, ENV_KEY_FILE, ENV_TOKEN, KEY_FILE_SECTION
 from ._exceptions import KeyFileError
 
-__all__ = ["read_key_file", "resolve_token"]
+__all__ = ["read_key_file", "resolve_credentials", "resolve_token"]
 
 PathArg = Union[str, "os.PathLike[str]"]
 
@@ -56,28 +56,37 @@ def read_key_file(path: PathArg) -> str:
 
 
 def resolve_token(token: Optional[str] = None, key_file: Optional[PathArg] = None) -> Optional[str]:
-    """Find the bearer token, following the documented order.
+    """Find the bearer token, following the documented order (see :func:`resolve_credentials`)."""
+    return resolve_credentials(token, key_file)[0]
+
+
+def resolve_credentials(
+    token: Optional[str] = None, key_file: Optional[PathArg] = None
+) -> Tuple[Optional[str], Optional[Path]]:
+    """Find the bearer token, following the documented order, and the key file it came from.
 
     Args:
         token: Explicit token; wins over everything else.
         key_file: Explicit key file path; wins over ``NST_KEY_FILE`` and ``./key_file.json``.
 
     Returns:
-        The token, or ``None`` if no source provided one.
+        ``(token, key file)``: the token (``None`` if no source provided one), and the key file
+        it was read from (``None`` for a token from the argument or ``NST_TOKEN``), which the
+        client re-reads when the server says the key expired.
 
     Raises:
         FileNotFoundError: An explicitly named key file does not exist.
         KeyFileError: The key file that was chosen is malformed.
     """
     if token:
-        return token.strip()
+        return token.strip(), None
     env_token = os.environ.get(ENV_TOKEN, "").strip()
     if env_token:
-        return env_token
+        return env_token, None
     explicit = key_file if key_file else (os.environ.get(ENV_KEY_FILE) or None)
     if explicit:
-        return read_key_file(explicit)
+        return read_key_file(explicit), Path(explicit)
     default = Path.cwd() / DEFAULT_KEY_FILE
     if default.is_file():
-        return read_key_file(default)
-    return None
+        return read_key_file(default), default
+    return None, None

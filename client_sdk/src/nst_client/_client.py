@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import requests
 
-from ._auth import resolve_token
+from ._auth import read_key_file, resolve_credentials
 from ._constants import (
     DEADLINE_READ_MARGIN,
     DEFAULT_BASE_URL,
@@ -32,6 +32,7 @@ from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
     APITimeoutError,
+    AuthenticationError,
     NSTError,
     make_status_error,
 )
@@ -148,13 +149,12 @@ class StyleTransferClient:
         self.timeout: float = float(timeout)
         self.connect_timeout: float = float(connect_timeout)
         self.max_retries: int = int(max_retries)
-        self._token: Optional[str] = resolve_token(token, key_file)
+        self._token, self._key_file = resolve_credentials(token, key_file)
         self._session = requests.Session()
         self._session.headers.update(
             {"User-Agent": f"nst-client/{__version__}", "Accept": "application/json"}
         )
-        if self._token:
-            self._session.headers["Authorization"] = f"Bearer {self._token}"
+        self._set_token(self._token)
 
     # ------------------------------------------------------------------ public API
 
@@ -357,6 +357,7 @@ class StyleTransferClient:
         url = self.base_url + path
         headers = {"Content-Type": "application/json"} if data is not None else None
         attempt = 0
+        reread_key = self._key_file is not None
         while True:
             response: Optional[requests.Response] = None
             cause: Optional[BaseException] = None
@@ -384,6 +385,11 @@ class StyleTransferClient:
                 if response.status_code < 400:
                     return response
                 error = make_status_error(response)
+                if isinstance(error, AuthenticationError) and reread_key and self._reread_key_file():
+                    # TorchServe keys expire (token_expiration_min) and change on restart: a
+                    # client that read its key from the key file tries the current key once.
+                    reread_key = False
+                    continue
                 if (response.status_code not in RETRYABLE_STATUS_CODES
                         or getattr(error, "code", None) in NON_RETRYABLE_TORCHSERVE_TYPES):
                     raise error
@@ -392,6 +398,25 @@ class StyleTransferClient:
                 raise error from cause
             _sleep(self._retry_delay(attempt, response))
             attempt += 1
+
+    def _set_token(self, token: Optional[str]) -> None:
+        self._token = token
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+        else:
+            self._session.headers.pop("Authorization", None)
+
+    def _reread_key_file(self) -> bool:
+        """Re-read the key file; True if it now holds a different key (then in use)."""
+        assert self._key_file is not None
+        try:
+            key = read_key_file(self._key_file)
+        except (OSError, NSTError):
+            return False
+        if key == self._token:
+            return False
+        self._set_token(key)
+        return True
 
     @staticmethod
     def _retry_delay(attempt: int, response: Optional[requests.Response]) -> float:
