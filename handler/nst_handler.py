@@ -12,22 +12,26 @@ import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from ts.handler_utils.utils import send_intermediate_predict_response
 from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 from nst.api import Limits, RequestError, StyleRequest, parse_params, parse_request
 from nst.cache import StyleCache
-from nst.images import encode_image, to_tensor
+from nst.images import encode_image, fit_long_side, to_tensor
 from nst.masks import MaskError
-from nst.stylize import stylize
+from nst.stylize import Iterate, stylize
 from nst.vgg import build_vgg19_features
 from nst.weights import PROVENANCE_FILE, read_provenance, sha256_of
 
 logger = logging.getLogger(__name__)
+
+NDJSON = "application/x-ndjson"
+PREVIEW_LONG_SIDE = 128  # pixels, long side of streamed preview images
 
 _PHRASES = {400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server Error", 507: "Insufficient Storage"}
 
@@ -87,6 +91,7 @@ class NSTHandler(BaseHandler):
         """Parse and validate every row; a bad row becomes its :class:`RequestError`."""
         rows: list[StyleRequest | RequestError] = []
         self._decode_ms: list[float] = []
+        self._streaming: set[int] = set()  # rows whose first chunk has been sent
         for row in data:
             start = time.perf_counter()
             body = row.get("body", row.get("data")) if isinstance(row, dict) else row
@@ -109,10 +114,19 @@ class NSTHandler(BaseHandler):
         """JSON text per row, with its HTTP status and ``Content-Type: application/json``."""
         out = []
         for idx, row in enumerate(data):
-            self.context.set_response_content_type(idx, "application/json")
             status = row.status if isinstance(row, RequestError) else 200
             outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
             self._metric("NSTRequests", 1, Outcome=outcome)
+            if idx in self._streaming:
+                # The status line (200) went out with the first chunk: the end is in-band.
+                if isinstance(row, RequestError):
+                    event = {"event": "error", "status": row.status, **row.body()}
+                    event["error"]["request_id"] = self.context.get_request_id(idx)
+                else:
+                    event = {"event": "result", **row}
+                out.append(json.dumps(event) + "\n")
+                continue
+            self.context.set_response_content_type(idx, "application/json")
             if isinstance(row, RequestError):
                 self.context.set_response_status(row.status, _PHRASES.get(row.status, "Error"), idx)
                 body = row.body()
@@ -132,6 +146,36 @@ class NSTHandler(BaseHandler):
             "limits": asdict(self.limits),
             "defaults": parse_params(self.defaults, limits=self.limits),
         })
+
+    def _stream_progress(self, idx: int, params: dict[str, Any], started: float) -> Callable[[Iterate], None]:
+        """A stylize() callback that streams progress and preview events as NDJSON chunks.
+
+        Each chunk goes out through TorchServe's intermediate responses and resets its
+        ``responseTimeout``, so a long job stays alive while it reports.
+        """
+        def send(event: dict[str, Any]) -> None:
+            if idx not in self._streaming:
+                self.context.set_response_content_type(idx, NDJSON)
+                self._streaming.add(idx)
+            line = json.dumps(event) + "\n"
+            send_intermediate_predict_response({idx: line}, {idx: self.context.get_request_id(idx)},
+                                               "Intermediate Prediction success", 200, self.context)
+
+        def callback(it: Iterate) -> None:
+            if it.iteration % params["progress_every"] == 0 or it.iteration == it.steps:
+                elapsed = time.perf_counter() - started
+                eta = elapsed / it.iteration * (it.steps - it.iteration) if it.iteration else None
+                send({"event": "progress", "iteration": it.iteration, "of": it.steps, "losses": dict(it.losses),
+                      "elapsed_s": round(elapsed, 3), "eta_s": None if eta is None else round(eta, 3)})
+            every = params["preview_every"]
+            if every and it.iteration % every == 0 and it.image is not None:
+                h, w = it.image.shape[-2:]
+                pw, ph = fit_long_side(w, h, min(PREVIEW_LONG_SIDE, max(w, h)))
+                small = torch.nn.functional.interpolate(it.image, size=(ph, pw), mode="area")
+                send({"event": "preview", "iteration": it.iteration, "width": pw, "height": ph,
+                      "image": base64.b64encode(encode_image(small, "jpeg", jpeg_quality=80)).decode("ascii")})
+
+        return callback
 
     def _metric(self, name: str, value: float, *, kind: MetricTypes = MetricTypes.COUNTER, unit: str = "Count",
                 **dims: str) -> None:
@@ -175,8 +219,10 @@ class NSTHandler(BaseHandler):
                     "content_mask": to_tensor(request.content_mask, None, self.device),
                     "style_masks": [to_tensor(m, None, self.device) for m in request.style_masks],
                 }
+            progress = self._stream_progress(idx, params, time.perf_counter()) if params["stream"] else None
             result = stylize(content, styles, self.features, request.options(), init_image=init_image, **masks,
-                             cache=self.style_cache, style_keys=self._style_keys(request, style_side))
+                             cache=self.style_cache, style_keys=self._style_keys(request, style_side),
+                             callback=progress)
             optimized = time.perf_counter()
             data = encode_image(result.image, params["output_format"])
             encoded = time.perf_counter()

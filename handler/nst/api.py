@@ -71,6 +71,9 @@ PARAMS: Mapping[str, Param] = {
         Param("mode", str, _OPTIONS.mode, choices=MODES),
         Param("return_history", bool, False),
         Param("time_budget_s", float, None, 0.1, 86400.0, nullable=True, unit="seconds"),
+        Param("stream", bool, False),
+        Param("progress_every", int, 10, 1, 1_000_000, unit="iterations"),
+        Param("preview_every", int, 0, 0, 1_000_000, unit="iterations"),
     )
 }
 

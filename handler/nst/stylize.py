@@ -157,6 +157,10 @@ class Iterate:
     losses: Mapping[str, float]
     level: int = 0
     levels: int = 1
+    image: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    """The ``(1, 3, h, w)`` image this evaluation scored (the current level's size; with
+    luminance-only colour control, its grey luminance). Passed to the callback for previews;
+    not kept in the history. Read-only: the optimizer keeps updating it."""
 
 
 @dataclass
@@ -468,19 +472,19 @@ def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, n_
         optimizer = torch.optim.Adam([image], lr=opts.learning_rate)
     evaluations = 0
 
-    def report(losses: dict[str, float], k: int) -> None:
+    def report(losses: dict[str, float], k: int, scored: torch.Tensor) -> None:
         it = Iterate(iteration=done + k, steps=opts.steps, losses=losses, level=level, levels=levels)
         if k > 0:
             history.append(it)
         if callback is not None and (k > 0 or level == 0):
-            callback(it)
+            callback(replace(it, image=scored.detach()))
 
     def closure() -> torch.Tensor:
         nonlocal evaluations
         optimizer.zero_grad(set_to_none=True)
         total, losses = objective(image)
         total.backward()
-        report(losses, evaluations)
+        report(losses, evaluations, image)
         evaluations += 1
         return total
 
@@ -505,7 +509,7 @@ def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, n_
     with torch.no_grad():
         _, final_losses = objective(result)
     if completed:
-        report(final_losses, completed)
+        report(final_losses, completed, result)
     else:  # a later level stopped before its first iteration: the image is the upsampled start
         history[-1] = Iterate(iteration=done, steps=opts.steps, losses=final_losses, level=level, levels=levels)
     return result, completed

@@ -37,6 +37,9 @@ DEFAULTS = {
     "mode": "stylize",
     "return_history": False,
     "time_budget_s": None,
+    "stream": False,
+    "progress_every": 10,
+    "preview_every": 0,
 }
 
 
