@@ -80,6 +80,8 @@ PARAMS: Mapping[str, Param] = {
 #: Top-level fields of the request body; every image is base64.
 BODY_FIELDS = ("content", "style", "params", "init_image", "content_mask", "style_masks")
 MAX_LEVELS = 8
+#: Smallest side, in pixels, of a content, style or init image as sent.
+MIN_INPUT_SIDE = 16
 
 
 class RequestError(Exception):
@@ -385,6 +387,14 @@ def parse_request(body: Any, *, defaults: Mapping[str, Any] | None = None, limit
     if has_mask:
         content_mask = decode_b64_image(body["content_mask"], "content_mask", limits)
         style_masks = [decode_b64_image(m, f"style_masks[{i}]", limits) for i, m in enumerate(body["style_masks"])]
+
+    # Images this small carry no content or style to speak of (a 1x1 image would be upscaled
+    # into a flat colour); masks may be tiny, a one-colour mask being a whole region.
+    for field, image in [("content", content), *[(f"style[{i}]" if len(styles) > 1 else "style", st)
+                                                 for i, st in enumerate(styles)], ("init_image", init_image)]:
+        if image is not None and min(image.size) < MIN_INPUT_SIDE:
+            raise _bad("image_too_small", f"{field} is {image.width}x{image.height} pixels; both sides must be at "
+                       f"least {MIN_INPUT_SIDE}", field)
 
     needed = min_side(params["content_layers"] + params["style_layers"])
     for level, side in enumerate(params["scales"]):

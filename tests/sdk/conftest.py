@@ -52,6 +52,10 @@ class Reply:
     body: Any = None  # dict -> JSON; str/bytes -> sent as-is
     headers: Dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to sleep before answering
+    # When set: sent with Transfer-Encoding: chunked as application/x-ndjson, one chunk per
+    # item (dict -> JSON line + "\n"; str/bytes as-is), sleeping chunk_delay s between chunks.
+    chunks: Optional[List[Any]] = None
+    chunk_delay: float = 0.0
 
 
 class FakeServer:
@@ -70,6 +74,12 @@ class FakeServer:
               delay: float = 0.0) -> "FakeServer":
         """Queue a reply. ``body=None`` means the standard success body."""
         self._replies.append(Reply(status, _success_body() if body is None else body, headers or {}, delay))
+        return self
+
+    def stream(self, lines: List[Any], *, status: int = 200, headers: Optional[Dict[str, str]] = None,
+               chunk_delay: float = 0.0) -> "FakeServer":
+        """Queue a chunked NDJSON reply: each item of ``lines`` is one chunk."""
+        self._replies.append(Reply(status, None, headers or {}, 0.0, list(lines), chunk_delay))
         return self
 
     def _next_reply(self) -> Reply:
@@ -99,6 +109,9 @@ class FakeServer:
                 reply = server._next_reply()
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.chunks is not None:
+                    self._send_chunked(reply)
+                    return
                 if isinstance(reply.body, (dict, list)):
                     payload = json.dumps(reply.body).encode()
                     ctype = "application/json"
@@ -115,6 +128,28 @@ class FakeServer:
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # client gave up (timeout tests)
+
+            def _send_chunked(self, reply: Reply) -> None:
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/x-ndjson")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    for i, item in enumerate(reply.chunks or []):
+                        if i and reply.chunk_delay:
+                            time.sleep(reply.chunk_delay)
+                        if isinstance(item, (dict, list)):
+                            data = (json.dumps(item) + "\n").encode()
+                        else:
+                            data = item.encode() if isinstance(item, str) else item
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # client closed the stream early
 
             do_GET = do_POST = _handle
 

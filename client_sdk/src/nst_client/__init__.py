@@ -18,6 +18,7 @@ from ._exceptions import (
     AuthenticationError,
     BadRequestError,
     KeyFileError,
+    MissingDependencyError,
     NotFoundError,
     NSTError,
     PayloadTooLargeError,
@@ -25,6 +26,7 @@ from ._exceptions import (
     ServerError,
     ServiceUnavailableError,
 )
+from ._stream import PreviewEvent, ProgressEvent, ResultEvent, StreamEvent
 from ._types import (
     ColorControl,
     ImageInput,
@@ -42,6 +44,10 @@ __all__ = [
     "__version__",
     "StyleTransferClient",
     "StylizeResult",
+    "StreamEvent",
+    "ProgressEvent",
+    "PreviewEvent",
+    "ResultEvent",
     "ImageInput",
     "StyleInput",
     "InitMode",
@@ -52,6 +58,7 @@ __all__ = [
     "OutputFormat",
     "NSTError",
     "KeyFileError",
+    "MissingDependencyError",
     "APIResponseValidationError",
     "APIConnectionError",
     "APITimeoutError",

@@ -8,7 +8,7 @@ import json
 import os
 import random
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import requests
 
@@ -24,6 +24,7 @@ from ._constants import (
     INITIAL_RETRY_DELAY,
     MAX_RETRY_AFTER,
     MAX_RETRY_DELAY,
+    NDJSON_CONTENT_TYPE,
     NON_RETRYABLE_TORCHSERVE_TYPES,
     RETRY_JITTER,
     RETRYABLE_STATUS_CODES,
@@ -37,6 +38,7 @@ from ._exceptions import (
     make_status_error,
 )
 from ._images import b64encode, to_image_bytes
+from ._stream import StreamEvent, consume, iter_events, require_tqdm
 from ._types import (
     ColorControl,
     ImageInput,
@@ -188,6 +190,7 @@ class StyleTransferClient:
         mode: Optional[RenderMode] = None,
         return_history: Optional[bool] = None,
         time_budget_s: Optional[float] = None,
+        progress: bool = False,
         **extra_params: Any,
     ) -> StylizeResult:
         """Render ``content`` in the style of ``style`` (one image or several).
@@ -237,12 +240,18 @@ class StyleTransferClient:
                 ``"time_budget"``). The read timeout of this call becomes
                 ``min(timeout, time_budget_s + DEADLINE_READ_MARGIN)``, so a deadline that the
                 server cannot keep surfaces as an ``APITimeoutError`` soon after.
+            progress: Show a tqdm progress bar on ``sys.stderr`` while the server works: the
+                call then goes through :meth:`stylize_stream` (``progress_every`` and
+                ``preview_every`` may be passed too). Needs the ``progress`` extra
+                (``pip install 'nst-client[progress]'``).
             **extra_params: Further server parameters, sent as given.
 
         Returns:
             The :class:`StylizeResult`.
 
         Raises:
+            MissingDependencyError: ``progress=True`` but tqdm is not installed (raised
+                before anything is sent; it is an ``ImportError`` too).
             TypeError: An image input has an unsupported type, or ``style_masks`` is not a
                 list/tuple.
             FileNotFoundError: An input path does not exist.
@@ -251,8 +260,122 @@ class StyleTransferClient:
             APIStatusError: The server answered 4xx/5xx (see the subclasses).
             APIConnectionError: No answer (``APITimeoutError`` on timeout).
             APIResponseValidationError: A 200 answer without a decodable image, or with a
-                malformed ``history``.
+                malformed ``history``; with ``progress``, a malformed stream.
         """
+        known: Dict[str, Any] = {
+            "image_size": image_size,
+            "steps": steps,
+            "content_weight": content_weight,
+            "style_weight": style_weight,
+            "tv_weight": tv_weight,
+            "init": init,
+            "seed": seed,
+            "output_format": output_format,
+            "style_blend_weights": style_blend_weights,
+            "style_scale": style_scale,
+            "color_control": color_control,
+            "pooling": pooling,
+            "content_layers": content_layers,
+            "style_layers": style_layers,
+            "style_layer_weights": style_layer_weights,
+            "optimizer": optimizer,
+            "learning_rate": learning_rate,
+            "lbfgs_history": lbfgs_history,
+            "scales": scales,
+            "mode": mode,
+            "return_history": return_history,
+            "time_budget_s": time_budget_s,
+        }
+        images: Dict[str, Any] = {"init_image": init_image, "content_mask": content_mask, "style_masks": style_masks}
+        if progress:
+            require_tqdm()  # fail before a minutes-long job is started
+            return consume(self.stylize_stream(content, style, **images, **known, **extra_params), progress=True)
+        data, read_timeout = self._stylize_body(content, style, **images, params={**known, **extra_params})
+        response = self._request("POST", f"/predictions/{self.model}", data=data, read_timeout=read_timeout)
+        body = self._json(response)
+        try:
+            return StylizeResult.from_response(body)
+        except ValueError as exc:
+            raise APIResponseValidationError(
+                f"Malformed stylize response: {exc}", response=response, body=body
+            ) from exc
+
+    def stylize_stream(
+        self,
+        content: ImageInput,
+        style: StyleInput,
+        *,
+        progress_every: Optional[int] = None,
+        preview_every: Optional[int] = None,
+        init_image: Optional[ImageInput] = None,
+        content_mask: Optional[ImageInput] = None,
+        style_masks: Optional[Union[List[ImageInput], Tuple[ImageInput, ...]]] = None,
+        **params: Any,
+    ) -> Iterator[StreamEvent]:
+        """Like :meth:`stylize`, but yield progress (and preview) events while the server works.
+
+        The request is the one :meth:`stylize` sends, with ``params.stream = true`` and the
+        two intervals below. It is sent when this method is called, so local input errors and
+        errors answered before streaming begins (bad parameters, authentication, ...) are
+        raised here, with the same retries as :meth:`stylize`. The client's ``timeout`` is
+        then the longest wait between two chunks of the stream.
+
+        Example::
+
+            for event in client.stylize_stream("photo.jpg", "style.jpg", steps=300, preview_every=50):
+                if isinstance(event, ProgressEvent):
+                    print(event.iteration, event.of, event.losses["total"], event.eta_s)
+                elif isinstance(event, PreviewEvent):
+                    event.save(f"preview_{event.iteration}.jpg")
+                else:  # ResultEvent, always the last one
+                    event.result.save("out.png")
+
+        Args:
+            content: Content image, as for :meth:`stylize`.
+            style: One style image or a list/tuple of them, as for :meth:`stylize`.
+            progress_every: Iterations between progress events (>= 1; server default 10).
+            preview_every: Iterations between preview events (>= 0; ``0``, the server
+                default, sends none).
+            init_image: As for :meth:`stylize`.
+            content_mask: As for :meth:`stylize`.
+            style_masks: As for :meth:`stylize`.
+            **params: Any other keyword parameter of :meth:`stylize` (``steps``,
+                ``image_size``, ...), or further server parameters, sent the same way.
+
+        Returns:
+            An iterator of :class:`ProgressEvent` and :class:`PreviewEvent` in the server's
+            order, ending with one :class:`ResultEvent`. Closing it early closes the
+            connection.
+
+        Raises:
+            TypeError, FileNotFoundError, ValueError: As for :meth:`stylize` (at the call).
+            APIStatusError: A 4xx/5xx answer (at the call), or an ``error`` event in the
+                stream (while iterating; the subclass its ``status`` maps to, with the
+                event's ``code``, ``field`` and ``message``).
+            APIConnectionError: No answer, or the stream broke off (``APITimeoutError``
+                when no data came within the read timeout).
+            APIResponseValidationError: A malformed event, or a stream that ended without
+                a result event (while iterating).
+        """
+        params = {**params, "stream": True, "progress_every": progress_every, "preview_every": preview_every}
+        data, read_timeout = self._stylize_body(
+            content, style, init_image=init_image, content_mask=content_mask, style_masks=style_masks,
+            params=params)
+        response = self._request("POST", f"/predictions/{self.model}", data=data,
+                                 read_timeout=read_timeout, stream=True)
+        return iter_events(response)
+
+    def _stylize_body(
+        self,
+        content: ImageInput,
+        style: StyleInput,
+        *,
+        init_image: Optional[ImageInput],
+        content_mask: Optional[ImageInput],
+        style_masks: Optional[Union[List[ImageInput], Tuple[ImageInput, ...]]],
+        params: Dict[str, Any],
+    ) -> Tuple[str, float]:
+        """The JSON request body of a stylize call and its read timeout (see :meth:`stylize`)."""
         # Structural checks first, so nothing is read or sent for a malformed call.
         n_styles = len(style) if isinstance(style, (list, tuple)) else 1
         if n_styles == 0:
@@ -267,31 +390,7 @@ class StyleTransferClient:
                     f"style_masks has {len(style_masks)} mask(s) but there are {n_styles} "
                     f"style image(s); give exactly one mask per style")
 
-        known: Dict[str, Any] = {
-            "image_size": image_size,
-            "steps": steps,
-            "content_weight": content_weight,
-            "style_weight": style_weight,
-            "tv_weight": tv_weight,
-            "init": init,
-            "seed": seed,
-            "output_format": output_format,
-            "style_blend_weights": _as_list(style_blend_weights),
-            "style_scale": style_scale,
-            "color_control": color_control,
-            "pooling": pooling,
-            "content_layers": _as_list(content_layers),
-            "style_layers": _as_list(style_layers),
-            "style_layer_weights": _as_list(style_layer_weights),
-            "optimizer": optimizer,
-            "learning_rate": learning_rate,
-            "lbfgs_history": lbfgs_history,
-            "scales": _as_list(scales),
-            "mode": mode,
-            "return_history": return_history,
-            "time_budget_s": time_budget_s,
-        }
-        params = {k: v for k, v in {**known, **extra_params}.items() if v is not None}
+        params = {k: _as_list(v) for k, v in params.items() if v is not None}
 
         payload: Dict[str, Any] = {"content": _encode(content, "content")}
         if isinstance(style, (list, tuple)):
@@ -311,16 +410,10 @@ class StyleTransferClient:
             raise ValueError(f"params are not valid JSON: {exc}") from exc
 
         read_timeout = self.timeout
-        if time_budget_s is not None:
+        time_budget_s = params.get("time_budget_s")
+        if isinstance(time_budget_s, (int, float)):
             read_timeout = min(self.timeout, float(time_budget_s) + DEADLINE_READ_MARGIN)
-        response = self._request("POST", f"/predictions/{self.model}", data=data, read_timeout=read_timeout)
-        body = self._json(response)
-        try:
-            return StylizeResult.from_response(body)
-        except ValueError as exc:
-            raise APIResponseValidationError(
-                f"Malformed stylize response: {exc}", response=response, body=body
-            ) from exc
+        return data, read_timeout
 
     def health(self) -> Dict[str, Any]:
         """Call ``GET /ping``.
@@ -352,10 +445,17 @@ class StyleTransferClient:
     # ------------------------------------------------------------------ internals
 
     def _request(self, method: str, path: str, *, data: Optional[str] = None,
-                 read_timeout: Optional[float] = None) -> requests.Response:
+                 read_timeout: Optional[float] = None, stream: bool = False) -> requests.Response:
+        """Send with retries; return the first answer below 400, else raise its error.
+
+        With ``stream`` the body is left unread (``requests``' ``stream=True``), and the
+        caller must close the returned response.
+        """
         read_timeout = self.timeout if read_timeout is None else read_timeout
         url = self.base_url + path
-        headers = {"Content-Type": "application/json"} if data is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        if stream:
+            headers["Accept"] = f"{NDJSON_CONTENT_TYPE}, application/json"
         attempt = 0
         reread_key = self._key_file is not None
         while True:
@@ -363,8 +463,8 @@ class StyleTransferClient:
             cause: Optional[BaseException] = None
             try:
                 response = self._session.request(
-                    method, url, data=data, headers=headers,
-                    timeout=(self.connect_timeout, read_timeout),
+                    method, url, data=data, headers=headers or None,
+                    timeout=(self.connect_timeout, read_timeout), stream=stream,
                 )
             except requests.exceptions.ConnectTimeout as exc:
                 error: NSTError = APITimeoutError(
@@ -385,6 +485,7 @@ class StyleTransferClient:
                 if response.status_code < 400:
                     return response
                 error = make_status_error(response)
+                response.close()
                 if isinstance(error, AuthenticationError) and reread_key and self._reread_key_file():
                     # TorchServe keys expire (token_expiration_min) and change on restart: a
                     # client that read its key from the key file tries the current key once.

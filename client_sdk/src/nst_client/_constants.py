@@ -35,6 +35,16 @@ RETRYABLE_STATUS_CODES: FrozenSet[int] = frozenset({429, 502, 503, 504})
 # sending the same minutes-long job again would most likely fail again.
 NON_RETRYABLE_TORCHSERVE_TYPES: FrozenSet[str] = frozenset({"InternalServerException"})
 
+# Streamed progress (params.stream): the server answers newline-delimited JSON events.
+NDJSON_CONTENT_TYPE = "application/x-ndjson"
+STREAM_CHUNK_SIZE = 64 * 1024  # bytes read at most per socket read while streaming
+# CLI: preview interval (iterations) when --save-previews is given without --preview-every,
+# and the name of each preview file in that directory.
+DEFAULT_CLI_PREVIEW_EVERY = 10
+PREVIEW_FILENAME = "preview_{iteration:05d}.jpg"
+# The optional extra that brings tqdm (stylize(progress=True), CLI --progress).
+PROGRESS_EXTRA_INSTALL = "pip install 'nst-client[progress]'"
+
 # TorchServe answers a bad/missing token with HTTP 400 and this "type".
 TORCHSERVE_INVALID_KEY_TYPE = "InvalidKeyException"
 

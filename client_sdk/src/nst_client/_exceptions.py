@@ -4,6 +4,7 @@
 
     NSTError
     ├── KeyFileError                  the TorchServe key file exists but is unusable
+    ├── MissingDependencyError        an optional extra is not installed (also an ImportError)
     ├── APIResponseValidationError    a 2xx answer that does not follow the contract
     ├── APIConnectionError            no HTTP answer (refused, reset, DNS, ...)
     │   └── APITimeoutError           connect or read timeout
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NSTError",
     "KeyFileError",
+    "MissingDependencyError",
     "APIResponseValidationError",
     "APIConnectionError",
     "APITimeoutError",
@@ -52,15 +54,20 @@ class KeyFileError(NSTError):
     """The TorchServe key file could not be parsed or has no inference key."""
 
 
+class MissingDependencyError(NSTError, ImportError):
+    """An optional dependency is missing; the message names the ``pip install`` that adds it."""
+
+
 class APIResponseValidationError(NSTError):
     """The server answered 2xx but the body does not follow the contract.
 
     Attributes:
-        response: The ``requests.Response``.
+        response: The ``requests.Response`` (``None`` only when there was none to attach).
         body: The decoded JSON body, or the raw text when it was not JSON.
     """
 
-    def __init__(self, message: str, *, response: "requests.Response", body: Any = None) -> None:
+    def __init__(self, message: str, *, response: Optional["requests.Response"] = None,
+                 body: Any = None) -> None:
         super().__init__(message)
         self.response = response
         self.body = body
@@ -174,28 +181,19 @@ def _opt_str(value: Any) -> Optional[str]:
     return None if value is None else str(value)
 
 
-def make_status_error(response: "requests.Response") -> APIStatusError:
-    """Build the matching :class:`APIStatusError` subclass from an error response.
+def _error_from_body(
+    status: int, body: Any, *, response: Optional["requests.Response"], fallback: str
+) -> APIStatusError:
+    """The :class:`APIStatusError` subclass for ``status`` with the details found in ``body``.
 
     Understands both the handler's ``{"error": {"code", "message", "field"}}`` body and
-    TorchServe's own ``{"code": <int>, "type": "...", "message": "..."}`` body.
-
-    Args:
-        response: A response whose status is 4xx or 5xx.
-
-    Returns:
-        The error instance (not raised).
+    TorchServe's own ``{"code": <int>, "type": "...", "message": "..."}`` body; a string
+    ``body`` (non-JSON answer) becomes the message. ``fallback`` is the message otherwise.
     """
-    status = response.status_code
     code: Optional[str] = None
     field: Optional[str] = None
     request_id: Optional[str] = None
-    message: Optional[str] = None
-    try:
-        body: Any = response.json()
-    except (ValueError, json.JSONDecodeError):
-        body = response.text[:MAX_ERROR_TEXT]
-        message = body.strip() or None
+    message: Optional[str] = (body.strip() or None) if isinstance(body, str) else None
 
     if isinstance(body, dict):
         err = body.get("error")
@@ -211,12 +209,11 @@ def make_status_error(response: "requests.Response") -> APIStatusError:
             message = _opt_str(body.get("message"))
         request_id = request_id or _opt_str(body.get("request_id"))
 
-    request_id = request_id or response.headers.get("X-Request-ID")
-    if not message:
-        message = response.reason or "HTTP error"
+    if response is not None:
+        request_id = request_id or response.headers.get("X-Request-ID")
     cls = _status_class(status, code)
     return cls(
-        message,
+        message or fallback,
         status_code=status,
         code=code,
         field=field,
@@ -224,3 +221,40 @@ def make_status_error(response: "requests.Response") -> APIStatusError:
         body=body,
         response=response,
     )
+
+
+def make_status_error(response: "requests.Response") -> APIStatusError:
+    """Build the matching :class:`APIStatusError` subclass from an error response.
+
+    Args:
+        response: A response whose status is 4xx or 5xx.
+
+    Returns:
+        The error instance (not raised).
+    """
+    try:
+        body: Any = response.json()
+    except (ValueError, json.JSONDecodeError):
+        body = response.text[:MAX_ERROR_TEXT]
+    return _error_from_body(response.status_code, body, response=response,
+                            fallback=response.reason or "HTTP error")
+
+
+def make_stream_error(event: Any, response: Optional["requests.Response"] = None) -> APIStatusError:
+    """Build the matching :class:`APIStatusError` subclass from an in-band ``error`` event.
+
+    The event (``{"event": "error", "error": {"code", "message", "field"}, "status": int}``)
+    arrives after a 200 header, so its ``status`` (500 when absent) picks the class, exactly
+    as an HTTP status would.
+
+    Args:
+        event: The decoded ``error`` event.
+        response: The streaming response it arrived on.
+
+    Returns:
+        The error instance (not raised).
+    """
+    status = event.get("status") if isinstance(event, dict) else None
+    if not isinstance(status, int) or isinstance(status, bool) or status < 400:
+        status = 500
+    return _error_from_body(status, event, response=response, fallback="error event in the stream")

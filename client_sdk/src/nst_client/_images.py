@@ -7,12 +7,13 @@ import binascii
 import io
 import os
 from pathlib import Path
+from typing import Callable, Union
 
 from PIL import Image
 
 from ._types import ImageInput
 
-__all__ = ["to_image_bytes", "b64encode", "b64decode", "open_image", "FORMAT_BY_SUFFIX"]
+__all__ = ["to_image_bytes", "b64encode", "b64decode", "open_image", "save_encoded", "FORMAT_BY_SUFFIX"]
 
 # File suffix -> format name used by the service ("png" | "jpeg").
 FORMAT_BY_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
@@ -112,3 +113,32 @@ def open_image(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     img.load()
     return img
+
+
+def save_encoded(data: bytes, fmt: str, path: Union[str, "os.PathLike[str]"],
+                 image: Callable[[], Image.Image]) -> Path:
+    """Write encoded image bytes to ``path``, re-encoding only if the suffix asks for another format.
+
+    Args:
+        data: The encoded image.
+        fmt: Its format, ``"png"`` or ``"jpeg"``.
+        path: Destination file; its parent directory must exist.
+        image: Returns the decoded image (called only when re-encoding).
+
+    Returns:
+        The path written, as a ``Path``.
+
+    Raises:
+        ValueError: Pillow does not know the suffix.
+        OSError: The file cannot be written.
+    """
+    p = Path(path)
+    target = FORMAT_BY_SUFFIX.get(p.suffix.lower())
+    if target == fmt:
+        p.write_bytes(data)
+        return p
+    img = image()
+    if target == "jpeg" and img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    img.save(p)
+    return p

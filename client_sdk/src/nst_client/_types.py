@@ -155,15 +155,6 @@ class StylizeResult:
             ValueError: Pillow does not know the suffix.
             OSError: The file cannot be written.
         """
-        from ._images import FORMAT_BY_SUFFIX
+        from ._images import save_encoded
 
-        p = Path(path)
-        target = FORMAT_BY_SUFFIX.get(p.suffix.lower())
-        if target == self.format:
-            p.write_bytes(self.image_bytes)
-            return p
-        img = self.image
-        if target == "jpeg" and img.mode not in ("RGB", "L"):
-            img = img.convert("RGB")
-        img.save(p)
-        return p
+        return save_encoded(self.image_bytes, self.format, path, lambda: self.image)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 from ._client import StyleTransferClient
 from ._constants import (
     DEFAULT_BASE_URL,
+    DEFAULT_CLI_PREVIEW_EVERY,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_KEY_FILE,
     DEFAULT_MAX_RETRIES,
@@ -26,6 +27,7 @@ from ._constants import (
     ENV_BASE_URL,
     ENV_KEY_FILE,
     ENV_TOKEN,
+    PREVIEW_FILENAME,
 )
 from ._exceptions import (
     APIConnectionError,
@@ -37,6 +39,7 @@ from ._exceptions import (
     PayloadTooLargeError,
     ServerError,
 )
+from ._stream import PreviewEvent, StreamEvent, consume, require_tqdm
 from ._types import ColorControl, ImageInput, InitMode, OptimizerName, OutputFormat, Pooling, RenderMode, StyleInput
 from ._version import __version__
 
@@ -183,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", dest="extra", action="append", type=_parse_extra, default=[], metavar="KEY=VALUE",
                    help="extra server parameter (VALUE parsed as JSON if possible); repeatable")
 
+    s = st.add_argument_group("streamed progress")
+    s.add_argument("--progress", action="store_true",
+                   help="show a progress bar on stderr while the server works (needs the "
+                        "'progress' extra: pip install 'nst-client[progress]')")
+    s.add_argument("--progress-every", type=int, metavar="N",
+                   help="iterations between progress events (server default 10)")
+    s.add_argument("--preview-every", type=int, metavar="N",
+                   help=f"iterations between preview images (default {DEFAULT_CLI_PREVIEW_EVERY} "
+                        "with --save-previews)")
+    s.add_argument("--save-previews", metavar="DIR",
+                   help=f"write each preview to DIR/{PREVIEW_FILENAME.replace('%', '%%')}")
+
     sub.add_parser("health", parents=[common], help="GET /ping and print the JSON")
     return parser
 
@@ -227,14 +242,32 @@ def _stylize(client: StyleTransferClient, args: argparse.Namespace) -> int:
     styles: List[ImageInput] = [*args.styles, *args.extra_styles]
     # One style keeps the original single-string request; several go as a list.
     style: StyleInput = styles[0] if len(styles) == 1 else styles
+    images: Dict[str, Any] = {
+        "init_image": args.init_image,
+        "content_mask": args.content_mask,
+        "style_masks": list(args.style_masks) or None,
+    }
     start = time.monotonic()
-    result = client.stylize(
-        args.content, style,
-        init_image=args.init_image,
-        content_mask=args.content_mask,
-        style_masks=list(args.style_masks) or None,
-        **params,
-    )
+    if args.progress or args.save_previews is not None:
+        preview_dir = None if args.save_previews is None else Path(args.save_previews)
+        preview_every = args.preview_every
+        if args.progress:
+            require_tqdm()  # before the job is started
+        if preview_dir is not None:
+            preview_dir.mkdir(parents=True, exist_ok=True)
+            if preview_every is None:
+                preview_every = DEFAULT_CLI_PREVIEW_EVERY
+
+        def save_preview(event: StreamEvent) -> None:
+            if preview_dir is not None and isinstance(event, PreviewEvent):
+                event.save(preview_dir / PREVIEW_FILENAME.format(iteration=event.iteration))
+
+        events = client.stylize_stream(
+            args.content, style, progress_every=args.progress_every, preview_every=preview_every,
+            **images, **params)
+        result = consume(events, progress=args.progress, on_event=save_preview)
+    else:
+        result = client.stylize(args.content, style, **images, **params)
     elapsed = time.monotonic() - start
     out = result.save(args.output)
     print(
@@ -271,6 +304,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.styles = [*args.styles, *rest]
     if args.command == "stylize" and not (args.styles or args.extra_styles):
         parser.error("stylize: at least one style image is required (STYLE or --style PATH)")
+    if (args.command == "stylize" and not (args.progress or args.save_previews is not None)
+            and (args.progress_every is not None or args.preview_every is not None)):
+        parser.error("stylize: --progress-every/--preview-every need --progress or --save-previews")
     try:
         with StyleTransferClient(
             base_url=args.url, model=args.model, token=args.token, key_file=args.key_file,

@@ -49,3 +49,17 @@ def test_errors_before_streaming_are_ordinary_json(server):
     resp = _post(server, _body(stream=True, progress_every=0))
     assert resp.status_code == 400
     assert resp.json()["error"]["field"] == "params.progress_every"
+
+
+def test_sdk_stream_and_progress_bar_against_the_real_server(server, capsys):
+    from nst_client import ProgressEvent, ResultEvent, StyleTransferClient
+
+    with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0) as client:
+        events = list(client.stylize_stream(DATA / "chelsea_128x96.png", DATA / "starry_night_64x64.png",
+                                            image_size=64, steps=4, progress_every=1))
+        assert [e.iteration for e in events if isinstance(e, ProgressEvent)] == [0, 1, 2, 3, 4]
+        assert isinstance(events[-1], ResultEvent) and events[-1].result.image.size == (64, 48)
+        result = client.stylize(DATA / "chelsea_128x96.png", DATA / "starry_night_64x64.png",
+                                image_size=64, steps=3, progress=True)
+        assert result.iterations == 3
+        assert "3/3" in capsys.readouterr().err  # the tqdm bar

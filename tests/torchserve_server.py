@@ -1,4 +1,5 @@
-"""A real TorchServe (Java frontend + Python worker) on private loopback ports, for end-to-end tests.
+"""A real TorchServe (Java frontend + Python worker) on private loopback ports, for the end-to-end
+and reliability tests (``tests/conftest.py`` makes its fixtures visible to every test).
 
 The model archive is built by the same `make archive` a user runs, with seeded random weights,
 into a temporary model store. The server gets its own config (the repository's
@@ -19,7 +20,7 @@ from typing import Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from wait_ready import wait_ready  # noqa: E402
 
