@@ -1,0 +1,83 @@
+"""Reliability under load and faults, against the real TorchServe."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from nst_client import ServerError, StyleTransferClient
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+CONTENT = DATA / "chelsea_128x96.png"
+STYLE = DATA / "starry_night_64x64.png"
+CLIENTS, PER_CLIENT = 8, 3
+
+
+def management(server, path: str) -> requests.Response:
+    key = json.loads(server.key_file.read_text())["management"]["key"]
+    return requests.get(f"{server.management_url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+
+def ready_worker_pid(server, timeout: float = 120.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = management(server, "/models/nst").json()[0]["workers"]
+        ready = [w for w in workers if w["status"] == "READY"]
+        if ready:
+            return ready[0]["pid"]
+        time.sleep(0.5)
+    raise TimeoutError("no READY worker")
+
+
+def test_concurrent_clients_lose_and_mix_up_nothing(server):
+    """8 clients x 3 requests at once; each answer equals the same request sent alone."""
+    def request(client_id: int, n: int) -> tuple[int, int, bytes]:
+        with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=3) as client:
+            seed = client_id * PER_CLIENT + n
+            result = client.stylize(CONTENT, STYLE, image_size=32, steps=2, init="noise", seed=seed)
+            assert result.params["seed"] == seed
+            return client_id, n, result.image_bytes
+
+    def client_run(client_id: int) -> list[tuple[int, int, bytes]]:
+        return [request(client_id, n) for n in range(PER_CLIENT)]
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        together = [r for rs in pool.map(client_run, range(CLIENTS)) for r in rs]
+    assert len(together) == CLIENTS * PER_CLIENT  # every request answered
+    alone = {(c, n): request(c, n)[2] for c in range(CLIENTS) for n in range(PER_CLIENT)}
+    assert all(image == alone[(c, n)] for c, n, image in together)  # none lost or mixed up
+    assert len({image for _, _, image in together}) == CLIENTS * PER_CLIENT  # the seeds really differ
+
+
+def test_killed_worker_is_a_5xx_then_the_retry_succeeds(server):
+    pid = ready_worker_pid(server)
+    outcome: dict[str, object] = {}
+
+    def long_request() -> None:
+        with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0) as client:
+            try:
+                client.stylize(CONTENT, STYLE, image_size=64, steps=2000)
+            except ServerError as exc:
+                outcome["error"] = exc
+
+    thread = threading.Thread(target=long_request)
+    thread.start()
+    time.sleep(3)  # the request is being optimized
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=120)
+    error = outcome.get("error")
+    assert isinstance(error, ServerError) and 500 <= error.status_code < 600, outcome
+
+    # TorchServe restarts the worker; the SDK's retries (the request is idempotent) get through.
+    with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=8) as client:
+        result = client.stylize(CONTENT, STYLE, image_size=32, steps=1)
+        assert result.iterations == 1
+        assert client.health()["status"] == "Healthy"
+    assert ready_worker_pid(server) != pid
