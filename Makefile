@@ -19,7 +19,7 @@ DEMO_ARGS    ?= --image-size 256 --steps 150
 
 export PYTHONPATH := $(CURDIR)/handler$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help install check-java weights archive serve stop demo test bench clean
+.PHONY: help install check-java weights archive serve stop demo test gallery bench clean
 
 help:
 	@echo "make demo      build, serve and stylize $(DEMO_CONTENT) in the style of $(DEMO_STYLE) -> $(DEMO_OUT)"
@@ -30,6 +30,7 @@ help:
 	@echo "make archive   build $(MODEL_STORE)/nst.mar"
 	@echo "make serve     start TorchServe on 127.0.0.1:8080/8081/8082 and wait until the model is READY"
 	@echo "make stop      stop TorchServe"
+	@echo "make gallery   render docs/gallery/*.png: one tile per stylization control (seeded random weights, a few minutes on CPU)"
 	@echo "make clean     remove build outputs, logs and $(VENV)"
 
 $(VENV)/.installed: requirements.txt client_sdk/pyproject.toml
@@ -37,7 +38,7 @@ $(VENV)/.installed: requirements.txt client_sdk/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet -e client_sdk
+	$(PY) -m pip install --quiet -e 'client_sdk[progress]'
 	@# TorchServe's CLI reads no config.properties unless told: with the virtualenv active, a
 	@# plain `torchserve --start` from the repository root then serves model_store/nst.mar.
 	@grep -q TS_CONFIG_FILE $(VENV)/bin/activate || printf '\n# Added by make install: `torchserve --start` uses this project'"'"'s config.\nexport TS_CONFIG_FILE="%s/config.properties"\n' "$(CURDIR)" >> $(VENV)/bin/activate
@@ -90,6 +91,10 @@ demo: check-java install archive
 
 test: check-java install
 	$(PY) -m pytest tests
+
+# The README gallery: the engine run directly (no TorchServe) with seeded random VGG19 weights.
+gallery: install
+	$(PY) scripts/gallery.py
 
 bench:
 	@echo "Benchmarks arrive with the performance issue (benchmarks/); nothing to run yet."

@@ -276,6 +276,10 @@ def parse_params(raw: Any, *, defaults: Mapping[str, Any] | None = None, limits:
     if params["steps"] < len(params["scales"]):
         raise _bad("out_of_range", f"params.steps ({params['steps']}) must be at least the number of scales "
                    f"({len(params['scales'])}): every level runs at least one iteration", "params.steps")
+    for name in ("content_layers", "style_layers"):
+        twice = sorted({n for n in params[name] if params[name].count(n) > 1})
+        if twice:
+            raise _bad("out_of_range", f"params.{name} names {twice[0]} more than once", f"params.{name}")
     for name in ("style_blend_weights", "style_layer_weights"):
         if params[name] is not None and not sum(params[name]) > 0:
             raise _bad("out_of_range", f"params.{name} must have a positive sum", f"params.{name}")
@@ -369,14 +373,18 @@ def parse_request(body: Any, *, defaults: Mapping[str, Any] | None = None, limit
     if params["init"] == "image" and body.get("init_image") is None:
         raise _bad("missing_field", 'init_image is required when params.init is "image"', "init_image")
     if body.get("init_image") is not None and params["init"] != "image":
-        raise _bad("invalid_choice", 'init_image is only used with params.init = "image"', "params.init")
+        raise _bad("invalid_choice", 'init_image is only used with params.init = "image" '
+                   f'(the effective init is {params["init"]!r}; reconstruction modes start from noise)', "params.init")
     has_mask, has_style_masks = body.get("content_mask") is not None, body.get("style_masks") is not None
     if has_mask != has_style_masks:
         missing = "style_masks" if has_mask else "content_mask"
         raise _bad("missing_field", f"spatial control needs both content_mask and style_masks; {missing} is missing", missing)
     if has_style_masks:
         masks = body["style_masks"]
-        if not isinstance(masks, list) or len(masks) != n_styles:
+        if not isinstance(masks, list):
+            raise _bad("invalid_type", f"style_masks must be an array of base64 images, got {type(masks).__name__}",
+                       "style_masks")
+        if len(masks) != n_styles:
             raise _bad("out_of_range", f"style_masks must be an array with one mask per style image ({n_styles})",
                        "style_masks")
 

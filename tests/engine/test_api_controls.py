@@ -215,7 +215,7 @@ def test_masks(body: dict, image_b64, mask_b64: str) -> None:
     two_styles = body | {"style": [image_b64("starry_night_64x64.png")] * 2, "content_mask": mask_b64}
     assert_400(_error(parse_request, two_styles | {"style_masks": [mask_b64]}), "out_of_range", "style_masks")
     assert_400(_error(parse_request, two_styles | {"style_masks": [mask_b64] * 3}), "out_of_range", "style_masks")
-    assert_400(_error(parse_request, two_styles | {"style_masks": mask_b64}), "out_of_range", "style_masks")
+    assert_400(_error(parse_request, two_styles | {"style_masks": mask_b64}), "invalid_type", "style_masks")
     assert_400(_error(parse_request, two_styles | {"style_masks": [mask_b64, "%%%"]}), "invalid_base64", "style_masks[1]")
     assert_400(_error(parse_request, two_styles | {"content_mask": 3, "style_masks": [mask_b64] * 2}),
                "invalid_type", "content_mask")
@@ -330,3 +330,9 @@ def test_one_level_maps_to_no_scales(body: dict) -> None:
     assert parse_request(body).options().scales == ()
     body["params"]["scales"] = [32]
     assert parse_request(body).options().scales == (32, 64)
+
+
+def test_a_layer_named_twice_is_refused(body: dict) -> None:
+    body["params"]["style_layers"] = ["relu1_1", "relu1_1"]
+    error = _error(parse_request, body)
+    assert (error.status, error.code, error.field) == (400, "out_of_range", "params.style_layers")
