@@ -156,3 +156,13 @@ def test_malformed_requests_get_documented_errors_and_the_worker_survives(server
 def test_a_request_over_max_request_size_is_refused_by_torchserve(server) -> None:
     resp = post(server, b'{"content": "' + b"A" * (64 * 1024 * 1024 + 16) + b'"}')
     assert resp.status_code == 413
+
+
+def test_no_token_or_image_bytes_in_the_logs(server) -> None:
+    assert post(server, body()).status_code == 200  # at least one full request has been logged
+    key = json.loads(server.key_file.read_text())["inference"]["key"]
+    image_fragment = b64(PNG)[200:260]  # any 60 characters of a sent image
+    logs = "".join(p.read_text(errors="replace") for p in server.logs.glob("*.log"))
+    assert "NST model loaded" in logs  # the handler's own log lines are in there
+    assert key not in logs
+    assert image_fragment not in logs
