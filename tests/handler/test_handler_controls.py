@@ -6,40 +6,20 @@ from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
 import nst_handler
-from nst import weights
 from nst.stylize import StylizeOptions
-from nst_handler import NSTHandler
-from test_nst_handler import assert_error, make_context, model_yaml_config, run
+from test_nst_handler import (  # noqa: F401 - config, handler and model_dir are fixtures
+    assert_error, config, handler, model_dir, run,
+)
 
 SHALLOW = {"content_layers": ["relu2_1"], "style_layers": ["relu1_1", "relu2_1"]}
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, random_state) -> Path:
-    path = tmp_path_factory.mktemp("model")
-    weights.save(random_state, "random", "random-seed-0", "0", path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def config(root_dir: Path) -> dict:
-    return model_yaml_config(root_dir)
-
-
-@pytest.fixture(scope="module")
-def handler(model_dir: Path, config: dict) -> NSTHandler:
-    h = NSTHandler()
-    h.initialize(make_context(model_dir, config))
-    return h
 
 
 def png_b64(img: Image.Image) -> str:
