@@ -189,3 +189,19 @@ def test_encode_clamps_and_refuses_bad_formats() -> None:
     for fmt in ("gif", "PNG", "jpg", ""):
         with pytest.raises(ValueError, match="output format"):
             encode_image(torch.rand(1, 3, 4, 4), fmt)  # type: ignore[arg-type]
+
+
+def test_cmyk_jpeg_becomes_rgb() -> None:
+    data = _encode(Image.new("CMYK", (20, 10), (0, 255, 255, 0)), "JPEG", quality=95)  # red in CMYK
+    img = decode_image(data, max_pixels=10**6)
+    assert img.mode == "RGB" and img.size == (20, 10)
+    r, g, b = img.getpixel((10, 5))
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_animated_image_gives_its_first_frame() -> None:
+    frames = [Image.new("RGB", (16, 16), color) for color in [(255, 0, 0), (0, 0, 255), (0, 255, 0)]]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    img = decode_image(buf.getvalue(), max_pixels=10**6)
+    assert img.mode == "RGB" and img.getpixel((8, 8)) == (255, 0, 0)

@@ -81,3 +81,16 @@ def test_killed_worker_is_a_5xx_then_the_retry_succeeds(server):
         assert result.iterations == 1
         assert client.health()["status"] == "Healthy"
     assert ready_worker_pid(server) != pid
+
+
+def test_time_budget_answer_arrives_within_budget_plus_overhead(server):
+    """docs/serving.md: the answer comes within the budget plus decoding, target building, one
+    iteration, the final losses and encoding; at 64 px all of that is well under a second, so a
+    30 s allowance only fails if the deadline is not kept at all (2000 iterations take minutes)."""
+    budget = 2.0
+    with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0) as client:
+        started = time.monotonic()
+        result = client.stylize(CONTENT, STYLE, image_size=64, steps=2000, time_budget_s=budget)
+        elapsed = time.monotonic() - started
+    assert result.stopped == "time_budget" and result.iterations < 2000
+    assert elapsed < budget + 30.0
