@@ -31,6 +31,7 @@ help:
 	@echo "make serve     start TorchServe on 127.0.0.1:8080/8081/8082 and wait until the model is READY"
 	@echo "make stop      stop TorchServe"
 	@echo "make gallery   render docs/gallery/*.png: one tile per stylization control (seeded random weights, a few minutes on CPU)"
+	@echo "make bench     engine seconds per iteration vs. the VGG19 floor -> benchmarks/RESULTS.md"
 	@echo "make clean     remove build outputs, logs and $(VENV)"
 
 $(VENV)/.installed: requirements.txt client_sdk/pyproject.toml
@@ -96,8 +97,11 @@ test: check-java install
 gallery: install
 	$(PY) scripts/gallery.py
 
-bench:
-	@echo "Benchmarks arrive with the performance issue (benchmarks/); nothing to run yet."
+# Engine seconds per iteration against the VGG19 forward+backward floor; appends to
+# benchmarks/RESULTS.md. `make bench BENCH_ARGS=--quick` is a seconds-long smoke run.
+BENCH_ARGS ?=
+bench: install
+	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)
 
 clean: stop
 	rm -rf $(MODEL_STORE)/*.mar $(MODEL_STORE)/vgg19_features.* $(STAGE) logs out.png .pytest_cache $(VENV)
