@@ -21,7 +21,7 @@ if str(ROOT / "handler") not in sys.path:
     sys.path.insert(0, str(ROOT / "handler"))
 
 import torch  # noqa: E402
-from torchserve_server import Server, model_store, server  # noqa: E402,F401 - session fixtures: one server for all
+from torchserve_server import Server, client, model_store, server  # noqa: E402,F401 - session fixtures: one server for all
 
 #: The tiny test images and their (width, height).
 IMAGES = {

@@ -20,6 +20,8 @@ from typing import Iterator
 
 import pytest
 
+from nst_client import StyleTransferClient
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from wait_ready import wait_ready  # noqa: E402
@@ -123,3 +125,10 @@ def server(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield srv
     finally:
         subprocess.run([*cmd, "--stop"], cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture()
+def client(server: Server) -> Iterator[StyleTransferClient]:
+    """An SDK client of the server under test, reading its key file, with no retries."""
+    with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0) as c:
+        yield c

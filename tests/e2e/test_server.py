@@ -20,12 +20,6 @@ STYLE = DATA / "starry_night_64x64.png"
 FAST = {"image_size": 64, "steps": 5}
 
 
-@pytest.fixture()
-def client(server):
-    with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0) as c:
-        yield c
-
-
 def inference_key(server) -> str:
     return json.loads(server.key_file.read_text())["inference"]["key"]
 

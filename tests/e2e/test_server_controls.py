@@ -10,19 +10,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from nst_client import BadRequestError, StyleTransferClient
+from nst_client import BadRequestError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CONTENT = DATA / "chelsea_128x96.png"
 STARRY = DATA / "starry_night_64x64.png"
 SCREAM = DATA / "the_scream_128x96.png"
 FAST = {"image_size": 64, "steps": 4}
-
-
-@pytest.fixture()
-def client(server):
-    with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0) as c:
-        yield c
 
 
 def test_every_control_in_one_request(client):
