@@ -57,28 +57,30 @@ def test_concurrent_clients_lose_and_mix_up_nothing(server):
 
 
 def test_killed_worker_is_a_5xx_then_the_retry_succeeds(server):
-    pid = ready_worker_pid(server)
-    outcome: dict[str, object] = {}
+    """SIGKILL the worker mid-request. TorchServe answers 507 "Worker died." and restarts the
+    worker; a client without retries sees that 5xx, and the SDK's retry of the same (idempotent)
+    request succeeds once the new worker is READY."""
+    outcomes: dict[str, object] = {}
 
-    def long_request() -> None:
-        with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0) as client:
+    def call(name: str, retries: int) -> None:
+        with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=retries) as client:
             try:
-                client.stylize(CONTENT, STYLE, image_size=64, steps=2000)
+                outcomes[name] = client.stylize(CONTENT, STYLE, image_size=64, steps=300)
             except ServerError as exc:
-                outcome["error"] = exc
+                outcomes[name] = exc
 
-    thread = threading.Thread(target=long_request)
-    thread.start()
-    time.sleep(3)  # the request is being optimized
-    os.kill(pid, signal.SIGKILL)
-    thread.join(timeout=120)
-    error = outcome.get("error")
-    assert isinstance(error, ServerError) and 500 <= error.status_code < 600, outcome
-
-    # TorchServe restarts the worker; the SDK's retries (the request is idempotent) get through.
-    with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=8) as client:
-        result = client.stylize(CONTENT, STYLE, image_size=32, steps=1)
-        assert result.iterations == 1
+    for name, retries in (("no retries", 0), ("with retries", 8)):
+        pid = ready_worker_pid(server)
+        thread = threading.Thread(target=call, args=(name, retries))
+        thread.start()
+        time.sleep(2)  # the request is being optimized (300 iterations take several seconds)
+        os.kill(pid, signal.SIGKILL)
+        thread.join(timeout=300)
+    error = outcomes["no retries"]
+    assert isinstance(error, ServerError) and error.status_code == 507 and "Worker died" in error.message
+    retried = outcomes["with retries"]
+    assert not isinstance(retried, Exception) and retried.iterations == 300, retried
+    with StyleTransferClient(base_url=server.url, key_file=server.key_file) as client:
         assert client.health()["status"] == "Healthy"
     assert ready_worker_pid(server) != pid
 

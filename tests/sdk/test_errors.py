@@ -211,3 +211,18 @@ def test_read_timeout_is_timeout_error_and_not_retried(server, sleeps):
     assert isinstance(info.value, APIConnectionError)
     assert "0.2 s" in str(info.value)
     assert len(server.requests) == 1 and sleeps == []
+
+
+def test_torchserve_worker_died_is_retried(server, sleeps):
+    server.reply(507, {"code": 507, "type": "InternalServerException", "message": "Worker died."})
+    server.reply(200)
+    StyleTransferClient(base_url=server.url, max_retries=1).stylize(CONTENT, STYLE)
+    assert len(server.requests) == 2
+
+
+def test_our_out_of_memory_is_not_retried(server, sleeps):
+    server.reply(507, ours("out_of_memory", "the GPU ran out of memory"))
+    server.reply(200)
+    with pytest.raises(ServerError):
+        StyleTransferClient(base_url=server.url, max_retries=1).stylize(CONTENT, STYLE)
+    assert len(server.requests) == 1

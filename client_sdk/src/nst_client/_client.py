@@ -28,6 +28,7 @@ from ._constants import (
     NON_RETRYABLE_TORCHSERVE_TYPES,
     RETRY_JITTER,
     RETRYABLE_STATUS_CODES,
+    RETRYABLE_TORCHSERVE_MESSAGES,
 )
 from ._exceptions import (
     APIConnectionError,
@@ -86,6 +87,14 @@ def _as_list(value: Any) -> Any:
     if isinstance(value, collections.abc.Sequence) and not isinstance(value, (str, bytes, bytearray)):
         return list(value)
     return value
+
+
+def _retryable(error: NSTError) -> bool:
+    """Whether an error answer may succeed when sent again (see the retry constants)."""
+    status = getattr(error, "status_code", None)
+    if getattr(error, "message", None) in RETRYABLE_TORCHSERVE_MESSAGES:
+        return True
+    return status in RETRYABLE_STATUS_CODES and getattr(error, "code", None) not in NON_RETRYABLE_TORCHSERVE_TYPES
 
 
 def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:
@@ -491,8 +500,7 @@ class StyleTransferClient:
                     # client that read its key from the key file tries the current key once.
                     reread_key = False
                     continue
-                if (response.status_code not in RETRYABLE_STATUS_CODES
-                        or getattr(error, "code", None) in NON_RETRYABLE_TORCHSERVE_TYPES):
+                if not _retryable(error):
                     raise error
 
             if attempt >= self.max_retries:
