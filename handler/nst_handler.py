@@ -64,7 +64,6 @@ class NSTHandler(BaseHandler):
         except RequestError as exc:
             raise ValueError(f"model-config.yaml handler.defaults: {exc.message}") from None
         self.style_cache = StyleCache(int(config.get("style_cache_size", 32)))
-        self._cache_hits_seen = self._cache_misses_seen = 0
         if config.get("torch_threads"):
             torch.set_num_threads(int(config["torch_threads"]))
         gpu_id = props.get("gpu_id")
@@ -240,13 +239,11 @@ class NSTHandler(BaseHandler):
         self._metric("NSTOutputPixels", width * height)
         if result.iterations:
             self._metric("NSTSecondsPerIteration", optimize_s / result.iterations, kind=MetricTypes.GAUGE, unit="Seconds")
-        # The cache counts lookups; report what this request added.
-        self._metric("NSTStyleCacheHits", self.style_cache.hits - self._cache_hits_seen)
-        self._metric("NSTStyleCacheMisses", self.style_cache.misses - self._cache_misses_seen)
-        self._cache_hits_seen, self._cache_misses_seen = self.style_cache.hits, self.style_cache.misses
+        self._metric("NSTStyleCacheHits", result.cache_hits)
+        self._metric("NSTStyleCacheMisses", result.cache_misses)
         timings = {
             "decode": self._decode_ms[idx],
-            "optimize": (optimized - start) * 1e3,
+            "optimize": optimize_s * 1e3,
             "encode": (encoded - optimized) * 1e3,
         }
         timings["total"] = sum(timings.values())

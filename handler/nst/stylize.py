@@ -10,10 +10,9 @@ starts (as in crowsonkb/style-transfer-pytorch) are options of the same loop.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Hashable, Mapping, Sequence
-
-import time
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +20,24 @@ from torch import nn
 
 from . import color
 from .cache import StyleCache
-from .losses import ContentLoss, GuidedStyleLoss, StyleLoss, gram_matrix, guided_gram_matrix, tv_loss
+from .losses import (
+    ContentLoss,
+    GuidedStyleLoss,
+    StyleLoss,
+    gram_matrix,
+    guided_gram_matrix,
+    tv_loss,
+)
 from .masks import MaskError, label_regions, region_colors, resize_regions
-from .vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, POOLINGS, FeatureExtractor, check_layer_names, min_side
+from .vgg import (
+    DEFAULT_CONTENT_LAYERS,
+    DEFAULT_STYLE_LAYERS,
+    POOLINGS,
+    FeatureExtractor,
+    check_layer_names,
+    feature_size,
+    min_side,
+)
 
 INITS: tuple[str, ...] = ("content", "noise", "style", "image")
 COLOR_CONTROLS: tuple[str, ...] = ("none", "luminance", "histogram")
@@ -181,9 +195,17 @@ class Stylized:
     """``(height, width)`` of each level run, coarse to fine."""
     stopped: str = "steps"
     """Why the run ended: ``"steps"`` (all iterations ran) or ``"time_budget"``."""
-    cache: str | None = None
-    """``"hit"`` when every style target came from the cache, ``"miss"`` when any was
-    computed, ``None`` when no cache was used."""
+    cache_hits: int = 0
+    cache_misses: int = 0
+    """Style-cache lookups of this run (one per style image and level)."""
+
+    @property
+    def cache(self) -> str | None:
+        """``"hit"`` when every style target came from the cache, ``"miss"`` when any was
+        computed, ``None`` when no cache was used."""
+        if not (self.cache_hits or self.cache_misses):
+            return None
+        return "miss" if self.cache_misses else "hit"
 
 
 def _check_image(image: torch.Tensor, name: str) -> None:
@@ -259,8 +281,7 @@ class _Targets:
                 weight = torch.stack(present)  # (S, R)
                 weight = weight / weight.sum(0, keepdim=True)
                 target = torch.einsum("sr,srij->rij", weight, torch.stack(grams))  # (R, C, C)
-                out_size = content_feats[name].shape[-2:] if name in content_feats else None
-                layer_size = out_size or _layer_size(features, name, opts.pooling, content)
+                layer_size = feature_size(tuple(content.shape[-2:]), name)
                 self.style[name] = GuidedStyleLoss(target, resize_regions(content_regions, layer_size))
         self.extractor = FeatureExtractor(features, opts.content_layers + opts.style_layers, opts.pooling)
         layer_weights = _normalized(opts.style_layer_weights or [1.0] * len(opts.style_layers), "style_layer_weights")
@@ -303,11 +324,6 @@ class _Targets:
         total = o.content_weight * content_term + o.style_weight * style_term + o.tv_weight * tv_term
         terms = {"content": content_term, "style": style_term, "tv": tv_term, "total": total}
         return total, {k: float(v.detach()) for k, v in terms.items()}
-
-
-def _layer_size(features: nn.Sequential, name: str, pooling: str, like: torch.Tensor) -> tuple[int, int]:
-    with torch.no_grad():
-        return tuple(FeatureExtractor(features, [name], pooling)(like)[name].shape[-2:])  # type: ignore[return-value]
 
 
 def stylize(
@@ -449,9 +465,8 @@ def stylize(
     assert image is not None
     if opts.color_control == "luminance":
         image = color.combine_luminance(image, content)
-    cache_state = None if lookups == [0, 0] else ("hit" if lookups[1] == 0 else "miss")
     return Stylized(image=image, iterations=done, losses=dict(history[-1].losses), history=history, sizes=sizes,
-                    stopped=stopped, cache=cache_state)
+                    stopped=stopped, cache_hits=lookups[0], cache_misses=lookups[1])
 
 
 def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, n_steps: int, done: int,

@@ -95,8 +95,19 @@ def min_side(layers: Iterable[str]) -> int:
     Raises:
         ValueError: an unknown layer name.
     """
-    deepest = max(LAYER_INDEX[n] for n in check_layer_names(layers))
-    return 2 ** sum(1 for n in VGG19_LAYERS[: deepest + 1] if n.startswith("pool"))
+    deepest = max(check_layer_names(layers), key=LAYER_INDEX.__getitem__)
+    return 2 ** _pools_through(deepest)
+
+
+def _pools_through(layer: str) -> int:
+    return sum(1 for n in VGG19_LAYERS[: LAYER_INDEX[layer] + 1] if n.startswith("pool"))
+
+
+def feature_size(size: tuple[int, int], layer: str) -> tuple[int, int]:
+    """``(h, w)`` of ``layer``'s feature maps for an image of ``size = (H, W)`` pixels: every
+    2x2, stride-2 pool up to and including ``layer`` halves both sides, rounding down."""
+    pools = _pools_through(layer)
+    return size[0] >> pools, size[1] >> pools
 
 
 class FeatureExtractor(nn.Module):

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
-import struct
-import zlib
 
 import pytest
-from PIL import Image
-
-from nst.api import PARAMS, Limits, RequestError, StyleRequest, parse_params, parse_request
+from imagebytes import b64, png_claiming_size
+from imagebytes import png_b64 as _b64_png
+from nst.api import (
+    PARAMS,
+    Limits,
+    RequestError,
+    StyleRequest,
+    parse_params,
+    parse_request,
+)
 from nst.stylize import StylizeOptions
+from PIL import Image
 
 DEFAULTS = {
     "image_size": 512,
@@ -41,21 +46,6 @@ DEFAULTS = {
     "progress_every": 10,
     "preview_every": 0,
 }
-
-
-def _b64_png(img: Image.Image) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _b64_png_claiming(width: int, height: int) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (1, 1)).save(buf, format="PNG")
-    data = bytearray(buf.getvalue())
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return base64.b64encode(bytes(data)).decode("ascii")
 
 
 def _error(fn, *args, **kwargs) -> RequestError:
@@ -253,7 +243,7 @@ def test_image_over_max_input_pixels(body: dict) -> None:
 
 @pytest.mark.parametrize("width, height", [(6000, 5000), (100_000, 100_000)])
 def test_header_claiming_a_huge_image_is_413(body: dict, width: int, height: int) -> None:
-    body["style"] = _b64_png_claiming(width, height)
+    body["style"] = b64(png_claiming_size(width, height))
     err = _error(parse_request, body)
     assert (err.status, err.code, err.field) == (413, "image_too_large", "style")
 

@@ -4,21 +4,13 @@ effective parameters to :class:`nst.stylize.StylizeOptions`."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import io
 
 import pytest
-from PIL import Image
-
+from imagebytes import png_b64 as _b64_png
 from nst.api import MAX_LEVELS, Limits, RequestError, parse_params, parse_request
 from nst.stylize import StylizeOptions, pyramid_sides
-
-
-def _b64_png(img: Image.Image) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+from PIL import Image
 
 
 def _error(fn, *args, **kwargs) -> RequestError:

@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 import torch
+from imagebytes import encode as _encode
+from imagebytes import png_claiming_size
+from nst.images import (
+    ImageDecodeError,
+    decode_image,
+    encode_image,
+    fit_long_side,
+    to_pil,
+    to_tensor,
+)
 from PIL import Image
 
-from nst.images import ImageDecodeError, decode_image, encode_image, fit_long_side, to_pil, to_tensor
-
 BIG = 10**7  # a max_pixels that no test image reaches
-
-
-def _encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kwargs)
-    return buf.getvalue()
-
-
-def png_claiming_size(width: int, height: int) -> bytes:
-    """A 1x1 PNG whose IHDR says ``width`` x ``height`` (CRC fixed): only the header is large."""
-    data = bytearray(_encode(Image.new("RGB", (1, 1), (10, 20, 30)), "PNG"))
-    assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
 
 
 def test_decode_png_and_jpeg(image_bytes) -> None:

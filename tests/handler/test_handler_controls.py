@@ -8,24 +8,22 @@ import base64
 import io
 from typing import Any
 
-import pytest
-from PIL import Image
-
 import nst_handler
+import pytest
+from imagebytes import png_b64
 from nst.stylize import StylizeOptions
+from PIL import Image
 from test_nst_handler import (  # noqa: F401 - config, handler and model_dir are fixtures
-    assert_error, config, handler, model_dir, run,
+    assert_error,
+    config,
+    handler,
+    model_dir,
+    run,
 )
 
 SHALLOW = {"content_layers": ["relu2_1"], "style_layers": ["relu1_1", "relu2_1"]}
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
-
-
-def png_b64(img: Image.Image) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def flat_mask(size: tuple[int, int], rgb: tuple[int, int, int]) -> str:

@@ -6,23 +6,21 @@ import base64
 import io
 import json
 import shutil
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
+import nst_handler
 import pytest
 import torch
 import ts
 import yaml
-from PIL import Image
-from ts.context import Context, RequestProcessor
-from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
-
-import nst_handler
+from imagebytes import png_claiming_size
 from nst import weights
 from nst.api import Limits, parse_params
 from nst_handler import NSTHandler
+from PIL import Image
+from ts.context import Context, RequestProcessor
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 MANIFEST = {"model": {"modelName": "nst", "serializedFile": "vgg19_features.pth", "handler": "nst_handler.py",
                       "modelVersion": "1.0"}}
@@ -46,15 +44,6 @@ def make_context(model_dir: Path, config: dict, n_rows: int = 2) -> Context:
     ctx.request_ids = {i: f"r{i}" for i in range(n_rows)}
     ctx.request_processor = [RequestProcessor({}) for _ in range(n_rows)]
     return ctx
-
-
-def png_claiming_size(width: int, height: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (1, 1)).save(buf, format="PNG")
-    data = bytearray(buf.getvalue())
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
 
 
 @pytest.fixture(scope="module")
