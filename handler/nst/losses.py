@@ -65,7 +65,34 @@ class StyleLoss(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Return the scalar loss for ``(1, C, H, W)`` features; ``H, W`` may differ from the style image's."""
-        return F.mse_loss(gram_matrix(features), self.target) * self.scale
+        return _GramLoss.apply(features, self.target, self.scale)
+
+
+class _GramLoss(torch.autograd.Function):
+    """``scale * mean((gram_matrix(F) - T) ** 2)`` with a hand-written backward pass.
+
+    Autograd through ``bmm(F, F^T)`` spends two ``(C, C) x (C, H*W)`` products on the gradient
+    (one per factor). The Gram matrix and the target are symmetric, so with ``D = G - T`` both
+    are the same product and ``dL/dF = 4 * scale / (B * C^2 * H * W) * D @ F``: one product,
+    and no ``(C, H*W)``-sized temporaries besides the gradient itself. First-order only
+    (L-BFGS and Adam need no more).
+    """
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, target: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        b, c, h, w = features.shape
+        flat = features.reshape(b, c, h * w)  # (B, C, N)
+        diff = torch.bmm(flat, flat.transpose(1, 2)).div_(h * w).sub_(target)  # (B, C, C), as gram_matrix - T
+        ctx.save_for_backward(flat, diff, scale)
+        ctx.shape = features.shape
+        return diff.square().sum() * (scale / diff.numel())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        flat, diff, scale = ctx.saved_tensors
+        coef = grad_output * scale * 4.0 / (diff.numel() * flat.shape[-1])
+        return torch.bmm(diff * coef, flat).reshape(ctx.shape), None, None
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:

@@ -98,3 +98,17 @@ def test_tv_loss_does_not_grow_with_image_size() -> None:
     small = torch.rand(1, 3, 8, 8, generator=gen)
     big = torch.rand(1, 3, 64, 64, generator=gen)
     assert tv_loss(big).item() == pytest.approx(tv_loss(small).item(), rel=0.3)
+
+
+def test_style_loss_gradient_matches_autograd_through_the_gram_matrix() -> None:
+    """StyleLoss's hand-written backward pass equals autograd's through bmm + mse_loss."""
+    torch.manual_seed(0)
+    feats = torch.randn(1, 8, 5, 7, dtype=torch.double, requires_grad=True)
+    target = gram_matrix(torch.randn(1, 8, 6, 6, dtype=torch.double))
+    loss = StyleLoss(target)
+    reference = torch.nn.functional.mse_loss(gram_matrix(feats), target) * loss.scale
+    (ours,) = torch.autograd.grad(loss(feats), feats)
+    (expected,) = torch.autograd.grad(reference, feats)
+    assert torch.allclose(loss(feats), reference, rtol=1e-12)
+    assert torch.allclose(ours, expected, rtol=1e-10, atol=1e-14)
+    assert torch.autograd.gradcheck(loss, (feats,))
