@@ -1,20 +1,36 @@
-"""Engine benchmark: seconds per iteration against the floor, and peak memory.
+"""Engine benchmark: our iteration against the hardware floor, peers, time to quality, memory.
 
-The floor for one iteration is one forward and one backward pass of VGG19 up to ``relu5_1``
-with a gradient for the input image only; everything else an iteration does (loss terms, Gram
-matrices, L-BFGS, image handling) is overhead on top of it. Prints a table and appends it, with
-the machine and the command, to ``benchmarks/RESULTS.md``.
+Sections (issue 5), each printed as a Markdown table and, unless ``--quick``, appended with the
+machine and the command to ``benchmarks/RESULTS.md``:
 
-Usage: ``python benchmarks/bench_engine.py [--quick] [--sizes 256 512] [--iters N] [--device cpu|cuda]``
-(``make bench``; ``--quick`` is a seconds-long smoke run that writes nothing).
+1. ``floor``: the floor for one iteration is one forward and one backward pass of VGG19 up to
+   ``relu5_1`` with a gradient for the input image only; our engine's seconds per iteration at the
+   same sizes, and the ratio. Everything an iteration does besides that pass (loss terms, Gram
+   matrices, L-BFGS, image handling) is the overhead the ratio shows.
+2. ``peers``: the PyTorch tutorial's recipe and the plain Gatys et al. recipe
+   (``benchmarks/peers.py``) against our engine for the same wall time on the same inputs and
+   weights: seconds per evaluation, and the loss each result reaches on one yardstick, our
+   objective at default settings (normalized losses; lower is better).
+3. ``quality``: time to quality. A single-scale L-BFGS run of our default configuration for
+   ``--ttq-steps`` (500) iterations at ``--ttq-size`` (512) px sets the target loss; then the
+   same configuration with coarse-to-fine ``scales`` runs until its full-size loss reaches it.
+4. ``memory``: peak memory of a few iterations at 512 and 1024 px, and 2048 px with gradient
+   checkpointing, each in a fresh process (RSS on the CPU, ``torch.cuda.max_memory_allocated``
+   on a GPU), plus the L-BFGS history that a long run adds on top (computed: 2 x history x image).
+
+Usage: ``python benchmarks/bench_engine.py [--quick] [--only floor peers quality memory]
+[--device cpu|cuda]`` (``make bench``; ``--quick`` runs every section at toy sizes in well under
+a minute and writes nothing). Timings vary with the machine's load: run it on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import platform
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,16 +39,35 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "handler"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from nst.stylize import StylizeOptions, stylize  # noqa: E402
-from nst.vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, FeatureExtractor, build_vgg19_features  # noqa: E402
+import peers  # noqa: E402
+from nst.images import decode_image, to_tensor  # noqa: E402
+from nst.stylize import Iterate, StylizeOptions, _Targets, stylize  # noqa: E402
+from nst.vgg import FeatureExtractor, build_vgg19_features  # noqa: E402
 from nst.weights import make_random  # noqa: E402
+
+SECTIONS = ("floor", "peers", "quality", "memory")
+CONTENT = ROOT / "examples" / "contents" / "tubingen.jpg"
+STYLE = ROOT / "examples" / "styles" / "starry_night.jpg"
 
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
+
+def load(path: Path, side: int, device: torch.device) -> torch.Tensor:
+    """``(1, 3, H, W)`` in ``[0, 1]`` with long side ``side`` pixels."""
+    return to_tensor(decode_image(path.read_bytes(), max_pixels=10**8), side).to(device)
+
+
+def objective(features: torch.nn.Sequential, content: torch.Tensor, style: torch.Tensor) -> _Targets:
+    """Our default objective for ``content``'s size (the yardstick of the peers section)."""
+    return _Targets(features, StylizeOptions(), content, [style], [1.0], None, None)
+
+
+# --- 1. floor ------------------------------------------------------------------------------------
 
 def floor_seconds(features: torch.nn.Sequential, size: int, iters: int, device: torch.device) -> float:
     """Mean seconds of VGG19 forward + backward (input gradient only) to relu5_1 at size x size."""
@@ -43,68 +78,209 @@ def floor_seconds(features: torch.nn.Sequential, size: int, iters: int, device: 
             sync(device)
             start = time.perf_counter()
         out = extractor(image)["relu5_1"]
-        (grad,) = torch.autograd.grad(out.sum(), image)
+        torch.autograd.grad(out.sum(), image)
     sync(device)
     return (time.perf_counter() - start) / iters
 
 
-def engine_seconds(features: torch.nn.Sequential, size: int, iters: int, device: torch.device) -> float:
+def engine_seconds(features: torch.nn.Sequential, size: int, iters: int, device: torch.device,
+                   **options) -> float:
     """Mean seconds per L-BFGS iteration of the engine's default configuration at size x size."""
     gen = torch.Generator().manual_seed(0)
     content = torch.rand(1, 3, size, size, generator=gen).to(device)
     style = torch.rand(1, 3, size, size, generator=gen).to(device)
     stamps: list[float] = []
 
-    def callback(it) -> None:
+    def callback(it: Iterate) -> None:
         sync(device)
         stamps.append(time.perf_counter())
 
-    stylize(content, style, features, StylizeOptions(steps=iters + 1), callback=callback)
+    stylize(content, style, features, StylizeOptions(steps=iters + 1, **options), callback=callback)
     # stamps[0] is iteration 0 (after the targets), stamps[-1] the final evaluation (forward only):
     # time the iterations 1..iters between them, each one forward + backward + an L-BFGS update.
     return (stamps[-2] - stamps[1]) / (iters - 1) if iters > 1 else stamps[-2] - stamps[0]
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+def section_floor(features, device, sizes: list[int], iters: int) -> str:
+    rows = []
+    for size in sizes:
+        floor = floor_seconds(features, size, iters, device)
+        ours = engine_seconds(features, size, iters, device)
+        rows.append(f"| {size} | {floor:.3f} | {ours:.3f} | {ours / floor:.2f}x |")
+    return "\n".join([
+        f"Seconds per iteration, mean of {iters} after a warm-up, random weights, fp32.\n",
+        "| size (px) | floor s/iter (VGG19 fwd+bwd to relu5_1) | engine s/iter | ratio |",
+        "|---|---|---|---|", *rows])
 
+
+# --- 2. peers ------------------------------------------------------------------------------------
+
+def section_peers(features, device, size: int, seconds: float) -> str:
+    content, style = load(CONTENT, size, device), load(STYLE, size, device)
+    yardstick = objective(features, content, style)
+    runs: list[tuple[str, torch.Tensor, int]] = []
+    result = stylize(content, style, features, StylizeOptions(steps=10**6, time_budget_s=seconds))
+    runs.append(("ours (defaults: L-BFGS, normalized losses)", result.image, result.iterations + 1))
+    runs.append(("PyTorch tutorial recipe", *peers.tutorial_recipe(content, style, features, seconds)))
+    runs.append(("Gatys et al. recipe (L-BFGS + line search)", *peers.gatys_recipe(content, style, features, seconds)))
+    rows = []
+    with torch.no_grad():
+        for name, image, evaluations in runs:
+            _, losses = yardstick(image)
+            rows.append(f"| {name} | {evaluations} | {seconds / max(evaluations, 1):.3f} | "
+                        f"{losses['total']:.1f} | {losses['content']:.3f} | {losses['style']:.4f} |")
+    h, w = content.shape[-2:]
+    return "\n".join([
+        f"Each for {seconds:g} s of wall time on {CONTENT.name} ({w}x{h}) in the style of {STYLE.name}, "
+        "random weights. Loss: our objective at default settings (content `relu4_2`, style "
+        "`relu1_1`..`relu5_1`, weights 1 / 1e4 / 1), lower is better; the peers optimize their own "
+        "objectives (the tutorial's stops at `conv3_1`), so this shows how far each gets on ours.\n",
+        "| recipe | fwd+bwd evaluations | s / evaluation | total loss | content | style |",
+        "|---|---|---|---|---|---|", *rows])
+
+
+# --- 3. time to quality ---------------------------------------------------------------------------
+
+class _Reached(Exception):
+    pass
+
+
+def section_quality(features, device, size: int, steps: int, levels: int) -> str:
+    content, style = load(CONTENT, size, device), load(STYLE, size, device)
+    full = tuple(content.shape[-2:])
+
+    def timed_run(options: StylizeOptions, target: float | None) -> tuple[float, list[tuple[float, float]]]:
+        curve: list[tuple[float, float]] = []  # (seconds, full-size total loss)
+        start = time.perf_counter()
+
+        def callback(it: Iterate) -> None:
+            sync(device)
+            if it.image is not None and tuple(it.image.shape[-2:]) == full and it.iteration > 0:
+                curve.append((time.perf_counter() - start, it.losses["total"]))
+                if target is not None and it.losses["total"] <= target:
+                    raise _Reached
+
+        try:
+            stylize(content, style, features, options, callback=callback)
+        except _Reached:
+            pass
+        return time.perf_counter() - start, curve
+
+    ref_time, ref_curve = timed_run(StylizeOptions(steps=steps), None)
+    target = ref_curve[-1][1]
+    rows = [f"| single scale ({size} px), {steps} iterations: the target | {ref_time:.1f} | {target:.2f} | 1.00x |"]
+    # Without scales our default configuration is the reference run itself: the target is its
+    # last iteration's loss, first reached at its last iteration.
+    first = next(t for t, loss in ref_curve if loss <= target)
+    rows.append(f"| ours without scales (same run) | {first:.1f} | {target:.2f} | {ref_time / first:.2f}x |")
+    sides = tuple(round(max(full) / 2 ** (levels - 1 - i)) for i in range(levels))
+    # steps per level as the engine splits them; the run stops once the target is reached.
+    t, curve = timed_run(StylizeOptions(steps=steps * levels, scales=sides), target)
+    reached = curve and curve[-1][1] <= target
+    label = f"ours with scales {list(sides)}" + ("" if reached else " (target NOT reached)")
+    rows.append(f"| {label} | {t:.1f} | {curve[-1][1] if curve else float('nan'):.2f} | "
+                f"{ref_time / t:.2f}x |")
+    h, w = full
+    return "\n".join([
+        f"Wall time until the total loss at full size ({w}x{h}) reaches that of {steps} single-scale "
+        f"L-BFGS iterations; coarse levels get up to {steps} iterations each and their time counts. "
+        f"{CONTENT.name} in the style of {STYLE.name}, random weights.\n",
+        "| run | seconds | total loss reached | speed-up |", "|---|---|---|---|", *rows])
+
+
+# --- 4. memory ----------------------------------------------------------------------------------
+
+def memory_probe(size: int, iters: int, checkpointing: bool, device: torch.device) -> dict:
+    """Run in a fresh process: peak memory of ``iters`` iterations at ``size`` x ``size``."""
+    features = build_vgg19_features(make_random(0)[0]).to(device)
+    gen = torch.Generator().manual_seed(0)
+    content = torch.rand(1, 3, size, size, generator=gen).to(device)
+    style = torch.rand(1, 3, size, size, generator=gen).to(device)
+    start = time.perf_counter()
+    stylize(content, style, features, StylizeOptions(steps=iters, gradient_checkpointing=checkpointing))
+    seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return {"size": size, "checkpointing": checkpointing, "peak_mib": peak, "seconds": seconds}
+
+
+def section_memory(device, cases: list[tuple[int, bool]], iters: int, history: int) -> str:
+    rows = []
+    for size, checkpointing in cases:
+        cmd = [sys.executable, __file__, "--probe-memory", str(size), "--iters", str(iters),
+               "--device", str(device)] + (["--checkpointing"] if checkpointing else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            rows.append(f"| {size} | {'on' if checkpointing else 'off'} | failed: {proc.stderr.strip().splitlines()[-1:]} | | |")
+            continue
+        probe = json.loads(proc.stdout.strip().splitlines()[-1])
+        lbfgs = 2 * history * 3 * size * size * 4 / 2**20  # (step, gradient change) pairs, fp32
+        rows.append(f"| {size} | {'on' if checkpointing else 'off'} | {probe['peak_mib']:.0f} | {lbfgs:.0f} | "
+                    f"{(probe['peak_mib'] + lbfgs) / 1024:.1f} | {probe['seconds'] / iters:.1f} |")
+    kind = "peak RSS of the process" if device.type == "cpu" else "torch.cuda.max_memory_allocated"
+    return "\n".join([
+        f"Each size in a fresh process, {iters} iterations (targets included) of the default "
+        f"configuration, square random images, random weights. Measured: {kind}. A long run adds "
+        f"its full L-BFGS history ({history} pairs of image-sized vectors), computed here.\n",
+        "| size (px) | gradient checkpointing | measured peak (MiB) | + L-BFGS history (MiB) | "
+        "expected peak of a long run (GiB) | s / iteration (incl. targets) |",
+        "|---|---|---|---|---|---|", *rows])
+
+
+# --- main ---------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and counts; print only")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="toy sizes and counts; print only")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="floor section, pixels")
+    parser.add_argument("--iters", type=int, default=10, help="floor section / memory probe, iterations")
+    parser.add_argument("--peer-size", type=int, default=256, help="peers section, pixels")
+    parser.add_argument("--peer-seconds", type=float, default=60.0, help="peers section, seconds per recipe")
+    parser.add_argument("--ttq-size", type=int, default=512, help="time-to-quality section, pixels")
+    parser.add_argument("--ttq-steps", type=int, default=500, help="time-to-quality reference iterations")
+    parser.add_argument("--ttq-levels", type=int, default=3, help="time-to-quality coarse-to-fine levels")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--probe-memory", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.sizes, args.iters = [64], 3
     device = torch.device(args.device)
+    if args.probe_memory:
+        print(json.dumps(memory_probe(args.probe_memory, args.iters, args.checkpointing, device)))
+        return 0
+    memory_cases = [(512, False), (1024, False), (1024, True), (2048, True)]
+    memory_iters = 3
+    if args.quick:
+        args.sizes, args.iters, args.peer_size, args.peer_seconds = [64], 3, 64, 2.0
+        args.ttq_size, args.ttq_steps, args.ttq_levels = 64, 10, 2
+        memory_cases, memory_iters = [(64, False), (64, True)], 2
     features = build_vgg19_features(make_random(0)[0]).to(device)
-    assert DEFAULT_CONTENT_LAYERS and DEFAULT_STYLE_LAYERS
 
-    rows = []
-    for size in args.sizes:
-        floor = floor_seconds(features, size, args.iters, device)
-        ours = engine_seconds(features, size, args.iters, device)
-        rows.append((size, floor, ours, ours / floor))
-    header = "| size (px) | floor s/iter (VGG19 fwd+bwd to relu5_1) | engine s/iter | ratio |\n|---|---|---|---|"
-    lines = [f"| {s} | {f:.3f} | {o:.3f} | {r:.2f}x |" for s, f, o, r in rows]
-    table = "\n".join([header, *lines])
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {device}"
     if device.type == "cuda":
         machine += f" ({torch.cuda.get_device_name(device)})"
-    report = (
-        f"\n## Engine: seconds per iteration ({dt.date.today().isoformat()})\n\n"
-        f"Machine: {machine}. Command: `python benchmarks/bench_engine.py {' '.join(argv or sys.argv[1:])}`"
-        f" ({args.iters} iterations per size, random weights, fp32). Peak memory: {peak_memory_mb(device):.0f} MiB.\n\n"
-        f"{table}\n"
-    )
-    print(report)
-    if not args.quick:
-        with (ROOT / "benchmarks" / "RESULTS.md").open("a") as f:
-            f.write(report)
+    command = "python benchmarks/bench_engine.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    titles = {"floor": "Engine against the floor", "peers": "Peers, same wall time",
+              "quality": "Time to quality", "memory": "Peak memory"}
+    for name in args.only:
+        started = time.perf_counter()
+        if name == "floor":
+            body = section_floor(features, device, args.sizes, args.iters)
+        elif name == "peers":
+            body = section_peers(features, device, args.peer_size, args.peer_seconds)
+        elif name == "quality":
+            body = section_quality(features, device, args.ttq_size, args.ttq_steps, args.ttq_levels)
+        else:
+            body = section_memory(device, memory_cases, memory_iters, StylizeOptions().lbfgs_history)
+        report = (f"\n## {titles[name]} ({dt.date.today().isoformat()})\n\n"
+                  f"Machine: {machine}. Command: `{command.strip()}` (section took "
+                  f"{time.perf_counter() - started:.0f} s).\n\n{body}\n")
+        print(report, flush=True)
+        if not args.quick:
+            with (ROOT / "benchmarks" / "RESULTS.md").open("a") as f:
+                f.write(report)
     return 0
 
 

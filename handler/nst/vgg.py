@@ -11,6 +11,7 @@ from typing import Iterable, Mapping
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torchvision.models import vgg19
 
 # Convolutions per block in VGG19 (configuration "E" of Simonyan & Zisserman, 2015, table 1).
@@ -121,6 +122,11 @@ class FeatureExtractor(nn.Module):
         layers: the layer names whose outputs :meth:`forward` returns.
         pooling: ``"max"`` (torchvision's network) or ``"avg"`` (every max-pool swapped for a
             2x2 average pool of the same stride, as Gatys et al. 2016 do).
+        checkpointing: gradient checkpointing (Chen et al. 2016, "Training Deep Nets with
+            Sublinear Memory Cost"): when a gradient is being recorded, only the returned
+            layers' outputs are kept for the backward pass, and the layers between them run
+            again during it. Same values and gradients; about one more forward pass of time
+            for several times less activation memory (see ``benchmarks/RESULTS.md``).
 
     Raises:
         ValueError: an unknown layer name, no layer at all, or an unknown pooling.
@@ -131,8 +137,10 @@ class FeatureExtractor(nn.Module):
         {'relu1_1': (1, 64, 64, 64), 'relu4_2': (1, 512, 8, 8)}
     """
 
-    def __init__(self, features: nn.Sequential, layers: Iterable[str], pooling: str = "max") -> None:
+    def __init__(self, features: nn.Sequential, layers: Iterable[str], pooling: str = "max",
+                 checkpointing: bool = False) -> None:
         super().__init__()
+        self.checkpointing = checkpointing
         self.layers = check_layer_names(layers)
         if not self.layers:
             raise ValueError("FeatureExtractor needs at least one layer")
@@ -168,6 +176,15 @@ class FeatureExtractor(nn.Module):
             )
         x = (image - self.mean) / self.std
         out: dict[str, torch.Tensor] = {}
+        if self.checkpointing and torch.is_grad_enabled() and image.requires_grad:
+            # One checkpointed segment per returned layer: from after the previous one to it.
+            start = 0
+            for end, name in enumerate(self._names):
+                if name in self._wanted:
+                    x = checkpoint(self.net[start: end + 1], x, use_reentrant=False)
+                    out[name] = x
+                    start = end + 1
+            return out
         for name, layer in zip(self._names, self.net):
             x = layer(x)
             if name in self._wanted:
