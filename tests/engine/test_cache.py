@@ -40,9 +40,9 @@ def test_a_hit_gives_identical_pixels_and_skips_the_style_pass(load_image, featu
     passes = []
     real = stylize_module.FeatureExtractor
 
-    def counting(features, layers, pooling="max"):
+    def counting(features, layers, pooling="max", **kwargs):
         passes.append(tuple(layers))
-        return real(features, layers, pooling)
+        return real(features, layers, pooling, **kwargs)
 
     monkeypatch.setattr(stylize_module, "FeatureExtractor", counting)
     second = stylize(content, style, features, options, cache=cache, style_keys=["starry"])
