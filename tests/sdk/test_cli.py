@@ -50,10 +50,15 @@ def test_stylize_without_flags_sends_no_params(server, tmp_path):
 @pytest.mark.parametrize(
     "status, body, code",
     [
-        (400, {"error": {"code": "invalid_param", "message": "steps must be >= 1", "field": "params.steps"}}, 2),
-        (400, {"code": 400, "type": "InvalidKeyException", "message": "Token Authorization failed."}, 3),
-        (404, {"code": 404, "type": "ModelNotFoundException", "message": "Model not found: nst"}, 2),
-        (503, {"code": 503, "type": "InternalServerException", "message": "Prediction failed"}, 5),
+        (400, {"error": {"code": "invalid_param", "message": "steps must be >= 1", "field": "params.steps"}},
+         cli.EXIT_REJECTED),
+        (400, {"code": 400, "type": "InvalidKeyException", "message": "Token Authorization failed."}, cli.EXIT_AUTH),
+        (404, {"code": 404, "type": "ModelNotFoundException", "message": "Model not found: nst"},
+         cli.EXIT_NOT_FOUND),
+        (413, {"code": 413, "type": "RequestTooLarge", "message": "body too large"}, cli.EXIT_REJECTED),
+        (429, {"code": 429, "type": "TooManyRequests", "message": "slow down"}, cli.EXIT_RATE_LIMITED),
+        (503, {"code": 503, "type": "InternalServerException", "message": "Prediction failed"}, cli.EXIT_SERVER),
+        (507, {"error": {"code": "out_of_memory", "message": "out of memory", "field": None}}, cli.EXIT_SERVER),
     ],
 )
 def test_stylize_error_exit_codes(server, tmp_path, capsys, status, body, code):
@@ -74,7 +79,7 @@ def test_connection_error_exit_code(tmp_path, capsys):
     port = sock.getsockname()[1]
     sock.close()
     rc = cli.main(["health", "--url", f"http://127.0.0.1:{port}", "--max-retries", "0"])
-    assert rc == 4
+    assert rc == cli.EXIT_CONNECTION == 4
     assert "nst-client: error:" in capsys.readouterr().err
 
 
@@ -111,3 +116,98 @@ def test_python_m_nst_client_subprocess(server, tmp_path, write_key_file):
         assert img.format == "JPEG" and img.size == (128, 96)
     assert server.requests[0].headers["Authorization"] == "Bearer sub-key"
     assert server.requests[0].json["params"] == {"steps": 2}
+
+
+def test_read_timeout_exit_code(server, tmp_path, capsys):
+    server.reply(200, None, delay=1.0)
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", server.url,
+                   "--timeout", "0.2"])
+    assert rc == cli.EXIT_TIMEOUT
+    assert "within 0.2 s" in capsys.readouterr().err
+
+
+def test_contract_breaking_answer_exit_code(server, tmp_path, capsys):
+    server.reply(200, {"format": "png"})  # 200 without an image
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", server.url])
+    assert rc == cli.EXIT_BAD_RESPONSE
+    assert "image" in capsys.readouterr().err
+
+
+def test_history_asked_for_but_missing_keeps_the_image(server, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", server.url,
+                   "--history-out", str(tmp_path / "h.json")])
+    assert rc == cli.EXIT_BAD_RESPONSE
+    assert server.requests[0].json["params"] == {"return_history": True}
+    assert out.read_bytes() == OUTPUT.read_bytes() and not (tmp_path / "h.json").exists()
+    assert "no history" in capsys.readouterr().err
+
+
+def test_missing_output_directory_fails_before_sending(server, tmp_path, capsys):
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "nope" / "o.png"), "--url", server.url])
+    assert rc == cli.EXIT_USAGE and server.requests == []
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_json_success_document(server, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", server.url, "--json"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)  # exactly one JSON document, nothing else
+    assert doc["ok"] is True and doc["command"] == "stylize"
+    assert doc["files"] == {"output": str(out)}
+    assert (doc["width"], doc["height"], doc["iterations"], doc["weights"], doc["device"]) == \
+        (128, 96, 7, "random-seed-0", "cpu")
+    assert doc["losses"] == {"content": 1.5, "style": 2.25, "tv": 0.125, "total": 3.875}
+    assert doc["params"] == {"image_size": 128, "steps": 7} and doc["elapsed_s"] >= 0
+
+
+def test_json_error_document(server, tmp_path, capsys):
+    server.reply(400, {"error": {"code": "out_of_range", "message": "steps must be >= 1", "field": "params.steps"}})
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", server.url,
+                   "--json", "--steps", "0"])
+    captured = capsys.readouterr()
+    assert rc == cli.EXIT_REJECTED and captured.err == ""
+    doc = json.loads(captured.out)
+    assert doc == {"ok": False, "command": "stylize", "exit_code": cli.EXIT_REJECTED, "error": {
+        "kind": "rejected", "type": "BadRequestError", "status_code": 400, "code": "out_of_range",
+        "field": "params.steps", "message": "steps must be >= 1"}}
+
+
+def test_json_usage_error_is_a_document_too(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["stylize", str(CONTENT), "--json", "-o", "x.png"])
+    assert info.value.code == cli.EXIT_USAGE
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False and doc["exit_code"] == 2 and doc["command"] == "stylize"
+    assert doc["error"]["kind"] == "usage" and "style" in doc["error"]["message"]
+
+
+def test_health_json_document(server, capsys):
+    server.reply(200, {"status": "Healthy"})
+    assert cli.main(["health", "--json", "--url", server.url]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "ok": True, "command": "health", "url": server.url, "response": {"status": "Healthy"}}
+
+
+def test_info_reads_the_management_api(server, capsys):
+    description = {
+        "modelName": "nst", "modelVersion": "1.0",
+        "workers": [{"id": "9000", "status": "READY"}],
+        "customizedMetadata": json.dumps({
+            "weights": {"source": "random", "label": "random-seed-0"}, "device": "cpu",
+            "limits": {"max_image_side": 1024}, "defaults": {"steps": 300}}),
+    }
+    server.reply(200, [description])
+    argv = ["info", "--url", "http://127.0.0.1:1", "--management-url", server.url, "--management-token", "mk"]
+    assert cli.main([*argv, "--json"]) == 0
+    req = server.requests[0]
+    assert (req.method, req.path) == ("GET", "/models/nst?customized=true")
+    assert req.headers["Authorization"] == "Bearer mk"
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["management_url"] == server.url and doc["weights"]["label"] == "random-seed-0"
+    assert (doc["device"], doc["limits"], doc["defaults"], doc["ready_workers"]) == \
+        ("cpu", {"max_image_side": 1024}, {"steps": 300}, 1)
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "label=random-seed-0" in text and "max_image_side=1024" in text and "1 ready" in text

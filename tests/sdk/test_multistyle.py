@@ -295,9 +295,9 @@ def test_cli_history_out_writes_the_servers_history(server, tmp_path, success_bo
     assert (tmp_path / "o.png").read_bytes() == OUTPUT.read_bytes()
 
 
-def test_cli_history_out_without_history_in_answer_exits_1(server, tmp_path, capsys):
+def test_cli_history_out_without_history_in_answer_is_a_bad_response(server, tmp_path, capsys):
     hist = tmp_path / "history.json"
-    assert _run(server, tmp_path, str(STYLE), "--history-out", str(hist)) == 1
+    assert _run(server, tmp_path, str(STYLE), "--history-out", str(hist)) == 11  # EXIT_BAD_RESPONSE: the answer lacks what was asked for
     assert not hist.exists()
     assert "no history" in capsys.readouterr().err
 

@@ -233,7 +233,7 @@ def test_cli_progress(server, success_body, tmp_path, capsys):
     assert "20/20" in captured.err and "wrote" in captured.out and "20/20" not in captured.out
 
 
-@pytest.mark.parametrize("status, code", [(500, 5), (400, 2)])
+@pytest.mark.parametrize("status, code", [(500, 5), (400, 6)])
 def test_cli_in_band_error_exit_code(server, tmp_path, capsys, status, code):
     server.stream([_progress(0), {"event": "error", "status": status,
                                   "error": {"code": "x_error", "message": "went wrong", "field": None}}])

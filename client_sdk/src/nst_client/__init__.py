@@ -7,8 +7,12 @@ Example::
     with StyleTransferClient(base_url="http://127.0.0.1:8080") as client:
         result = client.stylize("content.jpg", "style.jpg", image_size=256, steps=100)
         result.save("out.png")
+
+:class:`AsyncStyleTransferClient` is the same client for ``asyncio`` (the ``async`` extra:
+``pip install 'nst-client[async]'``); ``info()`` on either describes the served model.
 """
 
+from ._async import AsyncStyleTransferClient
 from ._client import StyleTransferClient
 from ._exceptions import (
     APIConnectionError,
@@ -31,6 +35,7 @@ from ._types import (
     ColorControl,
     ImageInput,
     InitMode,
+    ModelInfo,
     OptimizerName,
     OutputFormat,
     Pooling,
@@ -43,7 +48,9 @@ from ._version import __version__
 __all__ = [
     "__version__",
     "StyleTransferClient",
+    "AsyncStyleTransferClient",
     "StylizeResult",
+    "ModelInfo",
     "StreamEvent",
     "ProgressEvent",
     "PreviewEvent",

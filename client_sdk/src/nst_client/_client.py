@@ -1,49 +1,34 @@
-"""The synchronous client."""
+"""The synchronous client, on ``requests``.
+
+What is sent, how answers and failures map to errors, and when to retry are decided by
+``nst_client._core``, which the async client shares; this module only moves the bytes.
+"""
 
 from __future__ import annotations
 
-import collections.abc
-import email.utils
-import json
 import os
-import random
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import requests
 
-from ._auth import read_key_file, resolve_credentials
+from . import _core
 from ._constants import (
-    DEADLINE_READ_MARGIN,
     DEFAULT_BASE_URL,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_MODEL,
     DEFAULT_TIMEOUT,
     ENV_BASE_URL,
-    INITIAL_RETRY_DELAY,
-    MAX_RETRY_AFTER,
-    MAX_RETRY_DELAY,
-    NDJSON_CONTENT_TYPE,
-    NON_RETRYABLE_TORCHSERVE_TYPES,
-    RETRY_JITTER,
-    RETRYABLE_STATUS_CODES,
-    RETRYABLE_TORCHSERVE_MESSAGES,
+    STREAM_CHUNK_SIZE,
 )
-from ._exceptions import (
-    APIConnectionError,
-    APIResponseValidationError,
-    APITimeoutError,
-    AuthenticationError,
-    NSTError,
-    make_status_error,
-)
-from ._images import b64encode, to_image_bytes
-from ._stream import StreamEvent, consume, iter_events, require_tqdm
+from ._core import Attempts, Credentials, Failure
+from ._stream import StreamEvent, consume, require_tqdm
 from ._types import (
     ColorControl,
     ImageInput,
     InitMode,
+    ModelInfo,
     OptimizerName,
     OutputFormat,
     Pooling,
@@ -51,7 +36,6 @@ from ._types import (
     StyleInput,
     StylizeResult,
 )
-from ._version import __version__
 
 __all__ = ["StyleTransferClient"]
 
@@ -61,47 +45,42 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def _parse_retry_after(headers: Mapping[str, str]) -> Optional[float]:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), else ``None``."""
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when.timestamp() - time.time()
-
-
-def _encode(image: ImageInput, name: str) -> str:
-    """Base64 text of one image input; ``name`` labels errors (``"style[1]"``...)."""
-    return b64encode(to_image_bytes(image, name=name))
-
-
-def _as_list(value: Any) -> Any:
-    """A non-string sequence (tuple, range...) as a list, so it is sent as a JSON list."""
-    if isinstance(value, collections.abc.Sequence) and not isinstance(value, (str, bytes, bytearray)):
-        return list(value)
-    return value
-
-
-def _retryable(error: NSTError) -> bool:
-    """Whether an error answer may succeed when sent again (see the retry constants)."""
-    status = getattr(error, "status_code", None)
-    if getattr(error, "message", None) in RETRYABLE_TORCHSERVE_MESSAGES:
-        return True
-    return status in RETRYABLE_STATUS_CODES and getattr(error, "code", None) not in NON_RETRYABLE_TORCHSERVE_TYPES
-
-
 def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:
     """requests reports some body-read timeouts as ConnectionError(ReadTimeoutError)."""
     from urllib3.exceptions import ReadTimeoutError
 
     return any(isinstance(a, ReadTimeoutError) for a in exc.args)
+
+
+def _failure(exc: requests.exceptions.RequestException) -> Tuple[Failure, Any]:
+    """Classify a ``requests`` exception raised before an answer arrived: ``(kind, detail)``."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return Failure.CONNECT_TIMEOUT, exc
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return Failure.READ_TIMEOUT, exc
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        if _is_read_timeout(exc):
+            return Failure.READ_TIMEOUT, exc
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return Failure.CONNECT, reason or exc
+    return Failure.OTHER, exc
+
+
+def _iter_events(response: requests.Response) -> Iterator[StreamEvent]:
+    """The events of a 200 streamed answer (see ``_core.EventDecoder``); closes the response
+    when finished or closed. Transport failures mid-body become SDK errors."""
+    with response:
+        decoder = _core.EventDecoder(response.headers, response)
+        try:
+            for chunk in response.iter_content(chunk_size=STREAM_CHUNK_SIZE):
+                yield from decoder.feed(chunk)
+                if decoder.done:
+                    return
+        except requests.exceptions.ConnectionError as exc:
+            raise _core.stream_transport_error(_is_read_timeout(exc), response.url, exc) from exc
+        except requests.exceptions.RequestException as exc:  # ChunkedEncodingError, ...
+            raise _core.stream_transport_error(False, response.url, exc) from exc
+        yield from decoder.close()
 
 
 class StyleTransferClient:
@@ -113,8 +92,14 @@ class StyleTransferClient:
     * token: argument, else ``NST_TOKEN``, else ``["inference"]["key"]`` of the key file
       (``key_file`` argument, else ``NST_KEY_FILE``, else ``./key_file.json`` if it exists);
       if none is found no ``Authorization`` header is sent.
+    * ``management_url`` (for :meth:`info` only): argument, else ``NST_MANAGEMENT_URL``,
+      else the base URL's scheme and host with port 8081.
+    * management key (for :meth:`info` only): ``management_token`` argument, else
+      ``NST_MANAGEMENT_TOKEN``, else ``["management"]["key"]`` of the key file (found as
+      above); a missing or unusable one is reported by :meth:`info`, not here.
 
     Use as a context manager, or call :meth:`close`, to release the HTTP connection pool.
+    :class:`AsyncStyleTransferClient` is the same client for ``asyncio``.
 
     Example::
 
@@ -133,6 +118,8 @@ class StyleTransferClient:
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        management_url: Optional[str] = None,
+        management_token: Optional[str] = None,
     ) -> None:
         """Create a client.
 
@@ -145,6 +132,9 @@ class StyleTransferClient:
             connect_timeout: TCP connect timeout in seconds.
             max_retries: Retries after the first attempt, for connection failures and HTTP
                 429/502/503/504 only; ``0`` disables retrying.
+            management_url: TorchServe management API root for :meth:`info`, e.g.
+                ``"http://host:8081"``.
+            management_token: TorchServe management key for :meth:`info`.
 
         Raises:
             ValueError: A timeout is not positive or ``max_retries`` is negative.
@@ -156,16 +146,15 @@ class StyleTransferClient:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         self.base_url: str = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
+        self.management_url: str = (management_url or os.environ.get(_core.ENV_MANAGEMENT_URL)
+                                    or _core.management_url_for(self.base_url)).rstrip("/")
         self.model: str = model
         self.timeout: float = float(timeout)
         self.connect_timeout: float = float(connect_timeout)
         self.max_retries: int = int(max_retries)
-        self._token, self._key_file = resolve_credentials(token, key_file)
+        self._credentials = Credentials.inference(token, key_file)
+        self._management = _core.ManagementCredentials(management_token, key_file)
         self._session = requests.Session()
-        self._session.headers.update(
-            {"User-Agent": f"nst-client/{__version__}", "Accept": "application/json"}
-        )
-        self._set_token(self._token)
 
     # ------------------------------------------------------------------ public API
 
@@ -271,43 +260,16 @@ class StyleTransferClient:
             APIResponseValidationError: A 200 answer without a decodable image, or with a
                 malformed ``history``; with ``progress``, a malformed stream.
         """
-        known: Dict[str, Any] = {
-            "image_size": image_size,
-            "steps": steps,
-            "content_weight": content_weight,
-            "style_weight": style_weight,
-            "tv_weight": tv_weight,
-            "init": init,
-            "seed": seed,
-            "output_format": output_format,
-            "style_blend_weights": style_blend_weights,
-            "style_scale": style_scale,
-            "color_control": color_control,
-            "pooling": pooling,
-            "content_layers": content_layers,
-            "style_layers": style_layers,
-            "style_layer_weights": style_layer_weights,
-            "optimizer": optimizer,
-            "learning_rate": learning_rate,
-            "lbfgs_history": lbfgs_history,
-            "scales": scales,
-            "mode": mode,
-            "return_history": return_history,
-            "time_budget_s": time_budget_s,
-        }
-        images: Dict[str, Any] = {"init_image": init_image, "content_mask": content_mask, "style_masks": style_masks}
+        # Every named parameter of this signature, by name (one list, _core.STYLIZE_PARAMS).
+        known = _core.pick(locals(), _core.STYLIZE_PARAMS)
+        images = _core.pick(locals(), _core.STYLIZE_IMAGES)
         if progress:
             require_tqdm()  # fail before a minutes-long job is started
             return consume(self.stylize_stream(content, style, **images, **known, **extra_params), progress=True)
-        data, read_timeout = self._stylize_body(content, style, **images, params={**known, **extra_params})
-        response = self._request("POST", f"/predictions/{self.model}", data=data, read_timeout=read_timeout)
-        body = self._json(response)
-        try:
-            return StylizeResult.from_response(body)
-        except ValueError as exc:
-            raise APIResponseValidationError(
-                f"Malformed stylize response: {exc}", response=response, body=body
-            ) from exc
+        data, params = _core.stylize_body(content, style, **images, params={**known, **extra_params})
+        response = self._request("POST", f"/predictions/{self.model}", data=data,
+                                 read_timeout=_core.read_timeout_for(params, self.timeout))
+        return _core.stylize_result(_core.json_object(response.content, response.headers, response), response)
 
     def stylize_stream(
         self,
@@ -366,63 +328,12 @@ class StyleTransferClient:
             APIResponseValidationError: A malformed event, or a stream that ended without
                 a result event (while iterating).
         """
-        params = {**params, "stream": True, "progress_every": progress_every, "preview_every": preview_every}
-        data, read_timeout = self._stylize_body(
+        data, sent = _core.stylize_body(
             content, style, init_image=init_image, content_mask=content_mask, style_masks=style_masks,
-            params=params)
+            params=_core.stream_params(params, progress_every, preview_every))
         response = self._request("POST", f"/predictions/{self.model}", data=data,
-                                 read_timeout=read_timeout, stream=True)
-        return iter_events(response)
-
-    def _stylize_body(
-        self,
-        content: ImageInput,
-        style: StyleInput,
-        *,
-        init_image: Optional[ImageInput],
-        content_mask: Optional[ImageInput],
-        style_masks: Optional[Union[List[ImageInput], Tuple[ImageInput, ...]]],
-        params: Dict[str, Any],
-    ) -> Tuple[str, float]:
-        """The JSON request body of a stylize call and its read timeout (see :meth:`stylize`)."""
-        # Structural checks first, so nothing is read or sent for a malformed call.
-        n_styles = len(style) if isinstance(style, (list, tuple)) else 1
-        if n_styles == 0:
-            raise ValueError("style: at least one style image is required")
-        if style_masks is not None:
-            if not isinstance(style_masks, (list, tuple)):
-                raise TypeError(
-                    f"style_masks must be a list or tuple of images (one per style), "
-                    f"not {type(style_masks).__name__}")
-            if len(style_masks) != n_styles:
-                raise ValueError(
-                    f"style_masks has {len(style_masks)} mask(s) but there are {n_styles} "
-                    f"style image(s); give exactly one mask per style")
-
-        params = {k: _as_list(v) for k, v in params.items() if v is not None}
-
-        payload: Dict[str, Any] = {"content": _encode(content, "content")}
-        if isinstance(style, (list, tuple)):
-            payload["style"] = [_encode(s, f"style[{i}]") for i, s in enumerate(style)]
-        else:
-            payload["style"] = _encode(style, "style")
-        payload["params"] = params
-        if init_image is not None:
-            payload["init_image"] = _encode(init_image, "init_image")
-        if content_mask is not None:
-            payload["content_mask"] = _encode(content_mask, "content_mask")
-        if style_masks is not None:
-            payload["style_masks"] = [_encode(m, f"style_masks[{i}]") for i, m in enumerate(style_masks)]
-        try:
-            data = json.dumps(payload, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"params are not valid JSON: {exc}") from exc
-
-        read_timeout = self.timeout
-        time_budget_s = params.get("time_budget_s")
-        if isinstance(time_budget_s, (int, float)):
-            read_timeout = min(self.timeout, float(time_budget_s) + DEADLINE_READ_MARGIN)
-        return data, read_timeout
+                                 read_timeout=_core.read_timeout_for(sent, self.timeout), stream=True)
+        return _iter_events(response)
 
     def health(self) -> Dict[str, Any]:
         """Call ``GET /ping``.
@@ -435,7 +346,32 @@ class StyleTransferClient:
             APIConnectionError: No answer.
             APIResponseValidationError: The body is not a JSON object.
         """
-        return self._json(self._request("GET", "/ping"))
+        response = self._request("GET", "/ping")
+        return _core.json_object(response.content, response.headers, response)
+
+    def info(self) -> ModelInfo:
+        """Describe the served model: ``GET {management_url}/models/{model}?customized=true``.
+
+        TorchServe asks the handler for its description (weights provenance, device, limits,
+        parameter defaults), so the answer waits for a free worker: it can take as long as
+        the request being served. Sent with the management key and the same retries as
+        every call.
+
+        Returns:
+            The :class:`ModelInfo`, with TorchServe's version and worker states.
+
+        Raises:
+            FileNotFoundError: An explicitly named key file does not exist.
+            KeyFileError: The key file has no management key.
+            APIStatusError: Non-2xx answer (e.g. ``AuthenticationError`` for a wrong
+                management key, ``NotFoundError`` for an unknown model).
+            APIConnectionError: No answer (the management API is not reachable at
+                ``management_url``).
+            APIResponseValidationError: The answer is not a model description.
+        """
+        response = self._request("GET", f"/models/{self.model}?customized=true",
+                                 base_url=self.management_url, credentials=self._management.get())
+        return _core.model_info(response.content, response.headers, response)
 
     def close(self) -> None:
         """Close the underlying HTTP session. Safe to call more than once."""
@@ -448,103 +384,53 @@ class StyleTransferClient:
         self.close()
 
     def __repr__(self) -> str:
-        auth = "set" if self._token else "none"
+        auth = "set" if self._credentials.token else "none"
         return f"StyleTransferClient(base_url={self.base_url!r}, model={self.model!r}, token={auth})"
 
     # ------------------------------------------------------------------ internals
 
-    def _request(self, method: str, path: str, *, data: Optional[str] = None,
-                 read_timeout: Optional[float] = None, stream: bool = False) -> requests.Response:
-        """Send with retries; return the first answer below 400, else raise its error.
+    def _request(self, method: str, path: str, *, data: Optional[bytes] = None,
+                 read_timeout: Optional[float] = None, stream: bool = False,
+                 base_url: Optional[str] = None, credentials: Optional[Credentials] = None) -> requests.Response:
+        """Send with the retry policy of ``_core.Attempts``; return the first answer below
+        400, else raise its error.
 
-        With ``stream`` the body is left unread (``requests``' ``stream=True``), and the
-        caller must close the returned response.
+        Args:
+            method: HTTP method.
+            path: Path below ``base_url`` (with its query).
+            data: JSON body.
+            read_timeout: Seconds; the client's ``timeout`` when ``None``.
+            stream: Leave the body unread (``requests``' ``stream=True``); the caller must
+                close the returned response.
+            base_url: API root; the inference ``base_url`` when ``None``.
+            credentials: Whose token to send; the inference key when ``None``.
         """
         read_timeout = self.timeout if read_timeout is None else read_timeout
-        url = self.base_url + path
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        if stream:
-            headers["Accept"] = f"{NDJSON_CONTENT_TYPE}, application/json"
-        attempt = 0
-        reread_key = self._key_file is not None
+        url = (base_url or self.base_url) + path
+        credentials = credentials or self._credentials
+        attempts = Attempts(self.max_retries, credentials)
         while True:
-            response: Optional[requests.Response] = None
-            cause: Optional[BaseException] = None
+            headers = _core.request_headers(credentials, json_body=data is not None, stream=stream)
             try:
                 response = self._session.request(
-                    method, url, data=data, headers=headers or None,
+                    method, url, data=data, headers=headers,
                     timeout=(self.connect_timeout, read_timeout), stream=stream,
                 )
-            except requests.exceptions.ConnectTimeout as exc:
-                error: NSTError = APITimeoutError(
-                    f"Connecting to {url} timed out after {self.connect_timeout:g} s", url=url)
-                cause = exc
-            except requests.exceptions.ReadTimeout as exc:
-                # Never retried: the server may still be working on the request.
-                raise APITimeoutError(f"No answer from {url} within {read_timeout:g} s", url=url) from exc
-            except requests.exceptions.ConnectionError as exc:
-                if _is_read_timeout(exc):
-                    raise APITimeoutError(f"No answer from {url} within {read_timeout:g} s", url=url) from exc
-                reason = getattr(exc.args[0], "reason", None) if exc.args else None
-                error = APIConnectionError(f"Could not connect to {url}: {reason or exc}", url=url)
-                cause = exc
             except requests.exceptions.RequestException as exc:
-                raise APIConnectionError(f"Request to {url} failed: {exc}", url=url) from exc
+                kind, detail = _failure(exc)
+                failed = _core.transport_error(kind, url, detail, connect_timeout=self.connect_timeout,
+                                               read_timeout=read_timeout)
+                delay = attempts.after_failure(kind, failed, exc)
             else:
                 if response.status_code < 400:
                     return response
-                error = make_status_error(response)
-                response.close()
-                if isinstance(error, AuthenticationError) and reread_key and self._reread_key_file():
-                    # TorchServe keys expire (token_expiration_min) and change on restart: a
-                    # client that read its key from the key file tries the current key once.
-                    reread_key = False
-                    continue
-                if not _retryable(error):
-                    raise error
-
-            if attempt >= self.max_retries:
-                raise error from cause
-            _sleep(self._retry_delay(attempt, response))
-            attempt += 1
-
-    def _set_token(self, token: Optional[str]) -> None:
-        self._token = token
-        if token:
-            self._session.headers["Authorization"] = f"Bearer {token}"
-        else:
-            self._session.headers.pop("Authorization", None)
-
-    def _reread_key_file(self) -> bool:
-        """Re-read the key file; True if it now holds a different key (then in use)."""
-        assert self._key_file is not None
-        try:
-            key = read_key_file(self._key_file)
-        except (OSError, NSTError):
-            return False
-        if key == self._token:
-            return False
-        self._set_token(key)
-        return True
-
-    @staticmethod
-    def _retry_delay(attempt: int, response: Optional[requests.Response]) -> float:
-        """Seconds to wait before retry number ``attempt + 1``."""
-        if response is not None:
-            retry_after = _parse_retry_after(response.headers)
-            if retry_after is not None and 0 <= retry_after <= MAX_RETRY_AFTER:
-                return retry_after
-        delay = min(INITIAL_RETRY_DELAY * (2.0 ** attempt), MAX_RETRY_DELAY)
-        return delay * (1.0 - RETRY_JITTER * random.random())
-
-    @staticmethod
-    def _json(response: requests.Response) -> Dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise APIResponseValidationError(
-                f"Expected a JSON object, got {response.headers.get('Content-Type')!r}",
-                response=response, body=response.text[:500]) from exc
-        if not isinstance(body, dict):
-            raise APIResponseValidationError("Expected a JSON object", response=response, body=body)
-        return body
+                with response:
+                    try:
+                        content = response.content
+                    except requests.exceptions.RequestException:
+                        content = b""  # the error body broke off: the status still says enough
+                    error = _core.status_error(response.status_code, response.headers, content,
+                                               response.reason, response)
+                delay = attempts.after_status(error)
+            if delay > 0:
+                _sleep(delay)

@@ -16,17 +16,15 @@
         ├── RateLimitError            429
         └── ServerError               >= 500
             └── ServiceUnavailableError   503
+
+Which answer maps to which class is decided in one place, ``nst_client._core``, for both
+clients. ``response`` attributes hold the HTTP library's response: a ``requests.Response``
+from ``StyleTransferClient``, an ``httpx.Response`` from ``AsyncStyleTransferClient``.
 """
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any, Optional, Type
-
-from ._constants import MAX_ERROR_TEXT, TORCHSERVE_INVALID_KEY_TYPE
-
-if TYPE_CHECKING:
-    import requests
+from typing import Any, Optional
 
 __all__ = [
     "NSTError",
@@ -51,7 +49,7 @@ class NSTError(Exception):
 
 
 class KeyFileError(NSTError):
-    """The TorchServe key file could not be parsed or has no inference key."""
+    """The TorchServe key file could not be parsed or lacks the key needed (inference or management)."""
 
 
 class MissingDependencyError(NSTError, ImportError):
@@ -62,11 +60,11 @@ class APIResponseValidationError(NSTError):
     """The server answered 2xx but the body does not follow the contract.
 
     Attributes:
-        response: The ``requests.Response`` (``None`` only when there was none to attach).
+        response: The ``requests.Response``/``httpx.Response`` (``None`` when there was none to attach).
         body: The decoded JSON body, or the raw text when it was not JSON.
     """
 
-    def __init__(self, message: str, *, response: Optional["requests.Response"] = None,
+    def __init__(self, message: str, *, response: Any = None,
                  body: Any = None) -> None:
         super().__init__(message)
         self.response = response
@@ -96,7 +94,7 @@ class APIStatusError(NSTError):
         field: JSON path of the offending request field, when the server named one.
         request_id: Server-side request id, when present.
         body: The decoded JSON body, or the (truncated) text when it was not JSON.
-        response: The ``requests.Response`` (``None`` only when constructed by hand).
+        response: The ``requests.Response``/``httpx.Response`` (``None`` only when constructed by hand).
     """
 
     def __init__(
@@ -108,7 +106,7 @@ class APIStatusError(NSTError):
         field: Optional[str] = None,
         request_id: Optional[str] = None,
         body: Any = None,
-        response: Optional["requests.Response"] = None,
+        response: Any = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -157,104 +155,3 @@ class ServerError(APIStatusError):
 
 class ServiceUnavailableError(ServerError):
     """HTTP 503: e.g. no worker available, or TorchServe's ``Prediction failed``."""
-
-
-def _status_class(status_code: int, code: Optional[str]) -> Type[APIStatusError]:
-    if code == TORCHSERVE_INVALID_KEY_TYPE or status_code in (401, 403):
-        return AuthenticationError
-    if status_code in (400, 422):
-        return BadRequestError
-    if status_code == 404:
-        return NotFoundError
-    if status_code == 413:
-        return PayloadTooLargeError
-    if status_code == 429:
-        return RateLimitError
-    if status_code == 503:
-        return ServiceUnavailableError
-    if status_code >= 500:
-        return ServerError
-    return APIStatusError
-
-
-def _opt_str(value: Any) -> Optional[str]:
-    return None if value is None else str(value)
-
-
-def _error_from_body(
-    status: int, body: Any, *, response: Optional["requests.Response"], fallback: str
-) -> APIStatusError:
-    """The :class:`APIStatusError` subclass for ``status`` with the details found in ``body``.
-
-    Understands both the handler's ``{"error": {"code", "message", "field"}}`` body and
-    TorchServe's own ``{"code": <int>, "type": "...", "message": "..."}`` body; a string
-    ``body`` (non-JSON answer) becomes the message. ``fallback`` is the message otherwise.
-    """
-    code: Optional[str] = None
-    field: Optional[str] = None
-    request_id: Optional[str] = None
-    message: Optional[str] = (body.strip() or None) if isinstance(body, str) else None
-
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict):  # our handler
-            code = _opt_str(err.get("code"))
-            message = _opt_str(err.get("message"))
-            field = _opt_str(err.get("field"))
-            request_id = _opt_str(err.get("request_id"))
-        elif isinstance(err, str):
-            message = err
-        else:  # TorchServe frontend: "code" is the HTTP status, "type" the exception name
-            code = _opt_str(body.get("type"))
-            message = _opt_str(body.get("message"))
-        request_id = request_id or _opt_str(body.get("request_id"))
-
-    if response is not None:
-        request_id = request_id or response.headers.get("X-Request-ID")
-    cls = _status_class(status, code)
-    return cls(
-        message or fallback,
-        status_code=status,
-        code=code,
-        field=field,
-        request_id=request_id,
-        body=body,
-        response=response,
-    )
-
-
-def make_status_error(response: "requests.Response") -> APIStatusError:
-    """Build the matching :class:`APIStatusError` subclass from an error response.
-
-    Args:
-        response: A response whose status is 4xx or 5xx.
-
-    Returns:
-        The error instance (not raised).
-    """
-    try:
-        body: Any = response.json()
-    except (ValueError, json.JSONDecodeError):
-        body = response.text[:MAX_ERROR_TEXT]
-    return _error_from_body(response.status_code, body, response=response,
-                            fallback=response.reason or "HTTP error")
-
-
-def make_stream_error(event: Any, response: Optional["requests.Response"] = None) -> APIStatusError:
-    """Build the matching :class:`APIStatusError` subclass from an in-band ``error`` event.
-
-    The event (``{"event": "error", "error": {"code", "message", "field"}, "status": int}``)
-    arrives after a 200 header, so its ``status`` (500 when absent) picks the class, exactly
-    as an HTTP status would.
-
-    Args:
-        event: The decoded ``error`` event.
-        response: The streaming response it arrived on.
-
-    Returns:
-        The error instance (not raised).
-    """
-    status = event.get("status") if isinstance(event, dict) else None
-    if not isinstance(status, int) or isinstance(status, bool) or status < 400:
-        status = 500
-    return _error_from_body(status, event, response=response, fallback="error event in the stream")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -14,6 +15,7 @@ __all__ = [
     "ImageInput",
     "StyleInput",
     "StylizeResult",
+    "ModelInfo",
     "InitMode",
     "ColorControl",
     "Pooling",
@@ -158,3 +160,95 @@ class StylizeResult:
         from ._images import save_encoded
 
         return save_encoded(self.image_bytes, self.format, path, lambda: self.image)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the server says about the model it serves (``info()``).
+
+    Built from TorchServe's ``GET /models/<model>?customized=true`` description; the
+    handler's ``describe_handle`` supplies ``customizedMetadata`` (weights, device, limits,
+    defaults).
+
+    Attributes:
+        model: The registered model name (``modelName``).
+        version: The model archive's version (``modelVersion``), e.g. ``"1.0"``.
+        weights: Provenance of the served VGG19 weights: ``source`` (``"imagenet"``,
+            ``"file"`` or ``"random"``), ``label`` (what every stylize answer reports as
+            ``weights``), ``sha256`` of the served state dict, ``origin`` (URL, file or seed),
+            and the ``torch``/``torchvision`` versions that made it.
+        device: Device the worker runs on, e.g. ``"cpu"`` or ``"cuda:0"``.
+        limits: The server's per-request limits: ``max_image_side`` (pixels), ``max_steps``
+            (iterations), ``max_input_pixels`` (width x height), ``max_input_bytes`` (bytes),
+            ``max_styles``.
+        defaults: The effective value of every request parameter the client leaves out.
+        workers: TorchServe's worker entries: ``id``, ``status`` (``"READY"``...), ``pid``,
+            ``gpu``, ``memoryUsage`` (bytes), ...
+        metadata: The whole parsed ``customizedMetadata`` (``{}`` when the server gave none).
+        raw: TorchServe's whole model description, including keys this SDK does not know.
+    """
+
+    model: str
+    version: Optional[str]
+    weights: Dict[str, Any]
+    device: Optional[str]
+    limits: Dict[str, Any]
+    defaults: Dict[str, Any]
+    workers: List[Dict[str, Any]]
+    metadata: Dict[str, Any] = field(repr=False)
+    raw: Dict[str, Any] = field(repr=False)
+
+    @property
+    def ready_workers(self) -> int:
+        """How many workers are ``READY``."""
+        return sum(1 for w in self.workers if w.get("status") == "READY")
+
+    @classmethod
+    def from_description(cls, description: Dict[str, Any]) -> "ModelInfo":
+        """Build from one element of TorchServe's model description list.
+
+        Args:
+            description: ``GET /models/<model>?customized=true``'s first element.
+
+        Returns:
+            The info; fields the server did not report are ``None`` or empty.
+
+        Raises:
+            ValueError: ``customizedMetadata`` is neither a JSON object nor a string holding
+                one, or ``workers`` is not a list of objects.
+        """
+        meta: Any = description.get("customizedMetadata")
+        if isinstance(meta, str):
+            try:
+                meta = json.loads(meta) if meta.strip() else {}
+            except ValueError as exc:
+                raise ValueError(f'"customizedMetadata" is not JSON: {exc}') from exc
+        if meta is None:
+            meta = {}
+        if not isinstance(meta, dict):
+            raise ValueError('"customizedMetadata" is not a JSON object')
+        workers = description.get("workers") or []
+        if not isinstance(workers, list) or not all(isinstance(w, dict) for w in workers):
+            raise ValueError('"workers" is not a list of objects')
+        version = description.get("modelVersion")
+
+        def obj(key: str) -> Dict[str, Any]:
+            value = meta.get(key)
+            return dict(value) if isinstance(value, dict) else {}
+
+        return cls(
+            model=str(description.get("modelName", "")),
+            version=None if version is None else str(version),
+            weights=obj("weights"),
+            device=meta.get("device") if isinstance(meta.get("device"), str) else None,
+            limits=obj("limits"),
+            defaults=obj("defaults"),
+            workers=[dict(w) for w in workers],
+            metadata=meta,
+            raw=description,
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The info as plain JSON-serialisable data (``raw`` left out), e.g. for ``json.dumps``."""
+        return {"model": self.model, "version": self.version, "weights": self.weights, "device": self.device,
+                "limits": self.limits, "defaults": self.defaults, "workers": self.workers}
