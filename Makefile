@@ -19,7 +19,7 @@ DEMO_ARGS    ?= --image-size 256 --steps 150
 
 export PYTHONPATH := $(CURDIR)/handler$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help install check-java weights archive serve stop demo test gallery bench clean
+.PHONY: help install check-java weights archive serve stop demo test gallery bench kserve-layout clean
 
 help:
 	@echo "make demo      build, serve and stylize $(DEMO_CONTENT) in the style of $(DEMO_STYLE) -> $(DEMO_OUT)"
@@ -31,7 +31,8 @@ help:
 	@echo "make serve     start TorchServe on 127.0.0.1:8080/8081/8082 and wait until the model is READY"
 	@echo "make stop      stop TorchServe"
 	@echo "make gallery   render docs/gallery/*.png: one tile per stylization control (seeded random weights, a few minutes on CPU)"
-	@echo "make bench     engine seconds per iteration vs. the VGG19 floor -> benchmarks/RESULTS.md"
+	@echo "make bench     engine and server benchmarks -> benchmarks/RESULTS.md (BENCH_ARGS=--quick: smoke run)"
+	@echo "make kserve-layout  $(KSERVE_LAYOUT)/{config,model-store}: what to upload to a KServe storageUri (deploy/README.md)"
 	@echo "make clean     remove build outputs, logs and $(VENV)"
 
 $(VENV)/.installed: requirements.txt client_sdk/pyproject.toml
@@ -39,7 +40,7 @@ $(VENV)/.installed: requirements.txt client_sdk/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet -e 'client_sdk[progress]'
+	$(PY) -m pip install --quiet -e 'client_sdk[progress,async,plot]'
 	@# TorchServe's CLI reads no config.properties unless told: with the virtualenv active, a
 	@# plain `torchserve --start` from the repository root then serves model_store/nst.mar.
 	@grep -q TS_CONFIG_FILE $(VENV)/bin/activate || printf '\n# Added by make install: `torchserve --start` uses this project'"'"'s config.\nexport TS_CONFIG_FILE="%s/config.properties"\n' "$(CURDIR)" >> $(VENV)/bin/activate
@@ -97,12 +98,24 @@ test: check-java install
 gallery: install
 	$(PY) scripts/gallery.py
 
-# Engine seconds per iteration against the VGG19 forward+backward floor; appends to
-# benchmarks/RESULTS.md. `make bench BENCH_ARGS=--quick` is a seconds-long smoke run.
+# Issue 5's benchmarks: the engine (floor, peers, time to quality, memory) and the server
+# (start-up, overhead, throughput); append to benchmarks/RESULTS.md. About an hour on a 2-core
+# CPU, run on a quiet machine. `make bench BENCH_ARGS=--quick` is a minutes-long smoke run.
 BENCH_ARGS ?=
-bench: install
+bench: check-java install
 	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_server.py $(BENCH_ARGS)
+
+# The layout KServe's TorchServe runtime reads from an InferenceService's storageUri
+# (deploy/README.md): upload the folder's contents as they are. Build the archive first.
+KSERVE_LAYOUT ?= build/kserve
+kserve-layout:
+	@test -f $(MODEL_STORE)/nst.mar || { echo "error: $(MODEL_STORE)/nst.mar is missing; run 'make archive' first"; exit 1; }
+	rm -rf $(KSERVE_LAYOUT) && mkdir -p $(KSERVE_LAYOUT)/config $(KSERVE_LAYOUT)/model-store
+	cp deploy/kserve/config.properties handler/metrics.yaml $(KSERVE_LAYOUT)/config/
+	cp $(MODEL_STORE)/nst.mar $(KSERVE_LAYOUT)/model-store/
+	@echo "built $(KSERVE_LAYOUT): upload its contents to the InferenceService's storageUri"
 
 clean: stop
-	rm -rf $(MODEL_STORE)/*.mar $(MODEL_STORE)/vgg19_features.* $(STAGE) logs out.png .pytest_cache $(VENV)
+	rm -rf $(MODEL_STORE)/*.mar $(MODEL_STORE)/vgg19_features.* $(STAGE) $(KSERVE_LAYOUT) logs out.png .pytest_cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

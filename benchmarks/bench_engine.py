@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe_memory:
         print(json.dumps(memory_probe(args.probe_memory, args.iters, args.checkpointing, device)))
         return 0
-    memory_cases = [(512, False), (1024, False), (1024, True), (2048, True)]
+    memory_cases = [(512, False), (1024, False), (1024, True), (2048, False), (2048, True)]
     memory_iters = 3
     if args.quick:
         args.sizes, args.iters, args.peer_size, args.peer_seconds = [64], 3, 64, 2.0

@@ -2,6 +2,9 @@
 
 The only TorchServe-aware module. Request validation lives in ``nst.api`` and the optimization in
 ``nst.stylize``; this class wires them to TorchServe's context (device, config, statuses).
+
+It also serves requests that arrive through TorchServe's KServe envelopes
+(``service_envelope=kserve`` or ``kservev2``, see ``docs/api.md``, "KServe envelopes").
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ logger = logging.getLogger(__name__)
 NDJSON = "application/x-ndjson"
 PREVIEW_LONG_SIDE = 128  # pixels, long side of streamed preview images
 
+#: The KServe envelopes TorchServe 0.12 can put in front of the handler (``service_envelope``).
+KSERVE_V1, KSERVE_V2 = "kserve", "kservev2"
+
 _PHRASES = {400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server Error", 507: "Insufficient Storage"}
 
 
@@ -43,6 +49,8 @@ class NSTHandler(BaseHandler):
     (:class:`nst.api.Limits` fields), ``defaults`` (parameter defaults), ``torch_threads`` and
     ``style_cache_size`` (entries of the per-worker style-target LRU cache; 0 disables it).
     """
+
+    _envelope: str | None = None  # KSERVE_V1, KSERVE_V2 or None, set per batch by handle()
 
     def initialize(self, context: Any) -> None:
         """Load the VGG19 features from the archive onto ``cuda:<gpu_id>`` or the CPU.
@@ -84,22 +92,52 @@ class NSTHandler(BaseHandler):
         )
         self.initialized = True
 
+    # --- TorchServe's entry point: which envelope, if any, the rows came through --------------
+
+    def handle(self, data: list[Any] | None, context: Any) -> list[Any]:
+        """``BaseHandler.handle`` after noting whether a KServe envelope unwrapped this batch.
+
+        Without an envelope every row is one HTTP request as TorchServe's frontend builds it: a
+        dict holding the body under ``"body"`` (or ``"data"``). Under ``service_envelope=kserve``
+        the rows are the elements of the request's ``"instances"`` array (``None`` when it has
+        none); under ``kservev2`` they are the request's ``"inputs"`` and the envelope has set
+        ``context.input_names``. Either way all rows belong to the one HTTP request the envelope
+        read (it reads only the first request of a batch, so ``batchSize`` must stay 1).
+
+        Returns:
+            One entry per row: JSON text without an envelope and under ``kservev2`` (a v2
+            ``BYTES`` element), a JSON object (dict) under ``kserve`` (a v1 prediction).
+        """
+        self.context = context
+        if self._is_describe():  # GET /models/nst?customized=true: no rows to read
+            return super().handle(data, context)
+        self._envelope = _envelope_of(data, context)
+        if self._envelope == KSERVE_V1 and not data:
+            # The envelope found no "instances" (or an empty array); answer one error for the request.
+            problem = RequestError(400, "missing_field", 'a KServe v1 request needs "instances": a non-empty array '
+                                   "of request objects (see docs/api.md)", "instances")
+            return self.postprocess([problem])
+        return super().handle(data, context)
+
     # --- TorchServe's three stages, one list entry per request row -----------------------------
 
-    def preprocess(self, data: list[dict[str, Any]]) -> list[StyleRequest | RequestError]:
+    def preprocess(self, data: list[Any]) -> list[StyleRequest | RequestError]:
         """Parse and validate every row; a bad row becomes its :class:`RequestError`."""
         rows: list[StyleRequest | RequestError] = []
         self._decode_ms: list[float] = []
         self._streaming: set[int] = set()  # rows whose first chunk has been sent
         for row in data:
             start = time.perf_counter()
-            body = row.get("body", row.get("data")) if isinstance(row, dict) else row
             try:
-                rows.append(parse_request(body, defaults=self.defaults, limits=self.limits))
+                request = parse_request(self._body(len(rows), row), defaults=self.defaults, limits=self.limits)
+                if self._envelope and request.params["stream"]:
+                    raise RequestError(400, "invalid_choice", "params.stream is not available through a KServe "
+                                       "envelope (one answer per request); use POST /predictions/nst", "params.stream")
+                rows.append(request)
             except RequestError as exc:
                 rows.append(exc)
             except Exception:  # noqa: BLE001 - one bad row must not fail the batch or the worker
-                request_id = self.context.get_request_id(len(rows))
+                request_id = self._request_id(len(rows))
                 logger.exception("request %s: validation failed unexpectedly", request_id)
                 rows.append(RequestError(500, "internal_error", f"internal error; see the server log for request {request_id}"))
             self._decode_ms.append((time.perf_counter() - start) * 1e3)
@@ -109,8 +147,11 @@ class NSTHandler(BaseHandler):
         """Stylize every valid row; an unexpected failure of one row becomes a 500 for it alone."""
         return [row if isinstance(row, RequestError) else self._run(idx, row) for idx, row in enumerate(data)]
 
-    def postprocess(self, data: list[dict[str, Any] | RequestError]) -> list[str]:
-        """JSON text per row, with its HTTP status and ``Content-Type: application/json``."""
+    def postprocess(self, data: list[dict[str, Any] | RequestError]) -> list[Any]:
+        """JSON text per row, with its HTTP status and ``Content-Type: application/json``
+        (under a KServe envelope: see :meth:`_postprocess_enveloped`)."""
+        if self._envelope:
+            return self._postprocess_enveloped(data)
         out = []
         for idx, row in enumerate(data):
             status = row.status if isinstance(row, RequestError) else 200
@@ -135,6 +176,65 @@ class NSTHandler(BaseHandler):
             else:
                 out.append(json.dumps(row))
         return out
+
+    # --- KServe envelopes (docs/api.md, "KServe envelopes") -----------------------------------
+
+    def _postprocess_enveloped(self, data: list[dict[str, Any] | RequestError]) -> list[Any]:
+        """One entry per instance (v1) or input (v2) for the envelope to wrap.
+
+        Every row belongs to one HTTP request (index 0), which gets one status: 200 when all rows
+        succeeded, else the status of the first failed row. A failed row's entry is our error
+        body, with ``error.status`` added so that each row still says how it failed.
+
+        Returns:
+            ``kserve``: dicts (the envelope answers ``{"predictions": [...]}``); ``kservev2``: JSON
+            text (the envelope answers one ``BYTES`` output per input, holding that text).
+        """
+        out: list[Any] = []
+        failed: RequestError | None = None
+        for idx, row in enumerate(data):
+            if isinstance(row, RequestError):
+                self._metric("NSTRequests", 1, Outcome="client_error" if row.status < 500 else "server_error")
+                failed = failed or row
+                body = row.body()
+                body["error"].update(request_id=self._request_id(idx), status=row.status)
+                logger.info("request %s, %s %d refused: %s %s", self._request_id(idx),
+                            "instance" if self._envelope == KSERVE_V1 else "input", idx, row.status, row.code)
+            else:
+                self._metric("NSTRequests", 1, Outcome="ok")
+                body = row
+            out.append(body if self._envelope == KSERVE_V1 else json.dumps(body))
+        self.context.set_response_content_type(0, "application/json")
+        if failed is not None:
+            self.context.set_response_status(failed.status, _PHRASES.get(failed.status, "Error"), 0)
+        return out
+
+    def _body(self, idx: int, row: Any) -> Any:
+        """The request body (JSON text, bytes or a parsed object) that row ``idx`` carries.
+
+        Raises:
+            RequestError: under ``kservev2``, an input that is not one ``BYTES`` element
+                (field ``inputs[<idx>].datatype`` or ``inputs[<idx>].shape``).
+        """
+        if self._envelope == KSERVE_V1:
+            return row  # an element of "instances": the request object itself
+        if self._envelope == KSERVE_V2:
+            # The envelope has replaced a BYTES input's "data" array by its first element.
+            if row.get("datatype") != "BYTES":
+                raise RequestError(400, "invalid_type", f"input {row.get('name')!r} has datatype "
+                                   f"{row.get('datatype')!r}; send each request as a BYTES input holding the "
+                                   "request's JSON text", f"inputs[{idx}].datatype")
+            if list(row.get("shape") or []) != [1]:
+                raise RequestError(400, "out_of_range", f"input {row.get('name')!r} has shape {row.get('shape')!r}; "
+                                   "one request per input: shape must be [1] (send more inputs for more requests)",
+                                   f"inputs[{idx}].shape")
+            return row.get("data")
+        return row.get("body", row.get("data")) if isinstance(row, dict) else row
+
+    def _request_id(self, idx: int) -> str | None:
+        """TorchServe's id of the HTTP request that row ``idx`` came in (under an envelope every
+        row came in the batch's first request)."""
+        return self.context.get_request_id(0 if self._envelope else idx)
 
     def describe_handle(self) -> str:
         """What ``GET /models/nst?customized=true`` shows as ``customizedMetadata``: the served
@@ -201,7 +301,7 @@ class NSTHandler(BaseHandler):
     # --- one request ------------------------------------------------------------------------
 
     def _run(self, idx: int, request: StyleRequest) -> dict[str, Any] | RequestError:
-        request_id = self.context.get_request_id(idx)
+        request_id = self._request_id(idx)
         params = request.params
         try:
             start = time.perf_counter()
@@ -268,3 +368,21 @@ class NSTHandler(BaseHandler):
         if params["return_history"]:
             response["history"] = [{"iteration": it.iteration, **it.losses} for it in result.history]
         return response
+
+
+def _envelope_of(data: list[Any] | None, context: Any) -> str | None:
+    """Which KServe envelope (``KSERVE_V1``, ``KSERVE_V2``) unwrapped ``data``, or ``None``.
+
+    TorchServe does not tell the handler its ``service_envelope``; the rows show it. The v2
+    envelope sets ``context.input_names`` before it calls the handler. Without an envelope
+    there is one row per HTTP request of the batch, each a dict from TorchServe's frontend
+    holding the body under ``"body"`` (or ``"data"``); anything else is the v1 envelope's
+    ``"instances"``: ``None`` or empty when the request has none, else request objects (which
+    have neither field), one or more for the one HTTP request the envelope reads.
+    """
+    if getattr(context, "input_names", None) is not None:
+        return KSERVE_V2
+    if (not data or len(data) != len(context.request_ids or {})
+            or any(not isinstance(row, dict) or ("body" not in row and "data" not in row) for row in data)):
+        return KSERVE_V1
+    return None

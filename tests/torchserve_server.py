@@ -5,6 +5,8 @@ The model archive is built by the same `make archive` a user runs, with seeded r
 into a temporary model store. The server gets its own config (the repository's
 config.properties with private ports and paths), its own working directory (so its
 key_file.json is private), and its own TMPDIR (so its pid file never meets another server's).
+``running_server`` starts such a server from any config.properties with extra settings (the
+KServe envelope tests use deploy/kserve's); the session ``server`` fixture is one of those.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import shutil
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import pytest
 
@@ -52,8 +55,10 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _config(store: Path, ports: list[int]) -> str:
-    """The repository's config.properties with private addresses, ports and model store."""
+def _config(store: Path, ports: list[int], base: Path = ROOT / "config.properties",
+            extra: Mapping[str, str] | None = None) -> str:
+    """``base`` (the repository's config.properties) with private addresses, ports and model
+    store, then ``extra`` settings (which win)."""
     inference, management, metrics, grpc_inf, grpc_mgmt, worker = ports
     overrides = {
         "inference_address": f"http://127.0.0.1:{inference}",
@@ -64,9 +69,10 @@ def _config(store: Path, ports: list[int]) -> str:
         "initial_worker_port": str(worker),
         "model_store": str(store),
         "metrics_config": str(ROOT / "handler" / "metrics.yaml"),
+        **(extra or {}),
     }
     lines = []
-    for line in (ROOT / "config.properties").read_text().splitlines():
+    for line in base.read_text().splitlines():
         key = line.split("=", 1)[0].strip()
         if key not in overrides:
             lines.append(line)
@@ -86,27 +92,40 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return store
 
 
-@pytest.fixture(scope="session")
-def server(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Start TorchServe, wait until the model is READY, yield, then stop it."""
+@contextmanager
+def running_server(model_store: Path, workdir: Path, *, base_config: Path = ROOT / "config.properties",
+                   extra: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None) -> Iterator[Server]:
+    """Start TorchServe in ``workdir``, wait until model ``nst`` is READY, yield, then stop it.
+
+    Args:
+        model_store: folder holding nst.mar.
+        workdir: an empty folder: the server's working directory (its key_file.json), logs and TMPDIR.
+        base_config: the config.properties to start from; addresses, ports, the model store and
+            the metrics config are replaced by private ones (see ``_config``).
+        extra: further config.properties settings, e.g. ``{"service_envelope": "kserve"}``.
+        env: further environment variables for TorchServe (``TS_*`` ones override the config
+            when it sets ``enable_envvars_config=true``).
+
+    Fails the test (``pytest.fail``) when Java is missing or the model is not READY in 180 s.
+    """
     if shutil.which("java") is None:
         pytest.fail("Java 17 is needed for the end-to-end tests (apt-get install openjdk-17-jre-headless)")
-    workdir = tmp_path_factory.mktemp("torchserve")
     private_tmp = workdir / "tmp"
     private_tmp.mkdir()
     ports = _free_ports(6)
-    (workdir / "config.properties").write_text(_config(model_store, ports))
-    env = {
+    (workdir / "config.properties").write_text(_config(model_store, ports, base_config, extra))
+    full_env = {
         **os.environ,
         "TMPDIR": str(private_tmp),
         "LOG_LOCATION": str(workdir / "logs"),
         "METRICS_LOCATION": str(workdir / "logs"),
         "PYTHONPATH": "",
+        **(env or {}),
     }
-    env.pop("TS_CONFIG_FILE", None)
+    full_env.pop("TS_CONFIG_FILE", None)
     cmd = [str(BIN / "torchserve"), "--ts-config", "config.properties", "--ncs"]
     with (workdir / "torchserve.out").open("wb") as out:
-        subprocess.run([*cmd, "--start"], cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+        subprocess.run([*cmd, "--start"], cwd=workdir, env=full_env, stdout=out, stderr=subprocess.STDOUT, check=True)
     srv = Server(
         url=f"http://127.0.0.1:{ports[0]}",
         management_url=f"http://127.0.0.1:{ports[1]}",
@@ -124,7 +143,14 @@ def server(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             pytest.fail(f"{exc}\n{tails}")
         yield srv
     finally:
-        subprocess.run([*cmd, "--stop"], cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        subprocess.run([*cmd, "--stop"], cwd=workdir, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="session")
+def server(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Start TorchServe with the repository's config, wait until the model is READY, yield, then stop it."""
+    with running_server(model_store, tmp_path_factory.mktemp("torchserve")) as srv:
+        yield srv
 
 
 @pytest.fixture()

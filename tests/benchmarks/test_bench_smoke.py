@@ -1,4 +1,5 @@
-"""`benchmarks/bench_engine.py --quick` keeps running (a smoke test; it asserts no timings)."""
+"""`make bench BENCH_ARGS=--quick` keeps running: both benchmarks at toy sizes (smoke tests; they
+assert that every table is printed and nothing is written, never a timing)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,39 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 
-def test_quick_engine_benchmark_prints_its_table_and_writes_nothing() -> None:
-    results = ROOT / "benchmarks" / "RESULTS.md"
-    before = results.read_text() if results.exists() else None
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_engine.py"), "--quick"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "| 64 |" in proc.stdout and "floor s/iter" in proc.stdout
-    assert (results.read_text() if results.exists() else None) == before
+@pytest.fixture()
+def results_unchanged():
+    before = RESULTS.read_text() if RESULTS.exists() else None
+    yield
+    assert (RESULTS.read_text() if RESULTS.exists() else None) == before
+
+
+def run(script: str) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_quick_engine_benchmark_prints_every_section(results_unchanged) -> None:
+    out = run("bench_engine.py")
+    for title in ("Engine against the floor", "Peers, same wall time", "Time to quality", "Peak memory"):
+        assert f"## {title}" in out
+    assert "| 64 |" in out and "floor s/iter" in out
+    assert "PyTorch tutorial recipe" in out and "Gatys et al. recipe" in out
+    assert "ours with scales [32, 64]" in out
+    assert "failed" not in out  # every memory probe process ran
+
+
+def test_quick_server_benchmark_prints_its_tables(results_unchanged) -> None:
+    out = run("bench_server.py")
+    assert "`torchserve --start` to worker READY" in out
+    assert "| overhead |" in out
+    for clients in (1, 2, 4):
+        assert f"\n| {clients} | {clients} |" in out
