@@ -19,12 +19,13 @@ DEMO_ARGS    ?= --image-size 256 --steps 150
 
 export PYTHONPATH := $(CURDIR)/handler$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help install check-java weights archive serve stop demo test gallery bench kserve-layout clean
+.PHONY: help install check-java weights archive serve stop demo test lint gallery bench kserve-layout clean
 
 help:
 	@echo "make demo      build, serve and stylize $(DEMO_CONTENT) in the style of $(DEMO_STYLE) -> $(DEMO_OUT)"
 	@echo "               (offline: make demo WEIGHTS=random)"
 	@echo "make test      run every test (unit, handler, SDK, end to end with the real TorchServe)"
+	@echo "make lint      ruff on everything, mypy on everything (--strict on the SDK)"
 	@echo "make install   create $(VENV) with the pinned requirements and the SDK"
 	@echo "make weights   fetch/make VGG19 weights (WEIGHTS=imagenet|random|/path/to/vgg19.pth)"
 	@echo "make archive   build $(MODEL_STORE)/nst.mar"
@@ -35,11 +36,11 @@ help:
 	@echo "make kserve-layout  $(KSERVE_LAYOUT)/{config,model-store}: what to upload to a KServe storageUri (deploy/README.md)"
 	@echo "make clean     remove build outputs, logs and $(VENV)"
 
-$(VENV)/.installed: requirements.txt client_sdk/pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt client_sdk/pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11 is needed (python3.11 or python3 on PATH)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install --quiet -e 'client_sdk[progress,async,plot]'
 	@# TorchServe's CLI reads no config.properties unless told: with the virtualenv active, a
 	@# plain `torchserve --start` from the repository root then serves model_store/nst.mar.
@@ -93,6 +94,13 @@ demo: check-java install archive
 
 test: check-java install
 	$(PY) -m pytest tests
+
+# ruff over everything; mypy over the server side, benchmarks, scripts and tests (mypy.ini) and,
+# with --strict, over the SDK (client_sdk/pyproject.toml). CI runs it before the tests.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	cd client_sdk && ../$(BIN)/mypy
 
 # The README gallery: the engine run directly (no TorchServe) with seeded random VGG19 weights.
 gallery: install

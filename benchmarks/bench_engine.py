@@ -7,6 +7,8 @@ machine and the command to ``benchmarks/RESULTS.md``:
    ``relu5_1`` with a gradient for the input image only; our engine's seconds per iteration at the
    same sizes, and the ratio. Everything an iteration does besides that pass (loss terms, Gram
    matrices, L-BFGS, image handling) is the overhead the ratio shows.
+   ``levers``: the same pass under channels_last, torch.compile, thread counts (CPU) or bf16 /
+   TF32 (GPU), and the style cache's saving per request.
 2. ``peers``: the PyTorch tutorial's recipe and the plain Gatys et al. recipe
    (``benchmarks/peers.py``) against our engine for the same wall time on the same inputs and
    weights: seconds per evaluation, and the loss each result reaches on one yardstick, our
@@ -26,10 +28,12 @@ a minute and writes nothing). Timings vary with the machine's load: run it on a 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -42,12 +46,13 @@ sys.path.insert(0, str(ROOT / "handler"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import peers  # noqa: E402
+from nst.cache import StyleCache  # noqa: E402
 from nst.images import decode_image, to_tensor  # noqa: E402
 from nst.stylize import Iterate, StylizeOptions, _Targets, stylize  # noqa: E402
 from nst.vgg import FeatureExtractor, build_vgg19_features  # noqa: E402
 from nst.weights import make_random  # noqa: E402
 
-SECTIONS = ("floor", "peers", "quality", "memory")
+SECTIONS = ("floor", "levers", "peers", "quality", "memory")
 CONTENT = ROOT / "examples" / "contents" / "tubingen.jpg"
 STYLE = ROOT / "examples" / "styles" / "starry_night.jpg"
 
@@ -70,22 +75,23 @@ def objective(features: torch.nn.Sequential, content: torch.Tensor, style: torch
 # --- 1. floor ------------------------------------------------------------------------------------
 
 def floor_seconds(features: torch.nn.Sequential, size: int, iters: int, device: torch.device) -> float:
-    """Mean seconds of VGG19 forward + backward (input gradient only) to relu5_1 at size x size."""
+    """Median seconds of VGG19 forward + backward (input gradient only) to relu5_1 at size x size."""
     extractor = FeatureExtractor(features, ["relu5_1"])
     image = torch.rand(1, 3, size, size, device=device, requires_grad=True)
-    for i in range(iters + 1):  # the first pass warms up
-        if i == 1:
-            sync(device)
-            start = time.perf_counter()
+    stamps = []
+    for _ in range(iters + 1):  # the first pass warms up
+        sync(device)
+        stamps.append(time.perf_counter())
         out = extractor(image)["relu5_1"]
         torch.autograd.grad(out.sum(), image)
     sync(device)
-    return (time.perf_counter() - start) / iters
+    stamps.append(time.perf_counter())
+    return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))
 
 
 def engine_seconds(features: torch.nn.Sequential, size: int, iters: int, device: torch.device,
                    **options) -> float:
-    """Mean seconds per L-BFGS iteration of the engine's default configuration at size x size."""
+    """Median seconds per L-BFGS iteration of the engine's default configuration at size x size."""
     gen = torch.Generator().manual_seed(0)
     content = torch.rand(1, 3, size, size, generator=gen).to(device)
     style = torch.rand(1, 3, size, size, generator=gen).to(device)
@@ -98,7 +104,8 @@ def engine_seconds(features: torch.nn.Sequential, size: int, iters: int, device:
     stylize(content, style, features, StylizeOptions(steps=iters + 1, **options), callback=callback)
     # stamps[0] is iteration 0 (after the targets), stamps[-1] the final evaluation (forward only):
     # time the iterations 1..iters between them, each one forward + backward + an L-BFGS update.
-    return (stamps[-2] - stamps[1]) / (iters - 1) if iters > 1 else stamps[-2] - stamps[0]
+    inner = stamps[1:-1]
+    return statistics.median(b - a for a, b in zip(inner, inner[1:])) if len(inner) > 1 else stamps[-2] - stamps[0]
 
 
 def section_floor(features, device, sizes: list[int], iters: int) -> str:
@@ -108,9 +115,79 @@ def section_floor(features, device, sizes: list[int], iters: int) -> str:
         ours = engine_seconds(features, size, iters, device)
         rows.append(f"| {size} | {floor:.3f} | {ours:.3f} | {ours / floor:.2f}x |")
     return "\n".join([
-        f"Seconds per iteration, mean of {iters} after a warm-up, random weights, fp32.\n",
+        f"Seconds per iteration, median of {iters} after a warm-up, random weights, fp32.\n",
         "| size (px) | floor s/iter (VGG19 fwd+bwd to relu5_1) | engine s/iter | ratio |",
         "|---|---|---|---|", *rows])
+
+
+# --- levers -------------------------------------------------------------------------------------
+
+def _pass_seconds(extractor, image: torch.Tensor, iters: int, device: torch.device) -> tuple[float, float]:
+    """(first call, median of the next ``iters``) seconds of one forward + input-gradient pass."""
+    times = []
+    for _ in range(iters + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        out = extractor(image)["relu5_1"]
+        torch.autograd.grad(out.sum(), image)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return times[0], statistics.median(times[1:])
+
+
+def section_levers(features, device, size: int, iters: int, compile_: bool = True) -> str:
+    """The floor pass under each lever the issue lists, and the style cache's saving
+    (``compile_=False`` skips torch.compile, whose first call takes a minute or more on a CPU)."""
+    rows = []
+    image = torch.rand(1, 3, size, size, device=device, requires_grad=True)
+    _, base = _pass_seconds(FeatureExtractor(features, ["relu5_1"]), image, iters, device)
+    rows.append(f"| eager, fp32, contiguous (the floor) | {base:.3f} | 1.00x | |")
+    # channels_last: the weights and the image in NHWC.
+    cl_features = copy.deepcopy(features).to(memory_format=torch.channels_last)
+    cl_image = image.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    _, cl = _pass_seconds(FeatureExtractor(cl_features, ["relu5_1"]), cl_image, iters, device)
+    rows.append(f"| channels_last | {cl:.3f} | {base / cl:.2f}x | |")
+    # torch.compile of the feature extractor (default mode); its first call compiles.
+    try:
+        if not compile_:
+            raise RuntimeError("skipped (--quick)")
+        compiled = torch.compile(FeatureExtractor(features, ["relu5_1"]))
+        first, comp = _pass_seconds(compiled, image, iters, device)
+        rows.append(f"| torch.compile (default mode) | {comp:.3f} | {base / comp:.2f}x | first call (compiling) {first:.1f} s |")
+    except Exception as exc:  # a missing compiler toolchain is a result too
+        rows.append(f"| torch.compile (default mode) | failed | | {type(exc).__name__}: {str(exc).splitlines()[0][:80]} |")
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        for n in sorted({1, threads}):
+            torch.set_num_threads(n)
+            _, t = _pass_seconds(FeatureExtractor(features, ["relu5_1"]), image, iters, device)
+            rows.append(f"| {n} torch thread(s) | {t:.3f} | {base / t:.2f}x | one worker using {n} of {threads} cores |")
+        torch.set_num_threads(threads)
+    else:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            _, bf = _pass_seconds(FeatureExtractor(features, ["relu5_1"]), image, iters, device)
+        rows.append(f"| bf16 autocast | {bf:.3f} | {base / bf:.2f}x | |")
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        _, tf = _pass_seconds(FeatureExtractor(features, ["relu5_1"]), image, iters, device)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        rows.append(f"| TF32 | {tf:.3f} | {base / tf:.2f}x | |")
+    # The style cache: a repeated style skips the style image's VGG pass and Gram matrices.
+    style = load(STYLE, size, device)
+    content = load(CONTENT, size, device)
+    cache = StyleCache(4)
+    timings = []
+    for _ in range(2):  # miss, then hit
+        sync(device)
+        t0 = time.perf_counter()
+        _Targets(features, StylizeOptions(), content, [style], [1.0], None, None, cache, ["style"])
+        sync(device)
+        timings.append(time.perf_counter() - t0)
+    rows.append(f"| style cache: loss targets, miss then hit | {timings[0]:.3f} / {timings[1]:.3f} | | "
+                f"saves {timings[0] - timings[1]:.3f} s per request with a repeated style |")
+    return "\n".join([
+        f"One VGG19 forward + input-gradient pass to `relu5_1` at {size}x{size} px, median of {iters}, "
+        "under each lever; random weights.\n",
+        "| lever | s / pass | speed-up | note |", "|---|---|---|---|", *rows])
 
 
 # --- 2. peers ------------------------------------------------------------------------------------
@@ -262,12 +339,15 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         machine += f" ({torch.cuda.get_device_name(device)})"
     command = "python benchmarks/bench_engine.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    titles = {"floor": "Engine against the floor", "peers": "Peers, same wall time",
+    titles = {"floor": "Engine against the floor", "levers": "Levers on the floor pass",
+              "peers": "Peers, same wall time",
               "quality": "Time to quality", "memory": "Peak memory"}
     for name in args.only:
         started = time.perf_counter()
         if name == "floor":
             body = section_floor(features, device, args.sizes, args.iters)
+        elif name == "levers":
+            body = section_levers(features, device, args.sizes[0], args.iters, compile_=not args.quick)
         elif name == "peers":
             body = section_peers(features, device, args.peer_size, args.peer_seconds)
         elif name == "quality":

@@ -30,7 +30,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "handler"))
 
-from nst.vgg import FeatureExtractor  # noqa: E402
+from nst.vgg import FeatureExtractor
 
 # The tutorial's conv_1 .. conv_5 are VGG19's first five convolutions.
 TUTORIAL_CONTENT = ("conv2_2",)  # conv_4
@@ -84,8 +84,9 @@ def tutorial_recipe(content: torch.Tensor, style: torch.Tensor, features: nn.Seq
             image.clamp_(0, 1)
         optimizer.zero_grad()
         feats = extractor(image)
-        style_score = sum(F.mse_loss(_tutorial_gram(feats[n]), style_t[n]) for n in TUTORIAL_STYLE) * 1e6
-        content_score = sum(F.mse_loss(feats[n], content_t[n]) for n in TUTORIAL_CONTENT) * 1.0
+        zero = image.new_zeros(())  # the sums start from a tensor 0, as the tutorial's do from 0
+        style_score = sum((F.mse_loss(_tutorial_gram(feats[n]), style_t[n]) for n in TUTORIAL_STYLE), zero) * 1e6
+        content_score = sum((F.mse_loss(feats[n], content_t[n]) for n in TUTORIAL_CONTENT), zero) * 1.0
         loss = style_score + content_score
         loss.backward()
         return loss
@@ -112,7 +113,8 @@ def gatys_recipe(content: torch.Tensor, style: torch.Tensor, features: nn.Sequen
         style_loss = 0.0
         for n in GATYS_STYLE:
             _, c, h, w = feats[n].shape
-            style_loss = style_loss + (_raw_gram(feats[n]) - style_t[n]).square().sum() / (4 * c**2 * (h * w) ** 2) / len(GATYS_STYLE)  # eq. 4-5
+            error = (_raw_gram(feats[n]) - style_t[n]).square().sum() / (4 * c**2 * (h * w) ** 2)  # eq. 4
+            style_loss = style_loss + error / len(GATYS_STYLE)  # eq. 5, equal layer weights
         loss = alpha * content_loss + beta * style_loss  # eq. 7
         loss.backward()
         return loss

@@ -13,16 +13,12 @@ import base64
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from ts.handler_utils.utils import send_intermediate_predict_response
-from ts.metrics.dimension import Dimension
-from ts.metrics.metric_type_enum import MetricTypes
-from ts.torch_handler.base_handler import BaseHandler
-
 from nst.api import Limits, RequestError, StyleRequest, parse_params, parse_request
 from nst.cache import StyleCache
 from nst.images import encode_image, fit_long_side, to_tensor
@@ -30,6 +26,10 @@ from nst.masks import MaskError
 from nst.stylize import Iterate, stylize
 from nst.vgg import build_vgg19_features
 from nst.weights import PROVENANCE_FILE, read_provenance, sha256_of
+from ts.handler_utils.utils import send_intermediate_predict_response
+from ts.metrics.dimension import Dimension
+from ts.metrics.metric_type_enum import MetricTypes
+from ts.torch_handler.base_handler import BaseHandler
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class NSTHandler(BaseHandler):
                 rows.append(request)
             except RequestError as exc:
                 rows.append(exc)
-            except Exception:  # noqa: BLE001 - one bad row must not fail the batch or the worker
+            except Exception:
                 request_id = self._request_id(len(rows))
                 logger.exception("request %s: validation failed unexpectedly", request_id)
                 rows.append(RequestError(500, "internal_error", f"internal error; see the server log for request {request_id}"))
@@ -311,7 +311,7 @@ class NSTHandler(BaseHandler):
             style_side = max(1, round(size * params["style_scale"]))
             styles = [to_tensor(s, style_side, self.device) for s in request.styles]
             init_image = None if request.init_image is None else to_tensor(request.init_image, size, self.device)
-            masks = {}
+            masks: dict[str, Any] = {}
             if request.content_mask is not None and request.style_masks is not None:
                 # Label maps keep their own resolution: the engine labels, then resizes regions.
                 masks = {
@@ -330,7 +330,7 @@ class NSTHandler(BaseHandler):
         except torch.cuda.OutOfMemoryError:
             logger.exception("request %s: out of GPU memory", request_id)
             return RequestError(507, "out_of_memory", "the GPU ran out of memory; try a smaller image_size")
-        except Exception:  # noqa: BLE001 - one bad row must not fail the batch or the worker
+        except Exception:
             logger.exception("request %s failed", request_id)
             return RequestError(500, "internal_error", f"internal error; see the server log for request {request_id}")
         height, width = result.image.shape[-2:]

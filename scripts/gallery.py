@@ -21,12 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "handler"))
 
 import torch  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
-
 from nst.images import decode_image, to_pil, to_tensor  # noqa: E402
 from nst.stylize import StylizeOptions, pyramid_sides, stylize  # noqa: E402
 from nst.vgg import build_vgg19_features  # noqa: E402
 from nst.weights import make_random  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 CONTENT = ROOT / "examples/contents/chelsea.png"
 STARRY = ROOT / "examples/styles/starry_night.jpg"
@@ -84,7 +83,7 @@ def half_masks(content: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]
     return to_tensor(mask, None), [to_tensor(Image.new("RGB", (8, 8), c), None) for c in (RED, BLUE)]
 
 
-def render(tile: Tile, features: torch.nn.Module, content: torch.Tensor, image_size: int,
+def render(tile: Tile, features: torch.nn.Sequential, content: torch.Tensor, image_size: int,
            steps: int, seed: int) -> Image.Image:
     opts = dict(tile.options)
     if "scales" in opts:
@@ -93,14 +92,14 @@ def render(tile: Tile, features: torch.nn.Module, content: torch.Tensor, image_s
     # Styles at style_scale x the output's long side, as the handler sends them to the engine.
     style_side = max(1, round(image_size * options.style_scale))
     styles = [load(p, style_side) for p in tile.styles]
-    masks: dict[str, Any] = {}
+    masks: dict[str, Any] = {}  # content_mask, style_masks
     if tile.masks:
         masks["content_mask"], masks["style_masks"] = half_masks(content)
     result = stylize(content, styles, features, options, **masks)
     return to_pil(result.image)
 
 
-def wrap(text: str, font: ImageFont.ImageFont, width: int, draw: ImageDraw.ImageDraw) -> list[str]:
+def wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int, draw: ImageDraw.ImageDraw) -> list[str]:
     """Greedy word wrap of ``text`` into lines at most ``width`` pixels wide."""
     lines: list[str] = []
     for word in text.split():

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -21,7 +21,34 @@ if str(ROOT / "handler") not in sys.path:
     sys.path.insert(0, str(ROOT / "handler"))
 
 import torch  # noqa: E402
+from openapi_contract import ContractRecorder  # noqa: E402
 from torchserve_server import Server, client, model_store, server  # noqa: E402,F401 - session fixtures: one server for all
+
+#: Tests whose HTTP traffic with the test server is checked against docs/openapi.yaml.
+CONTRACT_CHECKED = (ROOT / "tests" / "e2e", ROOT / "tests" / "reliability")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Run every end-to-end and reliability test that uses the ``server`` under a
+    :class:`openapi_contract.ContractRecorder`: each request it sends to the server (raw
+    ``requests``, the SDK, ``httpx``) and each answer is checked against docs/openapi.yaml, and
+    the test fails, listing them, if any broke the contract (see tests/openapi_contract.py for
+    what is and is not checked)."""
+    server = getattr(item, "funcargs", {}).get("server")
+    if not isinstance(server, Server) or not any(d in Path(item.path).parents for d in CONTRACT_CHECKED):
+        return (yield)
+    with ContractRecorder(server.url, server.management_url) as recorder:
+        try:
+            result = yield
+        except BaseException as exc:
+            if recorder.problems:
+                exc.add_note(recorder.report())
+            raise
+    if recorder.problems:
+        raise AssertionError(recorder.report())
+    return result
+
 
 #: The tiny test images and their (width, height).
 IMAGES = {

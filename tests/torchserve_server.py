@@ -16,13 +16,12 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import pytest
-
 from nst_client import StyleTransferClient
 
 ROOT = Path(__file__).resolve().parents[1]

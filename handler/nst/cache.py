@@ -9,7 +9,7 @@ engine adds everything about the computation (see ``nst.stylize``).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Hashable
+from collections.abc import Hashable
 
 import torch
 

@@ -40,6 +40,10 @@ class ContentLoss(nn.Module):
         target: ``(1, C, H, W)`` features of the content image at one layer.
     """
 
+    # Buffers (declared here so that type checkers see tensors, not nn.Module's __getattr__).
+    target: torch.Tensor  # (1, C, H, W)
+    scale: torch.Tensor  # () 1 / (mean squared target + eps)
+
     def __init__(self, target: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("target", target.detach())
@@ -57,6 +61,10 @@ class StyleLoss(nn.Module):
         target_gram: ``(1, C, C)`` Gram matrix of the style image at one layer (see
             :func:`gram_matrix`); a blend of several styles' Gram matrices works the same way.
     """
+
+    # Buffers (declared here so that type checkers see tensors, not nn.Module's __getattr__).
+    target: torch.Tensor  # (1, C, C)
+    scale: torch.Tensor  # () 1 / (mean squared target + eps)
 
     def __init__(self, target_gram: torch.Tensor) -> None:
         super().__init__()
@@ -135,6 +143,11 @@ class GuidedStyleLoss(nn.Module):
         target_grams: ``(R, C, C)`` the style target of each region.
         masks: ``(R, 1, H, W)`` the output's regions at this layer's resolution.
     """
+
+    # Buffers (declared here so that type checkers see tensors, not nn.Module's __getattr__).
+    target: torch.Tensor  # (R, C, C)
+    masks: torch.Tensor  # (R, 1, H, W)
+    scale: torch.Tensor  # (R,) 1 / (mean squared target + eps), per region
 
     def __init__(self, target_grams: torch.Tensor, masks: torch.Tensor) -> None:
         super().__init__()

@@ -11,8 +11,8 @@ starts (as in crowsonkb/style-transfer-pytorch) are options of the same loop.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Hashable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -220,6 +220,11 @@ def _check_image(image: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must have shape (1, 3, H, W), got {tuple(image.shape)}")
 
 
+def _size(image: torch.Tensor) -> tuple[int, int]:
+    """Return ``(H, W)``, in pixels, of a ``(..., H, W)`` tensor."""
+    return image.shape[-2], image.shape[-1]
+
+
 def _fit(shape: Sequence[int], long_side: int) -> tuple[int, int]:
     h, w = shape[-2:]
     scale = long_side / max(h, w)
@@ -244,7 +249,7 @@ def initial_image(content: torch.Tensor, init: str, seed: int, *, style: torch.T
     Raises:
         ValueError: ``init="image"`` without ``init_image``, or an unknown ``init``.
     """
-    size = tuple(content.shape[-2:])
+    size = _size(content)
     if init == "content":
         return content.detach().clone()
     if init == "noise":
@@ -279,7 +284,7 @@ class _Targets:
             for name in opts.style_layers:
                 grams = [g[name] for g in style_grams]
                 if content_regions is None:
-                    target = sum(w * g for w, g in zip(blend, grams))
+                    target = sum((w * g for w, g in zip(blend, grams)), torch.zeros_like(grams[0]))
                     self.style[name] = StyleLoss(target)
                     continue
                 assert style_regions is not None
@@ -288,7 +293,7 @@ class _Targets:
                 weight = torch.stack(present)  # (S, R)
                 weight = weight / weight.sum(0, keepdim=True)
                 target = torch.einsum("sr,srij->rij", weight, torch.stack(grams))  # (R, C, C)
-                layer_size = feature_size(tuple(content.shape[-2:]), name)
+                layer_size = feature_size(_size(content), name)
                 self.style[name] = GuidedStyleLoss(target, resize_regions(content_regions, layer_size))
         checkpointing = opts.gradient_checkpointing
         if checkpointing is None:
@@ -405,7 +410,7 @@ def stylize(
         # Label at the masks' own resolution (resizing a label map would blend its colours),
         # then resize the one-hot regions, which gives soft region edges.
         colors = region_colors(content_mask)
-        content_regions = resize_regions(label_regions(content_mask, colors), tuple(content.shape[-2:]))
+        content_regions = resize_regions(label_regions(content_mask, colors), _size(content))
         style_regions = [label_regions(m, colors) for m in style_masks]
         # Only styles with a positive blend weight count: a region painted only by zero-weight
         # styles would get an all-zero (0/0 = NaN) target.
@@ -435,13 +440,13 @@ def stylize(
         size = (full_h, full_w) if side == max(full_h, full_w) else _fit(content.shape, side)
         level_styles = [resize(s, _fit(s.shape, max(1, round(side * opts.style_scale)))) for s in styles]
         for name, img in [(f"content at long side {side}", size),
-                          *[(f"style[{i}] at this scale", tuple(s.shape[-2:])) for i, s in enumerate(level_styles)]]:
+                          *[(f"style[{i}] at this scale", _size(s)) for i, s in enumerate(level_styles)]]:
             if min(img) < needed:
                 raise ValueError(f"{name} would be {img[1]}x{img[0]} pixels; the layers in use need at least {needed} pixels")
         level_content = resize(target_content, size)
         level_regions = None if content_regions is None else resize_regions(content_regions, size)
         level_style_regions = None if style_regions is None else [
-            resize_regions(r, tuple(s.shape[-2:])) for r, s in zip(style_regions, level_styles)
+            resize_regions(r, _size(s)) for r, s in zip(style_regions, level_styles)
         ]
         targets = _Targets(features, opts, level_content, level_styles, blend, level_regions, level_style_regions,
                            cache, style_keys)
@@ -526,7 +531,8 @@ def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, n_
             per_iteration = (now - started) / completed if completed else 0.0
             if now + per_iteration > deadline:
                 break
-        optimizer.step(closure)
+        # torch types the closure as returning a float; both optimizers take (and L-BFGS returns) the loss tensor.
+        optimizer.step(closure)  # type: ignore[arg-type]
         if opts.optimizer == "adam":
             with torch.no_grad():
                 image.clamp_(0.0, 1.0)

@@ -7,7 +7,7 @@ The layer names follow the convention of Gatys et al. (2016) and jcjohnson/neura
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -136,6 +136,10 @@ class FeatureExtractor(nn.Module):
         >>> {k: tuple(v.shape) for k, v in ex(torch.rand(1, 3, 64, 64)).items()}
         {'relu1_1': (1, 64, 64, 64), 'relu4_2': (1, 512, 8, 8)}
     """
+
+    # Non-persistent buffers (declared here so that type checkers see tensors, not nn.Module's __getattr__).
+    mean: torch.Tensor  # (1, 3, 1, 1) ImageNet channel means
+    std: torch.Tensor  # (1, 3, 1, 1) ImageNet channel standard deviations
 
     def __init__(self, features: nn.Sequential, layers: Iterable[str], pooling: str = "max",
                  checkpointing: bool = False) -> None:

@@ -11,9 +11,9 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
 
 import torch
 import torchvision
@@ -95,7 +95,7 @@ def load_file(path: Path) -> tuple[dict[str, torch.Tensor], str, str]:
     try:
         state = _features_only(torch.load(path, map_location="cpu", weights_only=True))
         build_vgg19_features(state)  # validates keys and shapes
-    except Exception as exc:  # noqa: BLE001 - any failure here means "not usable weights"
+    except Exception as exc:
         raise WeightsUnavailableError(f"{path} is not a torchvision VGG19 state dict: {exc}") from exc
     return state, f"file:{sha256_of(path)[:12]}", str(path.resolve())
 

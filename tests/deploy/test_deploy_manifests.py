@@ -50,15 +50,25 @@ def wrapper_view(path: Path) -> dict[str, str]:
 
 
 def port(address: str) -> int:
-    return urlsplit(address).port
+    """The port number of a URL such as ``http://0.0.0.0:8085``; fails the test where it has none."""
+    number = urlsplit(address).port
+    assert number is not None, f"no port in {address!r}"
+    return number
+
+
+def first_group(pattern: str, text: str, flags: int = 0) -> str:
+    """Group 1 of ``pattern``'s first match in ``text``; fails the test where nothing matches."""
+    match = re.search(pattern, text, flags)
+    assert match is not None, f"{pattern!r} not found"
+    return match.group(1)
 
 
 def archive_args() -> dict[str, str]:
     """`make archive`'s model name, version, config file and output folder, from the Makefile."""
     makefile = (ROOT / "Makefile").read_text()
     recipe = makefile[makefile.index("\narchive:"):]
-    args = {flag: re.search(rf"--{flag} (\S+)", recipe).group(1) for flag in ("model-name", "version", "config-file")}
-    args["model_store"] = re.search(r"^MODEL_STORE\s*\?=\s*(\S+)", makefile, re.M).group(1)
+    args = {flag: first_group(rf"--{flag} (\S+)", recipe) for flag in ("model-name", "version", "config-file")}
+    args["model_store"] = first_group(r"^MODEL_STORE\s*\?=\s*(\S+)", makefile, re.M)
     assert "--export-path $(MODEL_STORE)" in recipe
     return args
 
@@ -93,7 +103,7 @@ def test_every_manifest_parses():
             props = properties(path)
             assert props, path
             # Every JSON-valued setting parses (TorchServe fails at start on a broken one).
-            for key, value in props.items():
+            for value in props.values():
                 if value.startswith(("{", "[")):
                     json.loads(value)
             found["properties"] += 1

@@ -5,11 +5,11 @@ errors the same way."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, List, TypeVar
+from typing import Any, TypeVar
 
 import pytest
-
 from nst_client import (
     AsyncStyleTransferClient,
     AuthenticationError,
@@ -24,7 +24,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 T = TypeVar("T")
 
 # Three different small jobs: different inputs, sizes and step counts.
-JOBS: List[Dict[str, Any]] = [
+JOBS: list[dict[str, Any]] = [
     {"content": DATA / "chelsea_128x96.png", "style": DATA / "starry_night_64x64.png", "image_size": 64, "steps": 3},
     {"content": DATA / "tubingen_64x64.png", "style": DATA / "the_scream_128x96.png", "image_size": 48, "steps": 2},
     {"content": DATA / "tubingen_64x64.png", "style": [DATA / "starry_night_64x64.png", DATA / "the_scream_128x96.png"],
@@ -43,7 +43,7 @@ def run(server, make: Callable[[AsyncStyleTransferClient], Awaitable[T]], **kwar
     return asyncio.run(main())
 
 
-def _job(client: Any, job: Dict[str, Any]) -> Any:
+def _job(client: Any, job: dict[str, Any]) -> Any:
     params = {k: v for k, v in job.items() if k not in ("content", "style")}
     return client.stylize(job["content"], job["style"], **params)
 

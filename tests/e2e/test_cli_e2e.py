@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from PIL import Image, ImageChops
-
 from nst_client import cli
+from PIL import Image, ImageChops
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CONTENT = DATA / "tubingen_64x64.png"

@@ -17,14 +17,14 @@ import base64
 import io
 import json
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
 from PIL import Image
-
 from torchserve_server import ROOT, Server, running_server
 
 DATA = ROOT / "tests" / "data"

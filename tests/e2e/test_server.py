@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from PIL import Image
-
 from nst_client import AuthenticationError, BadRequestError, StyleTransferClient
+from PIL import Image
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CONTENT = DATA / "chelsea_128x96.png"
@@ -60,8 +59,8 @@ def test_bad_request_is_a_400_and_the_worker_stays_up(client, server):
     headers = {"Authorization": f"Bearer {inference_key(server)}", "Content-Type": "application/json"}
     good_style = base64.b64encode(STYLE.read_bytes()).decode()
     for body, field in [
-        ('{"content": "not base64!!", "style": "%s"}' % good_style, "content"),
-        ('{"content": "%s", "style": "%s", "params": {"colour": 1}}' % (good_style, good_style), "params.colour"),
+        ('{"content": "not base64!!", "style": "' + good_style + '"}', "content"),
+        ('{"content": "' + good_style + '", "style": "' + good_style + '", "params": {"colour": 1}}', "params.colour"),
         ('{"content": "', None),  # not JSON
     ]:
         resp = requests.post(f"{server.url}/predictions/nst", data=body, headers=headers, timeout=60)

@@ -6,10 +6,9 @@ import importlib
 
 import pytest
 import torch
-from torch import nn
-
 from nst.cache import StyleCache
 from nst.stylize import StylizeOptions, stylize
+from torch import nn
 
 stylize_module = importlib.import_module("nst.stylize")  # the package re-exports stylize(), the function
 

@@ -6,10 +6,9 @@ import importlib
 
 import pytest
 import torch
-from torch import nn
-
-from nst.stylize import StylizeOptions, stylize
+from nst.stylize import StylizeOptions, _Targets, stylize
 from nst.vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, FeatureExtractor
+from torch import nn
 
 stylize_module = importlib.import_module("nst.stylize")
 LAYERS = DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS
@@ -66,7 +65,7 @@ def test_auto_turns_checkpointing_on_above_the_pixel_limit(features, load_image,
                                                            pixels_limit, expected) -> None:
     made = []
 
-    class Recording(stylize_module._Targets):
+    class Recording(_Targets):
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             made.append(self)

@@ -8,17 +8,17 @@ layers (``relu1_1``/``relu2_1``), so that the whole module takes seconds on a sm
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from nst import color
 from nst.losses import gram_matrix, guided_gram_matrix
 from nst.masks import MAX_REGIONS, MaskError
-from nst.stylize import Iterate, StylizeOptions, initial_image, pyramid_sides, split_steps, stylize
+from nst.stylize import Iterate, StylizeOptions, _Targets, initial_image, pyramid_sides, split_steps, stylize
 from nst.vgg import DEFAULT_STYLE_LAYERS, LAYER_INDEX, FeatureExtractor
+from torch import nn
 
 # The module, not the function `nst.stylize` that the package's __init__ re-exports under its name.
 stylize_module = importlib.import_module("nst.stylize")
@@ -53,17 +53,17 @@ def chelsea(load_image) -> torch.Tensor:
 
 
 def objective(features: nn.Sequential, options: StylizeOptions, content: torch.Tensor,
-              styles: list[torch.Tensor]) -> stylize_module._Targets:
+              styles: list[torch.Tensor]) -> _Targets:
     """The engine's objective for one level whose styles are already at their level size."""
     options = options.effective()
     blend = stylize_module._normalized(options.style_blend_weights or [1.0] * len(styles), "blend")
-    return stylize_module._Targets(features, options, content, styles, blend, None, None)
+    return _Targets(features, options, content, styles, blend, None, None)
 
 
-class RecordingTargets(stylize_module._Targets):
+class RecordingTargets(_Targets):
     """``_Targets`` that keeps every instance, to look at what a run optimized against."""
 
-    made: list["RecordingTargets"] = []
+    made: list[RecordingTargets] = []
 
     def __init__(self, features, opts, content, styles, blend, content_regions, style_regions, *args) -> None:
         super().__init__(features, opts, content, styles, blend, content_regions, style_regions, *args)
@@ -209,7 +209,7 @@ def test_each_init_starts_where_it_says(content, starry, chelsea, features: nn.S
         "style": starry,  # the same size as the content: no resize
         "image": initial_image(content, "image", 0, init_image=chelsea),
     }
-    first: dict[str, dict[str, float]] = {}
+    first: dict[str, Mapping[str, float]] = {}
     for init, start in starts.items():
         o = opts(steps=1, init=init, seed=3)
         seen: list[Iterate] = []

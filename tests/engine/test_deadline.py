@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from torch import nn
-
 from nst.stylize import Iterate, StylizeOptions, stylize
+from torch import nn
 
 
 def slow(seconds: float):

@@ -22,6 +22,13 @@ from PIL import Image
 BIG = 10**7  # a max_pixels that no test image reaches
 
 
+def rgb_at(img: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:
+    """The channel values (0-255) of the pixel at ``xy = (x, y)`` of a multi-band image such as RGB."""
+    pixel = img.getpixel(xy)
+    assert isinstance(pixel, tuple), f"expected a multi-band pixel, got {pixel!r}"
+    return pixel
+
+
 def test_decode_png_and_jpeg(image_bytes) -> None:
     png = decode_image(image_bytes("chelsea_128x96.png"), max_pixels=BIG)
     assert (png.mode, png.size) == ("RGB", (128, 96))
@@ -40,7 +47,7 @@ def test_rgba_is_composited_on_white() -> None:
     assert out.mode == "RGB"
     assert out.getpixel((0, 0)) == (255, 0, 0)
     assert out.getpixel((1, 0)) == (255, 255, 255)
-    assert all(120 <= v <= 135 for v in out.getpixel((2, 0)))
+    assert all(120 <= v <= 135 for v in rgb_at(out, (2, 0)))
 
 
 def test_gray_alpha_is_composited_on_white() -> None:
@@ -70,7 +77,7 @@ def test_grayscale_becomes_rgb() -> None:
     for fmt in ("PNG", "JPEG"):
         out = decode_image(_encode(img, fmt), max_pixels=BIG)
         assert out.mode == "RGB" and out.size == (3, 2)
-        r, g, b = out.getpixel((1, 1))
+        r, g, b = rgb_at(out, (1, 1))
         assert r == g == b and abs(r - 77) <= 2
 
 
@@ -93,7 +100,7 @@ def test_exif_orientation_is_applied() -> None:
     assert Image.open(io.BytesIO(data)).size == (40, 20)  # stored unrotated
     out = decode_image(data, max_pixels=BIG)
     assert out.size == (20, 40)
-    top, bottom = out.getpixel((10, 5)), out.getpixel((10, 35))
+    top, bottom = rgb_at(out, (10, 5)), rgb_at(out, (10, 35))
     assert top[0] > 200 and top[2] < 60  # the left (red) half is now on top
     assert bottom[2] > 200 and bottom[0] < 60
 
@@ -175,7 +182,7 @@ def test_encode_jpeg(image_bytes) -> None:
 
 def test_encode_clamps_and_refuses_bad_formats() -> None:
     image = torch.tensor([-1.0, 0.5, 2.0]).view(1, 3, 1, 1)
-    r, g, b = to_pil(image).getpixel((0, 0))
+    r, g, b = rgb_at(to_pil(image), (0, 0))
     assert (r, b) == (0, 255) and g in (127, 128)
     for fmt in ("gif", "PNG", "jpg", ""):
         with pytest.raises(ValueError, match="output format"):
@@ -186,7 +193,7 @@ def test_cmyk_jpeg_becomes_rgb() -> None:
     data = _encode(Image.new("CMYK", (20, 10), (0, 255, 255, 0)), "JPEG", quality=95)  # red in CMYK
     img = decode_image(data, max_pixels=10**6)
     assert img.mode == "RGB" and img.size == (20, 10)
-    r, g, b = img.getpixel((10, 5))
+    r, g, b = rgb_at(img, (10, 5))
     assert r > 200 and g < 60 and b < 60
 
 

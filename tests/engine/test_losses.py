@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from nst.losses import ContentLoss, StyleLoss, gram_matrix, tv_loss
 
 

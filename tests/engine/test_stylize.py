@@ -6,9 +6,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-from torch import nn
-
 from nst.stylize import Iterate, StylizeOptions, initial_image, stylize
+from torch import nn
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +97,9 @@ def test_callback_sees_every_iteration_in_order(content, style, features: nn.Seq
     # total is the weighted sum of the terms.
     o = StylizeOptions()
     for it in seen:
-        l = it.losses
-        expected = o.content_weight * l["content"] + o.style_weight * l["style"] + o.tv_weight * l["tv"]
-        assert l["total"] == pytest.approx(expected, rel=1e-4)
+        terms = it.losses
+        expected = o.content_weight * terms["content"] + o.style_weight * terms["style"] + o.tv_weight * terms["tv"]
+        assert terms["total"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_output_shape_and_range(load_image, style, features: nn.Sequential) -> None:

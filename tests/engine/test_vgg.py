@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
 from nst.vgg import (
     DEFAULT_CONTENT_LAYERS,
     DEFAULT_STYLE_LAYERS,
@@ -16,6 +14,7 @@ from nst.vgg import (
     check_layer_names,
     min_side,
 )
+from torch import nn
 
 
 def test_layer_names_follow_torchvision_order(features: nn.Sequential) -> None:

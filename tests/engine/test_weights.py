@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.models import VGG19_Weights, vgg19
-
 from nst import weights
 from nst.weights import WeightsUnavailableError
+from torchvision.models import VGG19_Weights, vgg19
 
 CLOSED_PROXY = "http://127.0.0.1:9"  # the discard port; nothing listens, so a connection fails at once
 IMAGENET_FILE = Path(VGG19_Weights.IMAGENET1K_V1.url).name

@@ -6,16 +6,13 @@ import json
 import socket
 from pathlib import Path
 
-import pytest
-
 import nst_handler
-from nst_handler import NSTHandler
-
+import pytest
 from test_nst_handler import config, handler, make_context, model_dir  # noqa: F401 - fixtures
 
 
 @pytest.fixture
-def streamed(model_dir: Path, config: dict):  # noqa: F811
+def streamed(model_dir: Path, config: dict):
     """A context whose intermediate responses land on a real socket we can read."""
     ctx = make_context(model_dir, config, 1)
     ours, worker_side = socket.socketpair()
@@ -41,7 +38,7 @@ def body(image_b64, **params) -> dict:
             "params": {"image_size": 64, "steps": 4, "stream": True, "progress_every": 2, **params}}
 
 
-def test_progress_goes_out_as_chunks_and_the_result_ends_the_stream(handler, streamed, image_b64) -> None:  # noqa: F811
+def test_progress_goes_out_as_chunks_and_the_result_ends_the_stream(handler, streamed, image_b64) -> None:
     ctx, sock = streamed
     (last,) = handler.handle([{"body": body(image_b64)}], ctx)
     assert ctx.get_response_content_type(0) == "application/x-ndjson"
@@ -51,7 +48,7 @@ def test_progress_goes_out_as_chunks_and_the_result_ends_the_stream(handler, str
     assert json.loads(last)["iterations"] == 4
 
 
-def test_an_error_after_the_first_chunk_arrives_in_band(handler, streamed, image_b64, monkeypatch) -> None:  # noqa: F811
+def test_an_error_after_the_first_chunk_arrives_in_band(handler, streamed, image_b64, monkeypatch) -> None:
     ctx, sock = streamed
     real = nst_handler.stylize
 

@@ -102,8 +102,9 @@ def test_initialize(handler: NSTHandler, random_state) -> None:
                                     max_input_bytes=20_000_000)
     assert handler.defaults == TINY_DEFAULTS
     assert next(handler.features.parameters()).device.type == "cpu"
-    assert torch.equal(handler.features[0].weight, random_state["0.weight"])
-    assert torch.equal(handler.features[34].bias, random_state["34.bias"])
+    state = handler.features.state_dict()
+    assert torch.equal(state["0.weight"], random_state["0.weight"])
+    assert torch.equal(state["34.bias"], random_state["34.bias"])
 
 
 def test_initialize_refuses_weights_that_do_not_match_provenance(model_dir: Path, config: dict, tmp_path: Path,

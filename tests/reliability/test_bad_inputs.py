@@ -51,7 +51,7 @@ def body(**changes) -> str:
 
 
 # (id, raw request body, expected status, expected error code or TorchServe type, expected field)
-CASES = [
+CASES: list[tuple[str, str | bytes, int, str, str | None]] = [
     ("truncated json", '{"content": ', 400, "invalid_json", None),
     ("empty body", "", 400, "invalid_json", None),
     ("not utf-8", b"\xff\xfe\xfa", 400, "invalid_json", None),

@@ -11,8 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-
-from nst_client import ServerError, StyleTransferClient
+from nst_client import ServerError, StyleTransferClient, StylizeResult
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CONTENT = DATA / "chelsea_128x96.png"
@@ -56,11 +55,11 @@ def test_concurrent_clients_lose_and_mix_up_nothing(server):
     assert len({image for _, _, image in together}) == CLIENTS * PER_CLIENT  # the seeds really differ
 
 
-def test_killed_worker_is_a_5xx_then_the_retry_succeeds(server):
+def test_killed_worker_is_a_5xx_then_the_retry_succeeds(server) -> None:
     """SIGKILL the worker mid-request. TorchServe answers 507 "Worker died." and restarts the
     worker; a client without retries sees that 5xx, and the SDK's retry of the same (idempotent)
     request succeeds once the new worker is READY."""
-    outcomes: dict[str, object] = {}
+    outcomes: dict[str, StylizeResult | ServerError] = {}
 
     def call(name: str, retries: int) -> None:
         with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=retries) as client:

@@ -7,10 +7,11 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any
 
 import pytest
 
@@ -18,9 +19,9 @@ DATA = Path(__file__).parents[1] / "data"
 OUTPUT_PNG = DATA / "chelsea_128x96.png"  # stands in for the server's output image
 
 
-def _success_body(**overrides: Any) -> Dict[str, Any]:
+def _success_body(**overrides: Any) -> dict[str, Any]:
     """A 200 body following the contract, whose image is chelsea_128x96.png."""
-    body: Dict[str, Any] = {
+    body: dict[str, Any] = {
         "image": base64.b64encode(OUTPUT_PNG.read_bytes()).decode("ascii"),
         "format": "png",
         "width": 128,
@@ -41,7 +42,7 @@ def _success_body(**overrides: Any) -> Dict[str, Any]:
 class Recorded:
     method: str
     path: str
-    headers: Dict[str, str]
+    headers: dict[str, str]
     raw: bytes
     json: Any
 
@@ -50,11 +51,11 @@ class Recorded:
 class Reply:
     status: int = 200
     body: Any = None  # dict -> JSON; str/bytes -> sent as-is
-    headers: Dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to sleep before answering
     # When set: sent with Transfer-Encoding: chunked as application/x-ndjson, one chunk per
     # item (dict -> JSON line + "\n"; str/bytes as-is), sleeping chunk_delay s between chunks.
-    chunks: Optional[List[Any]] = None
+    chunks: list[Any] | None = None
     chunk_delay: float = 0.0
 
 
@@ -62,22 +63,22 @@ class FakeServer:
     """Records every request; answers with queued replies (the last one repeats)."""
 
     def __init__(self) -> None:
-        self.requests: List[Recorded] = []
-        self._replies: List[Reply] = []
+        self.requests: list[Recorded] = []
+        self._replies: list[Reply] = []
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
-    def reply(self, status: int = 200, body: Any = None, headers: Optional[Dict[str, str]] = None,
-              delay: float = 0.0) -> "FakeServer":
+    def reply(self, status: int = 200, body: Any = None, headers: dict[str, str] | None = None,
+              delay: float = 0.0) -> FakeServer:
         """Queue a reply. ``body=None`` means the standard success body."""
         self._replies.append(Reply(status, _success_body() if body is None else body, headers or {}, delay))
         return self
 
-    def stream(self, lines: List[Any], *, status: int = 200, headers: Optional[Dict[str, str]] = None,
-               chunk_delay: float = 0.0) -> "FakeServer":
+    def stream(self, lines: list[Any], *, status: int = 200, headers: dict[str, str] | None = None,
+               chunk_delay: float = 0.0) -> FakeServer:
         """Queue a chunked NDJSON reply: each item of ``lines`` is one chunk."""
         self._replies.append(Reply(status, None, headers or {}, 0.0, list(lines), chunk_delay))
         return self
@@ -155,7 +156,7 @@ class FakeServer:
 
         return Handler
 
-    def start(self) -> "FakeServer":
+    def start(self) -> FakeServer:
         self._thread.start()
         return self
 
@@ -183,9 +184,9 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> List[float]:
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record retry delays instead of sleeping."""
-    recorded: List[float] = []
+    recorded: list[float] = []
     monkeypatch.setattr("nst_client._client._sleep", recorded.append)
     return recorded
 
@@ -200,7 +201,7 @@ def _write_key_file(path: Path, key: str) -> Path:
 
 
 @pytest.fixture
-def success_body() -> Callable[..., Dict[str, Any]]:
+def success_body() -> Callable[..., dict[str, Any]]:
     """``success_body(**overrides)`` builds a contract-conformant 200 body."""
     return _success_body
 

@@ -7,11 +7,11 @@ import asyncio
 import inspect
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, List, TypeVar
+from typing import Any, TypeVar
 
 import pytest
-
 from nst_client import (
     APIConnectionError,
     APIResponseValidationError,
@@ -47,9 +47,9 @@ def run(make: Callable[[AsyncStyleTransferClient], Awaitable[T]], **kwargs: Any)
 
 
 @pytest.fixture(autouse=True)
-def async_sleeps(monkeypatch: pytest.MonkeyPatch) -> List[float]:
+def async_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record the async client's retry delays instead of sleeping."""
-    recorded: List[float] = []
+    recorded: list[float] = []
 
     async def sleep(seconds: float) -> None:
         recorded.append(seconds)
@@ -79,8 +79,8 @@ def test_public_methods_match_the_sync_client():
         assert inspect.iscoroutinefunction(getattr(AsyncStyleTransferClient, name)), name
 
 
-def test_sends_the_same_request_as_the_sync_client(server):
-    kwargs: Dict[str, Any] = dict(image_size=64, steps=3, style_layers=("relu1_1",), seed=None,
+def test_sends_the_same_request_as_the_sync_client(server) -> None:
+    kwargs: dict[str, Any] = dict(image_size=64, steps=3, style_layers=("relu1_1",), seed=None,
                                   content_mask=CONTENT, style_masks=[CONTENT, OUTPUT], colour=1)
     StyleTransferClient(base_url=server.url, token="tok").stylize(CONTENT, [STYLE, OUTPUT], **kwargs)
     result = run(lambda c: c.stylize(CONTENT, [STYLE, OUTPUT], **kwargs), base_url=server.url, token="tok")
@@ -188,7 +188,7 @@ def test_retries_are_bounded(server, async_sleeps):
 def test_expired_key_rereads_the_key_file_and_retries_once(server, tmp_path, write_key_file):
     key_file = write_key_file(tmp_path / "key_file.json", "old-key")
 
-    async def main() -> Dict[str, Any]:
+    async def main() -> dict[str, Any]:
         async with AsyncStyleTransferClient(base_url=server.url, key_file=key_file, max_retries=0) as client:
             write_key_file(key_file, "new-key")
             return await client.health()
@@ -230,7 +230,7 @@ def test_time_budget_bounds_the_read_timeout(server, success_body):
 # ------------------------------------------------------------------------------ streaming
 
 
-def _lines(success_body) -> List[Dict[str, Any]]:
+def _lines(success_body) -> list[dict[str, Any]]:
     progress = [{"event": "progress", "iteration": i, "of": 4, "losses": {"total": 1.0, "style": 0.5},
                  "elapsed_s": 0.1 * i, "eta_s": None if i == 0 else 0.1} for i in (0, 2, 4)]
     return [*progress, {"event": "result", **success_body(iterations=4)}]
@@ -255,8 +255,8 @@ def test_stream_error_event_and_early_close(server, success_body):
     server.stream([_lines(success_body)[0],
                    {"event": "error", "status": 507, "error": {"code": "out_of_memory", "message": "oom"}}])
 
-    async def until_error(client: AsyncStyleTransferClient) -> List[Any]:
-        seen: List[Any] = []
+    async def until_error(client: AsyncStyleTransferClient) -> list[Any]:
+        seen: list[Any] = []
         with pytest.raises(ServerError) as info:
             async for event in await client.stylize_stream(CONTENT, STYLE):
                 seen.append(event)

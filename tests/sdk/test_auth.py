@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from nst_client import AuthenticationError, KeyFileError, StyleTransferClient
 
 

@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from nst_client import cli
+from PIL import Image
 
 DATA = Path(__file__).parents[1] / "data"
 CONTENT = DATA / "tubingen_64x64.png"

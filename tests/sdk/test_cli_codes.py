@@ -8,18 +8,16 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Tuple
-
-import PIL
-import pytest
 
 import nst_client
+import PIL
+import pytest
 from nst_client import cli
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "sdk.md"
 
 
-def _doc_rows() -> List[Tuple[int, str, List[str]]]:
+def _doc_rows() -> list[tuple[int, str, list[str]]]:
     """``(code, kind, [class names])`` of each row of the table under "### Exit codes"."""
     text = DOCS.read_text()
     section = text[text.index("### Exit codes"):]
@@ -45,7 +43,7 @@ def _resolve(name: str) -> type:
     raise AssertionError(f"docs/sdk.md names {name!r}, which is no exception class")
 
 
-def _instance(cls: type) -> BaseException:
+def _instance(cls: type[BaseException]) -> BaseException:
     if issubclass(cls, nst_client.APIStatusError):
         return cls("message", status_code=418)
     if cls is KeyboardInterrupt:

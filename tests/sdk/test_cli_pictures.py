@@ -7,12 +7,11 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
-from PIL import Image, ImageChops
-
 from nst_client import cli
+from PIL import Image, ImageChops
 
 DATA = Path(__file__).parents[1] / "data"
 CONTENT = DATA / "tubingen_64x64.png"
@@ -34,8 +33,8 @@ def _jpeg(color) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _stream(success_body, colors, *, steps: int) -> List[Dict[str, Any]]:
-    lines: List[Dict[str, Any]] = []
+def _stream(success_body, colors, *, steps: int) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
     for i, color in enumerate(colors):
         lines.append({"event": "preview", "iteration": i, "width": 32, "height": 24, "image": _jpeg(color)})
     lines.append({"event": "result", **success_body(iterations=steps)})

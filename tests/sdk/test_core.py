@@ -7,10 +7,9 @@ import base64
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
-
 from nst_client import (
     APIConnectionError,
     APIResponseValidationError,
@@ -27,8 +26,8 @@ from nst_client import (
     ResultEvent,
     ServerError,
     ServiceUnavailableError,
+    _core,
 )
-from nst_client import _core
 from nst_client._core import Attempts, Credentials, EventDecoder, Failure
 
 DATA = Path(__file__).parents[1] / "data"
@@ -69,8 +68,8 @@ def test_single_style_is_a_string_and_image_fields_are_top_level():
     ({"style_masks": [CONTENT]}, ValueError, "1 mask(s) but there are 2"),
     ({"style_masks": CONTENT}, TypeError, "list or tuple"),
 ])
-def test_structural_errors_come_before_any_file_is_read(kwargs, exc, text):
-    args: Dict[str, Any] = {"style": [DATA / "missing.png", DATA / "missing.png"], **kwargs}
+def test_structural_errors_come_before_any_file_is_read(kwargs, exc, text) -> None:
+    args: dict[str, Any] = {"style": [DATA / "missing.png", DATA / "missing.png"], **kwargs}
     with pytest.raises(exc, match=text.replace("(", r"\(").replace(")", r"\)")):
         _core.stylize_body(DATA / "missing.png", args.pop("style"), params={}, **args)
 
@@ -159,7 +158,7 @@ def test_reread_picks_up_a_changed_key_only(tmp_path, write_key_file):
 # --------------------------------------------------------------------------- error mapping
 
 
-def ours(code: str, message: str, field: Any = None) -> Dict[str, Any]:
+def ours(code: str, message: str, field: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "field": field}}
 
 
@@ -215,11 +214,11 @@ def test_transport_errors(kind, cls, text):
 
 
 class _Resp:
-    def __init__(self, headers: Dict[str, str]) -> None:
+    def __init__(self, headers: dict[str, str]) -> None:
         self.headers = headers
 
 
-def _status(status: int, body: Any = "busy", headers: Dict[str, str] | None = None) -> APIStatusError:
+def _status(status: int, body: Any = "busy", headers: dict[str, str] | None = None) -> APIStatusError:
     content = json.dumps(body).encode() if isinstance(body, dict) else body.encode()
     return _core.status_error(status, headers or {}, content, None, response=_Resp(headers or {}))
 
@@ -282,7 +281,7 @@ def test_transport_failures_connect_retried_read_timeout_never():
 # ------------------------------------------------------------------------ stream decoding
 
 
-def _event_lines(success_body) -> List[Dict[str, Any]]:
+def _event_lines(success_body) -> list[dict[str, Any]]:
     progress = {"event": "progress", "iteration": 0, "of": 2, "losses": {"total": 1.0},
                 "elapsed_s": 0.0, "eta_s": None}
     jpeg = base64.b64encode((DATA / "tubingen_64x64.png").read_bytes()).decode()
@@ -290,7 +289,7 @@ def _event_lines(success_body) -> List[Dict[str, Any]]:
     return [progress, {"event": "from-the-future"}, preview, {"event": "result", **success_body(iterations=2)}]
 
 
-def _decode(decoder: EventDecoder, chunks: List[bytes]) -> List[Any]:
+def _decode(decoder: EventDecoder, chunks: list[bytes]) -> list[Any]:
     events = []
     for chunk in chunks:
         events += decoder.feed(chunk)

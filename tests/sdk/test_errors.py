@@ -6,7 +6,6 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from nst_client import (
     APIConnectionError,
     APIStatusError,

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageChops
-
 from nst_client import MissingDependencyError
 from nst_client._plots import LOSS_TERMS, plot_formats, plot_history, require_matplotlib
 from nst_client._sheets import compare_sheet, fit_within, grid_sheet, to_rgb, write_animation
+from PIL import Image, ImageChops
 
 DATA = Path(__file__).parents[1] / "data"
 

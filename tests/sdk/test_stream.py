@@ -7,11 +7,9 @@ import io
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
-from PIL import Image
-
 from nst_client import (
     APIResponseValidationError,
     APITimeoutError,
@@ -26,6 +24,7 @@ from nst_client import (
     StylizeResult,
     cli,
 )
+from PIL import Image
 
 DATA = Path(__file__).parents[1] / "data"
 CONTENT = DATA / "tubingen_64x64.png"
@@ -39,18 +38,18 @@ def _jpeg(width: int = 32, height: int = 24) -> bytes:
     return buf.getvalue()
 
 
-def _progress(iteration: int, of: int = 20, eta: Any = 1.5) -> Dict[str, Any]:
+def _progress(iteration: int, of: int = 20, eta: Any = 1.5) -> dict[str, Any]:
     return {"event": "progress", "iteration": iteration, "of": of,
             "losses": {"content": 1.0 + iteration, "style": 2.0, "tv": 0.5, "total": 3.5 + iteration},
             "elapsed_s": 0.25 * iteration, "eta_s": eta}
 
 
-def _preview(iteration: int) -> Dict[str, Any]:
+def _preview(iteration: int) -> dict[str, Any]:
     return {"event": "preview", "iteration": iteration, "width": 32, "height": 24,
             "image": base64.b64encode(_jpeg()).decode("ascii")}
 
 
-def _lines(success_body: Any) -> List[Dict[str, Any]]:
+def _lines(success_body: Any) -> list[dict[str, Any]]:
     return [_progress(0, eta=None), _progress(10), _preview(10), _progress(20, eta=0.0), _preview(20),
             {"event": "result", **success_body(iterations=20)}]
 
@@ -115,9 +114,9 @@ def test_events_arrive_while_streaming(server, success_body):
         (503, {"code": "overloaded", "message": "busy"}, ServiceUnavailableError, None),
     ],
 )
-def test_in_band_error_raises_mapped_class(server, sleeps, status, error, cls, field):
+def test_in_band_error_raises_mapped_class(server, sleeps, status, error, cls, field) -> None:
     server.stream([_progress(0), {"event": "error", "error": error, "status": status}])
-    events: List[Any] = []
+    events: list[Any] = []
     with pytest.raises(cls) as info:
         for event in StyleTransferClient(base_url=server.url).stylize_stream(CONTENT, STYLE):
             events.append(event)

@@ -75,7 +75,7 @@ def _failure(exc: Exception) -> Failure:
     return Failure.OTHER
 
 
-async def _aiter_events(response: "httpx.Response") -> AsyncGenerator[StreamEvent, None]:
+async def _aiter_events(response: httpx.Response) -> AsyncGenerator[StreamEvent, None]:
     """The events of a 200 streamed answer (see ``_core.EventDecoder``); closes the response
     when finished or closed (``aclose()``). Transport failures mid-body become SDK errors."""
     hx = _httpx()
@@ -122,7 +122,7 @@ class AsyncStyleTransferClient:
         base_url: Optional[str] = None,
         model: str = DEFAULT_MODEL,
         token: Optional[str] = None,
-        key_file: Optional[Union[str, "os.PathLike[str]"]] = None,
+        key_file: Optional[Union[str, os.PathLike[str]]] = None,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
@@ -268,7 +268,7 @@ class AsyncStyleTransferClient:
         """Close the connection pool. Safe to call more than once."""
         await self._client.aclose()
 
-    async def __aenter__(self) -> "AsyncStyleTransferClient":
+    async def __aenter__(self) -> AsyncStyleTransferClient:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -283,7 +283,7 @@ class AsyncStyleTransferClient:
     async def _request(self, method: str, path: str, *, data: Optional[bytes] = None,
                        read_timeout: Optional[float] = None, stream: bool = False,
                        base_url: Optional[str] = None,
-                       credentials: Optional[Credentials] = None) -> "httpx.Response":
+                       credentials: Optional[Credentials] = None) -> httpx.Response:
         """Send with the retry policy of ``_core.Attempts``; return the first answer below
         400, else raise its error. Arguments as the sync client's ``_request``; with
         ``stream`` the body is left unread and the caller must ``aclose()`` the response."""
@@ -299,7 +299,7 @@ class AsyncStyleTransferClient:
             headers = _core.request_headers(credentials, json_body=data is not None, stream=stream)
             try:
                 request = self._client.build_request(method, url, content=data, headers=headers, timeout=timeout)
-                response: "httpx.Response" = await self._client.send(request, stream=stream)
+                response: httpx.Response = await self._client.send(request, stream=stream)
             except (hx.TransportError, hx.InvalidURL) as exc:
                 kind = _failure(exc)
                 failed = _core.transport_error(kind, url, exc, connect_timeout=self.connect_timeout,

@@ -114,7 +114,7 @@ class StyleTransferClient:
         base_url: Optional[str] = None,
         model: str = DEFAULT_MODEL,
         token: Optional[str] = None,
-        key_file: Optional[Union[str, "os.PathLike[str]"]] = None,
+        key_file: Optional[Union[str, os.PathLike[str]]] = None,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
@@ -377,7 +377,7 @@ class StyleTransferClient:
         """Close the underlying HTTP session. Safe to call more than once."""
         self._session.close()
 
-    def __enter__(self) -> "StyleTransferClient":
+    def __enter__(self) -> StyleTransferClient:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -105,7 +105,7 @@ class Credentials:
         self.section = section
 
     @classmethod
-    def inference(cls, token: Optional[str], key_file: Optional[Union[str, "os.PathLike[str]"]]) -> "Credentials":
+    def inference(cls, token: Optional[str], key_file: Optional[Union[str, os.PathLike[str]]]) -> Credentials:
         """The inference key: ``token``, else ``$NST_TOKEN``, else the key file (see ``_auth``).
 
         Raises:
@@ -115,7 +115,7 @@ class Credentials:
         return cls(*resolve_credentials(token, key_file), section=KEY_FILE_SECTION)
 
     @classmethod
-    def management(cls, token: Optional[str], key_file: Optional[Union[str, "os.PathLike[str]"]]) -> "Credentials":
+    def management(cls, token: Optional[str], key_file: Optional[Union[str, os.PathLike[str]]]) -> Credentials:
         """The management key: ``token``, else ``$NST_MANAGEMENT_TOKEN``, else the key file's
         ``["management"]["key"]`` (key file found as for the inference key).
 
@@ -157,7 +157,7 @@ class ManagementCredentials:
         key_file: The ``key_file`` argument.
     """
 
-    def __init__(self, token: Optional[str], key_file: Optional[Union[str, "os.PathLike[str]"]]) -> None:
+    def __init__(self, token: Optional[str], key_file: Optional[Union[str, os.PathLike[str]]]) -> None:
         self._credentials: Optional[Credentials] = None
         self._error: Optional[BaseException] = None
         try:

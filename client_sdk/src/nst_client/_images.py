@@ -115,7 +115,7 @@ def open_image(data: bytes) -> Image.Image:
     return img
 
 
-def save_encoded(data: bytes, fmt: str, path: Union[str, "os.PathLike[str]"],
+def save_encoded(data: bytes, fmt: str, path: Union[str, os.PathLike[str]],
                  image: Callable[[], Image.Image]) -> Path:
     """Write encoded image bytes to ``path``, re-encoding only if the suffix asks for another format.
 

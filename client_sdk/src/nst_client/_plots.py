@@ -56,7 +56,7 @@ def plot_formats() -> FrozenSet[str]:
 
 def plot_history(
     history: Sequence[Dict[str, Any]],
-    path: Union[str, "os.PathLike[str]"],
+    path: Union[str, os.PathLike[str]],
     *,
     title: Optional[str] = None,
     width_px: int = PLOT_WIDTH_PX,

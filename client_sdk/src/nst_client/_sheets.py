@@ -109,14 +109,14 @@ class _Text:
         probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
         self._probe = probe
         left, top, right, bottom = probe.textbbox((0, 0), "Ag|", font=self.font)
-        self.line_height = bottom - top + 2 * LABEL_PAD  # pixels of one label line
+        self.line_height = int(bottom - top) + 2 * LABEL_PAD  # pixels of one label line
 
     def width(self, text: str) -> int:
         """Width of ``text`` in pixels."""
         if not text:
             return 0
         left, _, right, _ = self._probe.textbbox((0, 0), text, font=self.font)
-        return right - min(0, left)
+        return int(right - min(0, left))
 
     def fit(self, text: str, width: int) -> str:
         """``text``, cut and ended with ``...`` if it is wider than ``width`` pixels."""
@@ -286,7 +286,7 @@ def grid_sheet(
 
 def write_animation(
     frames: Sequence[Image.Image],
-    path: Union[str, "os.PathLike[str]"],
+    path: Union[str, os.PathLike[str]],
     *,
     labels: Optional[Sequence[str]] = None,
     frame_ms: int = FRAME_MS,

@@ -64,7 +64,7 @@ class PreviewEvent:
 
         return open_image(self.image_bytes)
 
-    def save(self, path: Union[str, "os.PathLike[str]"]) -> Path:
+    def save(self, path: Union[str, os.PathLike[str]]) -> Path:
         """Write the preview to ``path``: the JPEG bytes as received for ``.jpg``/``.jpeg``,
         otherwise re-encoded by Pillow according to the suffix.
 

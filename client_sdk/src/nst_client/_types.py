@@ -84,7 +84,7 @@ class StylizeResult:
     cache: Optional[str] = None
 
     @classmethod
-    def from_response(cls, body: Dict[str, Any]) -> "StylizeResult":
+    def from_response(cls, body: Dict[str, Any]) -> StylizeResult:
         """Build a result from the success JSON.
 
         Args:
@@ -140,7 +140,7 @@ class StylizeResult:
 
         return open_image(self.image_bytes)
 
-    def save(self, path: Union[str, "os.PathLike[str]"]) -> Path:
+    def save(self, path: Union[str, os.PathLike[str]]) -> Path:
         """Write the output image to ``path``.
 
         If the suffix matches ``format`` (``.png`` for png, ``.jpg``/``.jpeg`` for jpeg) the
@@ -204,7 +204,7 @@ class ModelInfo:
         return sum(1 for w in self.workers if w.get("status") == "READY")
 
     @classmethod
-    def from_description(cls, description: Dict[str, Any]) -> "ModelInfo":
+    def from_description(cls, description: Dict[str, Any]) -> ModelInfo:
         """Build from one element of TorchServe's model description list.
 
         Args:

@@ -840,10 +840,10 @@ def _sweep(args: argparse.Namespace, make_client: Callable[[], StyleTransferClie
     # Each worker thread takes a client of its own from the pool (requests sessions are not
     # shared between threads).
     n_workers = min(args.concurrency, len(todo)) or 1
-    pool: "queue.SimpleQueue[StyleTransferClient]" = queue.SimpleQueue()
+    pool: queue.SimpleQueue[StyleTransferClient] = queue.SimpleQueue()
     clients = [make_client() for _ in range(n_workers)] if todo else []
-    for c in clients:
-        pool.put(c)
+    for sweep_client in clients:
+        pool.put(sweep_client)
     stop = threading.Event()
 
     def render(cell: _Cell) -> Optional[Tuple[StylizeResult, float]]:
@@ -873,14 +873,14 @@ def _sweep(args: argparse.Namespace, make_client: Callable[[], StyleTransferClie
     interrupted = False
     executor = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="nst-sweep")
     try:
-        pending: Dict[Future, _Cell] = {executor.submit(render, cell): cell for cell in todo}
+        pending: Dict[Future[Optional[Tuple[StylizeResult, float]]], _Cell] = {executor.submit(render, cell): cell for cell in todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 cell = pending.pop(fut)
                 try:
                     outcome = fut.result()
-                except Exception as exc:  # noqa: BLE001 - reported after the running cells end
+                except Exception as exc:
                     if error is None:
                         error = exc
                         stop.set()
@@ -908,8 +908,8 @@ def _sweep(args: argparse.Namespace, make_client: Callable[[], StyleTransferClie
         executor.shutdown(wait=not interrupted, cancel_futures=True)
         if bar is not None:
             bar.close()
-        for c in clients:
-            c.close()
+        for sweep_client in clients:
+            sweep_client.close()
 
     _write_json(manifest_path, manifest)
     sheet = _sweep_sheet(args, cells, row_values, col_axes, col_values, names, manifest, out_dir)
