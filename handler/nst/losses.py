@@ -28,9 +28,21 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
         ``(B, C, C)`` with ``G[b, i, j] = mean over (y, x) of F[b, i, y, x] * F[b, j, y, x]``.
         Dividing by ``H * W`` (the paper sums) makes it independent of the image size.
     """
+    h, w = features.shape[-2:]
+    flat, channels_first = _flatten(features)
+    if channels_first:  # (B, C, H*W)
+        return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)  # (B, C, C)
+    return torch.bmm(flat.transpose(1, 2), flat) / (h * w)  # flat: (B, H*W, C)
+
+
+def _flatten(features: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """A view of ``(B, C, H, W)`` features as a matrix per image, whatever their memory format:
+    ``((B, C, H*W), True)`` for contiguous features, ``((B, H*W, C), False)`` for channels_last
+    ones (as :class:`nst.vgg.FeatureExtractor` returns them), so that no copy is made."""
     b, c, h, w = features.shape
-    flat = features.reshape(b, c, h * w)  # (B, C, H*W)
-    return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)  # (B, C, C)
+    if features.is_contiguous() or not features.is_contiguous(memory_format=torch.channels_last):
+        return features.reshape(b, c, h * w), True
+    return features.permute(0, 2, 3, 1).reshape(b, h * w, c), False
 
 
 class ContentLoss(nn.Module):
@@ -88,9 +100,8 @@ class _GramLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, features: torch.Tensor, target: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        b, c, h, w = features.shape
-        flat = features.reshape(b, c, h * w)  # (B, C, N)
-        diff = torch.bmm(flat, flat.transpose(1, 2)).div_(h * w).sub_(target)  # (B, C, C), as gram_matrix - T
+        diff = gram_matrix(features).sub_(target)  # (B, C, C)
+        flat, ctx.channels_first = _flatten(features)  # (B, C, N) or (B, N, C)
         ctx.save_for_backward(flat, diff, scale)
         ctx.shape = features.shape
         return diff.square().sum() * (scale / diff.numel())
@@ -99,8 +110,12 @@ class _GramLoss(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
         flat, diff, scale = ctx.saved_tensors
-        coef = grad_output * scale * 4.0 / (diff.numel() * flat.shape[-1])
-        return torch.bmm(diff * coef, flat).reshape(ctx.shape), None, None
+        b, c, h, w = ctx.shape
+        coef = grad_output * scale * 4.0 / (diff.numel() * h * w)
+        if ctx.channels_first:
+            return torch.bmm(diff * coef, flat).reshape(ctx.shape), None, None
+        # (B, N, C) @ (B, C, C), D symmetric: the gradient comes back in channels_last layout.
+        return torch.bmm(flat, diff * coef).reshape(b, h, w, c).permute(0, 3, 1, 2), None, None
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:

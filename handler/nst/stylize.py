@@ -93,8 +93,9 @@ class StylizeOptions:
     content / only the style representation (Gatys et al. 2016, fig. 1)."""
     gradient_checkpointing: bool | None = None
     """Keep only the loss layers' activations for the backward pass and recompute the rest
-    (see :class:`nst.vgg.FeatureExtractor`): about 35% more time per iteration for several
-    times less memory. ``None``: on for levels above :data:`CHECKPOINT_PIXELS` pixels."""
+    (see :class:`nst.vgg.FeatureExtractor`): at 2048 px about 30% more time per iteration for
+    30% less peak memory (``benchmarks/RESULTS.md``). ``None``: on for levels above
+    :data:`CHECKPOINT_PIXELS` pixels."""
     time_budget_s: float | None = None
     """Seconds of optimization after which the run stops early with the image so far; it stops
     before an iteration that would likely overrun (estimated from the iterations so far).

@@ -111,3 +111,23 @@ def test_style_loss_gradient_matches_autograd_through_the_gram_matrix() -> None:
     assert torch.allclose(loss(feats), reference, rtol=1e-12)
     assert torch.allclose(ours, expected, rtol=1e-10, atol=1e-14)
     assert torch.autograd.gradcheck(loss, (feats,))
+
+
+def test_gram_and_style_loss_are_the_same_for_channels_last_features() -> None:
+    """FeatureExtractor returns NHWC features: the Gram matrix, the loss and its gradient (in the
+    features' own layout) equal those of the same features stored NCHW."""
+    torch.manual_seed(0)
+    nchw = torch.randn(1, 16, 6, 5, dtype=torch.double)
+    nhwc = nchw.contiguous(memory_format=torch.channels_last)
+    assert not nhwc.is_contiguous()
+    assert torch.allclose(gram_matrix(nhwc), gram_matrix(nchw), rtol=1e-12)
+    loss = StyleLoss(gram_matrix(torch.randn(1, 16, 4, 4, dtype=torch.double)))
+    grads = []
+    for feats in (nchw.clone().requires_grad_(True), nhwc.clone().requires_grad_(True)):
+        value = loss(feats)
+        (grad,) = torch.autograd.grad(value, feats)
+        grads.append((value, grad))
+    assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-12)
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-10)
+    assert grads[1][1].is_contiguous(memory_format=torch.channels_last)
+    assert torch.autograd.gradcheck(loss, (nhwc.clone().requires_grad_(True),))

@@ -120,3 +120,19 @@ def test_image_below_min_side_is_refused_with_a_clear_message(features: nn.Seque
 def test_extractor_refuses_wrong_shapes(features: nn.Sequential, shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="expected an image of shape"):
         FeatureExtractor(features, ["relu1_1"])(torch.rand(shape))
+
+
+def test_features_run_channels_last_with_the_nchw_values(features: nn.Sequential) -> None:
+    """The network runs NHWC (weights and activations, for speed); values are those of NCHW."""
+    import copy
+
+    assert features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    ours = FeatureExtractor(features, ["relu2_1"])(image)["relu2_1"]
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+    nchw = copy.deepcopy(features[: LAYER_INDEX["relu2_1"] + 1]).to(memory_format=torch.contiguous_format)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    expected = nchw((image - mean) / std)
+    assert expected.is_contiguous()
+    assert torch.allclose(ours, expected, rtol=1e-4, atol=1e-5)
