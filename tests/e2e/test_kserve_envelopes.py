@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import requests
+from openapi_contract import check_response
 from PIL import Image
 from torchserve_server import ROOT, Server, running_server
 
@@ -65,15 +66,26 @@ class KServeEndpoint:
                                             "data": [json.dumps(b)]} for i, b in enumerate(bodies)]}
 
     def unwrap(self, answer: dict[str, Any], n: int) -> list[dict[str, Any]]:
-        """Our n response (or error) objects, after checking the envelope around them."""
+        """Our n response (or error) objects, after checking the envelope around them and each
+        object against docs/openapi.yaml (as the answer of a plain ``POST /predictions/nst``)."""
         if self.envelope == "kserve":
             assert set(answer) == {"predictions"}
             assert len(answer["predictions"]) == n
-            return answer["predictions"]
-        assert answer["id"] == "call-1" and answer["model_name"] == "nst" and answer["model_version"] == "1.0"
-        assert [o["name"] for o in answer["outputs"]] == [f"request-{i}" for i in range(n)]
-        assert all(o["datatype"] == "BYTES" and o["shape"] == [1] and len(o["data"]) == 1 for o in answer["outputs"])
-        return [json.loads(o["data"][0]) for o in answer["outputs"]]
+            inner = answer["predictions"]
+        else:
+            assert answer["id"] == "call-1" and answer["model_name"] == "nst" and answer["model_version"] == "1.0"
+            assert [o["name"] for o in answer["outputs"]] == [f"request-{i}" for i in range(n)]
+            assert all(o["datatype"] == "BYTES" and o["shape"] == [1] and len(o["data"]) == 1
+                       for o in answer["outputs"])
+            inner = [json.loads(o["data"][0]) for o in answer["outputs"]]
+        for obj in inner:
+            status = 200
+            if "error" in obj:  # an envelope's error entry carries its own status (docs/api.md)
+                status = obj["error"]["status"]
+                obj = {**obj, "error": {k: v for k, v in obj["error"].items() if k != "status"}}
+            problems = check_response("POST", "/predictions/nst", status, "application/json", json.dumps(obj))
+            assert not problems, problems
+        return inner
 
     def post(self, payload: dict[str, Any], path: str = "/predictions/nst") -> requests.Response:
         """POST without a token, as KServe's wrapper does."""

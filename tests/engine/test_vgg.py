@@ -126,11 +126,13 @@ def test_features_run_channels_last_with_the_nchw_values(features: nn.Sequential
     """The network runs NHWC (weights and activations, for speed); values are those of NCHW."""
     import copy
 
-    assert features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    conv1_1 = features[0]
+    assert isinstance(conv1_1, nn.Conv2d) and conv1_1.weight.is_contiguous(memory_format=torch.channels_last)
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     ours = FeatureExtractor(features, ["relu2_1"])(image)["relu2_1"]
     assert ours.is_contiguous(memory_format=torch.channels_last)
-    nchw = copy.deepcopy(features[: LAYER_INDEX["relu2_1"] + 1]).to(memory_format=torch.contiguous_format)
+    nchw = nn.Sequential(*copy.deepcopy(list(features)[: LAYER_INDEX["relu2_1"] + 1]))
+    nchw.to(memory_format=torch.contiguous_format)  # in place, as Module.to is
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     expected = nchw((image - mean) / std)
