@@ -91,8 +91,7 @@ def floor_seconds(features: torch.nn.Sequential, size: int, iters: int, device: 
     return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))
 
 
-def engine_seconds(features: torch.nn.Sequential, size: int, iters: int, device: torch.device,
-                   **options) -> float:
+def engine_seconds(features: torch.nn.Sequential, size: int, iters: int, device: torch.device) -> float:
     """Median seconds per L-BFGS iteration of the engine's default configuration at size x size."""
     gen = torch.Generator().manual_seed(0)
     content = torch.rand(1, 3, size, size, generator=gen).to(device)
@@ -103,7 +102,7 @@ def engine_seconds(features: torch.nn.Sequential, size: int, iters: int, device:
         sync(device)
         stamps.append(time.perf_counter())
 
-    stylize(content, style, features, StylizeOptions(steps=iters + 1, **options), callback=callback)
+    stylize(content, style, features, StylizeOptions(steps=iters + 1), callback=callback)
     # stamps[0] is iteration 0 (after the targets), stamps[-1] the final evaluation (forward only):
     # time the iterations 1..iters between them, each one forward + backward + an L-BFGS update.
     inner = stamps[1:-1]

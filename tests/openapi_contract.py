@@ -426,13 +426,7 @@ class ContractRecorder:
         def send(session: Any, request: Any, **kwargs: Any) -> Any:
             exchange = recorder.exchange(request.method, request.url, request.body, request.headers)
             response = original(session, request, **kwargs)
-            if exchange is not None:
-                exchange.answered(response.status_code, response.headers.get("Content-Type"))
-                if kwargs.get("stream"):
-                    # The wrapper yields what the original yields (deliberately dynamic: a test-only patch).
-                    response.iter_content = _watch_iter(response.iter_content, exchange)  # type: ignore[method-assign]
-                else:
-                    exchange.whole_body(response.content)
+            _observe(exchange, response, kwargs.get("stream"), "iter_content", _watch_iter)
             return response
 
         # A test-only patch: same call signature, Any-typed (mypy checks neither against the stubs).
@@ -459,23 +453,13 @@ class ContractRecorder:
         def send(client: Any, request: Any, **kwargs: Any) -> Any:
             exchange = prepare(request)
             response = sync_send(client, request, **kwargs)
-            if exchange is not None:
-                exchange.answered(response.status_code, response.headers.get("Content-Type"))
-                if kwargs.get("stream"):
-                    response.iter_bytes = _watch_iter(response.iter_bytes, exchange)  # type: ignore[method-assign]
-                else:
-                    exchange.whole_body(response.content)
+            _observe(exchange, response, kwargs.get("stream"), "iter_bytes", _watch_iter)
             return response
 
         async def asend(client: Any, request: Any, **kwargs: Any) -> Any:
             exchange = prepare(request)
             response = await async_send(client, request, **kwargs)
-            if exchange is not None:
-                exchange.answered(response.status_code, response.headers.get("Content-Type"))
-                if kwargs.get("stream"):
-                    response.aiter_bytes = _watch_aiter(response.aiter_bytes, exchange)  # type: ignore[method-assign]
-                else:
-                    exchange.whole_body(response.content)
+            _observe(exchange, response, kwargs.get("stream"), "aiter_bytes", _watch_aiter)
             return response
 
         # Test-only patches with the same call signatures, Any-typed (as in _patch_requests).
@@ -501,6 +485,20 @@ class ContractRecorder:
         more = f"\n... and {len(self.problems) - len(shown)} more" if len(self.problems) > len(shown) else ""
         return (f"{len(self.problems)} HTTP message(s) broke the contract in {SPEC_PATH.name}:\n"
                 + "\n".join(f"- {p}" for p in shown) + more)
+
+
+def _observe(exchange: _Exchange | None, response: Any, stream: Any, iterator: str,
+             watch: Callable[[Any, _Exchange], Any]) -> None:
+    """Record an answer: its status and type, then its body, whole, or (``stream``) line by line
+    as the caller reads it, by wrapping the response's ``iterator`` method with ``watch``."""
+    if exchange is None:
+        return
+    exchange.answered(response.status_code, response.headers.get("Content-Type"))
+    if stream:
+        # The wrapper yields what the original yields (deliberately dynamic: a test-only patch).
+        setattr(response, iterator, watch(getattr(response, iterator), exchange))
+    else:
+        exchange.whole_body(response.content)
 
 
 def _as_bytes(chunk: Any) -> bytes:
