@@ -5,9 +5,15 @@ PYTHON      ?= $(shell command -v python3.11 || command -v python3)
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
 BIN         := $(VENV)/bin
-# Where VGG19's weights come from: imagenet (torchvision download), random (seeded, offline),
-# or a path to a torchvision VGG19 state dict such as vgg19-dcbb9e9d.pth.
+# Where the VGG weights come from (handler/nst/weights.py): imagenet (torchvision's VGG19
+# download), imagenet-vgg16, hed (a trained VGG16 from the package registry, offline-friendly),
+# random (seeded, for plumbing tests; NETWORK=vgg16 for VGG16), or a path to a VGG16/VGG19 state
+# dict such as vgg19-dcbb9e9d.pth (INPUT=torchvision|caffe for a file the project does not know).
 WEIGHTS     ?= imagenet
+NETWORK     ?=
+INPUT       ?=
+# `make demo` only: weights to use, saying so, when the ImageNet download fails.
+DEMO_FALLBACK ?= hed
 SEED        ?= 0
 MODEL_STORE ?= model_store
 STAGE       := $(MODEL_STORE)/.stage
@@ -23,15 +29,15 @@ export PYTHONPATH := $(CURDIR)/handler$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 help:
 	@echo "make demo      build, serve and stylize $(DEMO_CONTENT) in the style of $(DEMO_STYLE) -> $(DEMO_OUT)"
-	@echo "               (offline: make demo WEIGHTS=random)"
+	@echo "               (without download.pytorch.org it says so and uses WEIGHTS=hed)"
 	@echo "make test      run every test (unit, handler, SDK, end to end with the real TorchServe)"
 	@echo "make lint      ruff on everything, mypy on everything (--strict on the SDK)"
 	@echo "make install   create $(VENV) with the pinned requirements and the SDK"
-	@echo "make weights   fetch/make VGG19 weights (WEIGHTS=imagenet|random|/path/to/vgg19.pth)"
+	@echo "make weights   fetch/make VGG weights (WEIGHTS=imagenet|imagenet-vgg16|hed|random|/path/to/vgg.pth)"
 	@echo "make archive   build $(MODEL_STORE)/nst.mar"
 	@echo "make serve     start TorchServe on 127.0.0.1:8080/8081/8082 and wait until the model is READY"
 	@echo "make stop      stop TorchServe"
-	@echo "make gallery   render docs/gallery/*.png: one tile per stylization control (seeded random weights, a few minutes on CPU)"
+	@echo "make gallery   render docs/gallery/*.png: one tile per stylization control (hed weights, minutes on CPU)"
 	@echo "make bench     engine and server benchmarks -> benchmarks/RESULTS.md (BENCH_ARGS=--quick: smoke run)"
 	@echo "make kserve-layout  $(KSERVE_LAYOUT)/{config,model-store}: what to upload to a KServe storageUri (deploy/README.md)"
 	@echo "make clean     remove build outputs, logs and $(VENV)"
@@ -60,20 +66,23 @@ check-java:
 	  echo "       Install openjdk-17-jre-headless (Debian/Ubuntu) or openjdk@17 (macOS)."; exit 1; }
 
 weights: install
-	$(PY) -m nst.weights --weights "$(WEIGHTS)" --seed $(SEED) --out-dir $(MODEL_STORE)
+	$(PY) -m nst.weights --weights "$(WEIGHTS)" --seed $(SEED) --out-dir $(MODEL_STORE) \
+	  $(if $(NETWORK),--network $(NETWORK)) $(if $(INPUT),--input $(INPUT)) $(if $(FALLBACK),--fallback $(FALLBACK))
 
+# Strict by default: the archive serves the weights asked for, or is not built (FALLBACK is
+# for `make demo`).
 archive: weights
 	rm -rf $(STAGE) && mkdir -p $(STAGE)
 	cp -r handler/nst $(STAGE)/nst && rm -rf $(STAGE)/nst/__pycache__
-	cp $(MODEL_STORE)/vgg19_features.json $(STAGE)/
+	cp $(MODEL_STORE)/vgg_features.json $(STAGE)/ && cp docs/credits.md $(STAGE)/CREDITS.md
 	$(BIN)/torch-model-archiver --model-name nst --version 1.0 --force \
 	  --handler handler/nst_handler.py \
-	  --serialized-file $(MODEL_STORE)/vgg19_features.pth \
+	  --serialized-file $(MODEL_STORE)/vgg_features.pth \
 	  --extra-files $(STAGE) \
 	  --config-file handler/model-config.yaml \
 	  --export-path $(MODEL_STORE)
 	rm -rf $(STAGE)
-	@echo "built $(MODEL_STORE)/nst.mar ($$(cat $(MODEL_STORE)/vgg19_features.json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["label"])') weights)"
+	@echo "built $(MODEL_STORE)/nst.mar ($$(cat $(MODEL_STORE)/vgg_features.json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["label"])') weights)"
 
 serve: check-java install
 	@test -f $(MODEL_STORE)/nst.mar || { echo "error: $(MODEL_STORE)/nst.mar is missing; run 'make archive' first"; exit 1; }
@@ -86,11 +95,12 @@ serve: check-java install
 stop:
 	@if [ -x $(BIN)/torchserve ]; then $(BIN)/torchserve --stop; else echo "no $(VENV): nothing to stop"; fi
 
-demo: check-java install archive
+demo: check-java install
+	$(MAKE) --no-print-directory archive FALLBACK=$(DEMO_FALLBACK)
 	$(MAKE) --no-print-directory serve
 	$(BIN)/nst-client stylize $(DEMO_CONTENT) $(DEMO_STYLE) -o $(DEMO_OUT) $(DEMO_ARGS); \
 	  status=$$?; $(MAKE) --no-print-directory stop; \
-	  test $$status -eq 0 && echo "wrote $(DEMO_OUT)"; exit $$status
+	  test $$status -eq 0 && echo "wrote $(DEMO_OUT) with $$(cat $(MODEL_STORE)/vgg_features.json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["label"])') weights"; exit $$status
 
 test: check-java install
 	$(PY) -m pytest tests
@@ -102,7 +112,7 @@ lint: install
 	$(BIN)/mypy
 	cd client_sdk && ../$(BIN)/mypy
 
-# The README gallery: the engine run directly (no TorchServe) with seeded random VGG19 weights.
+# The README gallery: the engine run directly (no TorchServe) with HED's VGG16 weights.
 gallery: install
 	$(PY) scripts/gallery.py
 
@@ -125,5 +135,5 @@ kserve-layout:
 	@echo "built $(KSERVE_LAYOUT): upload its contents to the InferenceService's storageUri"
 
 clean: stop
-	rm -rf $(MODEL_STORE)/*.mar $(MODEL_STORE)/vgg19_features.* $(STAGE) $(KSERVE_LAYOUT) logs out.png .pytest_cache $(VENV)
+	rm -rf $(MODEL_STORE)/*.mar $(MODEL_STORE)/vgg_features.* $(MODEL_STORE)/vgg19_features.* $(STAGE) $(KSERVE_LAYOUT) logs out.png .pytest_cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

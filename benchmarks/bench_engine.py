@@ -12,12 +12,17 @@ machine and the command to ``benchmarks/RESULTS.md``:
 2. ``peers``: the PyTorch tutorial's recipe and the plain Gatys et al. recipe
    (``benchmarks/peers.py``) against our engine for the same wall time on the same inputs and
    weights: seconds per evaluation, and the loss each result reaches on one yardstick, our
-   objective at default settings (normalized losses; lower is better).
+   objective at default settings (normalized losses; lower is better). The three pictures go
+   side by side into ``benchmarks/peers.png``.
 3. ``quality``: time to quality. A single-scale L-BFGS run of our default configuration for
    ``--ttq-steps`` (500) iterations at ``--ttq-size`` (512) px sets the target loss (its last
    one); the time that run first reached it, and the time the same configuration with
    ``--ttq-levels`` (3) coarse-to-fine ``scales`` and ``--ttq-scaled-steps`` (300) iterations
    in all needs to reach it (stopping there).
+
+``peers`` and ``quality`` run on real trained weights, ``--weights`` (default ``hed``: HED's
+VGG16, fetched and cached by ``nst.weights``); ``floor``, ``levers`` and ``memory`` measure speed
+and memory only, which do not depend on the weights' values, on seeded random VGG19 weights.
 4. ``memory``: peak memory of a few iterations at 512 and 1024 px, and 2048 px with gradient
    checkpointing, each in a fresh process (RSS on the CPU, ``torch.cuda.max_memory_allocated``
    on a GPU), plus the L-BFGS history that a long run adds on top (computed: 2 x history x image).
@@ -49,10 +54,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import peers  # noqa: E402
 from nst.cache import StyleCache  # noqa: E402
-from nst.images import decode_image, to_tensor  # noqa: E402
+from nst.images import decode_image, to_pil, to_tensor  # noqa: E402
 from nst.stylize import Iterate, StylizeOptions, _Targets, stylize  # noqa: E402
-from nst.vgg import LAYER_INDEX, FeatureExtractor, build_vgg19_features  # noqa: E402
-from nst.weights import make_random  # noqa: E402
+from nst.vgg import LAYER_INDEX, FeatureExtractor, VGGFeatures, build_features, build_vgg19_features  # noqa: E402
+from nst.weights import make_random, resolve  # noqa: E402
 
 SECTIONS = ("floor", "levers", "peers", "quality", "memory")
 CONTENT = ROOT / "examples" / "contents" / "tubingen.jpg"
@@ -69,14 +74,14 @@ def load(path: Path, side: int, device: torch.device) -> torch.Tensor:
     return to_tensor(decode_image(path.read_bytes(), max_pixels=10**8), side).to(device)
 
 
-def objective(features: torch.nn.Sequential, content: torch.Tensor, style: torch.Tensor) -> _Targets:
+def objective(features: VGGFeatures, content: torch.Tensor, style: torch.Tensor) -> _Targets:
     """Our default objective for ``content``'s size (the yardstick of the peers section)."""
     return _Targets(features, StylizeOptions(), content, [style], [1.0], None, None)
 
 
 # --- 1. floor ------------------------------------------------------------------------------------
 
-def floor_seconds(features: torch.nn.Sequential, size: int, iters: int, device: torch.device) -> float:
+def floor_seconds(features: VGGFeatures, size: int, iters: int, device: torch.device) -> float:
     """Median seconds of VGG19 forward + backward (input gradient only) to relu5_1 at size x size."""
     extractor = FeatureExtractor(features, ["relu5_1"])
     image = torch.rand(1, 3, size, size, device=device, requires_grad=True)
@@ -91,7 +96,7 @@ def floor_seconds(features: torch.nn.Sequential, size: int, iters: int, device: 
     return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))
 
 
-def engine_seconds(features: torch.nn.Sequential, size: int, iters: int, device: torch.device) -> float:
+def engine_seconds(features: VGGFeatures, size: int, iters: int, device: torch.device) -> float:
     """Median seconds per L-BFGS iteration of the engine's default configuration at size x size."""
     gen = torch.Generator().manual_seed(0)
     content = torch.rand(1, 3, size, size, generator=gen).to(device)
@@ -146,7 +151,7 @@ def section_levers(features, device, size: int, iters: int, compile_: bool = Tru
     extractor = FeatureExtractor(features, ["relu5_1"])
 
     def nchw(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"relu5_1": nchw_net((x - extractor.mean) / extractor.std)}
+        return {"relu5_1": nchw_net(x * extractor.scale - extractor.shift)}
 
     _, contiguous = _pass_seconds(nchw, image, iters, device)
     _, base = _pass_seconds(extractor, image, iters, device)
@@ -200,7 +205,7 @@ def section_levers(features, device, size: int, iters: int, compile_: bool = Tru
 
 # --- 2. peers ------------------------------------------------------------------------------------
 
-def section_peers(features, device, size: int, seconds: float) -> str:
+def section_peers(features, device, size: int, seconds: float, label: str, sheet: Path | None) -> str:
     content, style = load(CONTENT, size, device), load(STYLE, size, device)
     yardstick = objective(features, content, style)
     runs: list[tuple[str, torch.Tensor, int]] = []
@@ -209,17 +214,28 @@ def section_peers(features, device, size: int, seconds: float) -> str:
     runs.append(("PyTorch tutorial recipe", *peers.tutorial_recipe(content, style, features, seconds)))
     runs.append(("Gatys et al. recipe (L-BFGS + line search)", *peers.gatys_recipe(content, style, features, seconds)))
     rows = []
+    tiles = [(f"content {CONTENT.name}", to_pil(content)), (f"style {STYLE.name}", to_pil(style))]
     with torch.no_grad():
         for name, image, evaluations in runs:
             _, losses = yardstick(image)
             rows.append(f"| {name} | {evaluations} | {seconds / max(evaluations, 1):.3f} | "
-                        f"{losses['total']:.1f} | {losses['content']:.3f} | {losses['style']:.4f} |")
+                        f"{losses['total']:.3f} | {losses['content']:.3f} | {losses['style']:.4f} |")
+            tiles.append((f"{name}: {evaluations} evaluations in {seconds:g} s, our loss {losses['total']:.3f}",
+                          to_pil(image)))
     h, w = content.shape[-2:]
+    if sheet is not None:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from gallery import contact_sheet
+
+        title = f"Same wall time ({seconds:g} s each, {w}x{h}), {label} weights: ours and two peers' recipes"
+        contact_sheet(tiles, columns=len(tiles), title=title, box=(w, h)).save(sheet, optimize=True)
+    d = StylizeOptions()
     return "\n".join([
         f"Each for {seconds:g} s of wall time on {CONTENT.name} ({w}x{h}) in the style of {STYLE.name}, "
-        "random weights. Loss: our objective at default settings (content `relu4_2`, style "
-        "`relu1_1`..`relu5_1`, weights 1 / 1e4 / 1), lower is better; the peers optimize their own "
-        "objectives (the tutorial's stops at `conv3_1`), so this shows how far each gets on ours.\n",
+        f"{label} weights. Loss: our objective at default settings (content `relu4_2`, style "
+        f"`relu1_1`..`relu5_1`, weights {d.content_weight:g} / {d.style_weight:g} / {d.tv_weight:g}), lower is "
+        "better; the peers optimize their own objectives (the tutorial's stops at `conv3_1`), so this shows how "
+        f"far each gets on ours." + (f" The pictures: [{sheet.name}]({sheet.name}).\n" if sheet else "\n"),
         "| recipe | fwd+bwd evaluations | s / evaluation | total loss | content | style |",
         "|---|---|---|---|---|---|", *rows])
 
@@ -230,7 +246,7 @@ class _Reached(Exception):
     pass
 
 
-def section_quality(features, device, size: int, steps: int, levels: int, scaled_steps: int) -> str:
+def section_quality(features, device, size: int, steps: int, levels: int, scaled_steps: int, label: str) -> str:
     content, style = load(CONTENT, size, device), load(STYLE, size, device)
     full = tuple(content.shape[-2:])
 
@@ -272,7 +288,7 @@ def section_quality(features, device, size: int, steps: int, levels: int, scaled
         f"Wall time until the total loss at full size ({w}x{h}) reaches that of {steps} single-scale "
         f"L-BFGS iterations; the coarse levels' time counts. L-BFGS without a line search does not "
         f"lower the loss monotonically, so a run can pass the target before its last iteration. "
-        f"{CONTENT.name} in the style of {STYLE.name}, random weights.\n",
+        f"{CONTENT.name} in the style of {STYLE.name}, {label} weights.\n",
         "| run | seconds | total loss reached | speed-up |", "|---|---|---|---|", *rows])
 
 
@@ -280,7 +296,7 @@ def section_quality(features, device, size: int, steps: int, levels: int, scaled
 
 def memory_probe(size: int, iters: int, checkpointing: bool, device: torch.device) -> dict:
     """Run in a fresh process: peak memory of ``iters`` iterations at ``size`` x ``size``."""
-    features = build_vgg19_features(make_random(0)[0]).to(device)
+    features = build_vgg19_features(make_random(0).state).to(device)
     gen = torch.Generator().manual_seed(0)
     content = torch.rand(1, 3, size, size, generator=gen).to(device)
     style = torch.rand(1, 3, size, size, generator=gen).to(device)
@@ -332,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttq-levels", type=int, default=3, help="time-to-quality coarse-to-fine levels")
     parser.add_argument("--ttq-scaled-steps", type=int, default=300,
                         help="time-to-quality: iterations of the coarse-to-fine run, all levels together")
+    parser.add_argument("--weights", default="hed", help="real weights of the peers and quality sections (default hed)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--probe-memory", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
@@ -346,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.iters, args.peer_size, args.peer_seconds = [64], 3, 64, 2.0
         args.ttq_size, args.ttq_steps, args.ttq_levels, args.ttq_scaled_steps = 64, 10, 2, 10
         memory_cases, memory_iters = [(64, False), (64, True)], 2
-    features = build_vgg19_features(make_random(0)[0]).to(device)
+    features = build_vgg19_features(make_random(0).state).to(device)  # speed and memory only
+    real = resolve(args.weights)
+    real_features = build_features(real.state, network=real.network, input_convention=real.input_convention).to(device)
 
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {device}"
     if device.type == "cuda":
@@ -362,10 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "levers":
             body = section_levers(features, device, args.sizes[0], args.iters, compile_=not args.quick)
         elif name == "peers":
-            body = section_peers(features, device, args.peer_size, args.peer_seconds)
+            sheet = None if args.quick else ROOT / "benchmarks" / "peers.png"
+            body = section_peers(real_features, device, args.peer_size, args.peer_seconds, real.label, sheet)
         elif name == "quality":
-            body = section_quality(features, device, args.ttq_size, args.ttq_steps, args.ttq_levels,
-                                   args.ttq_scaled_steps)
+            body = section_quality(real_features, device, args.ttq_size, args.ttq_steps, args.ttq_levels,
+                                   args.ttq_scaled_steps, real.label)
         else:
             body = section_memory(device, memory_cases, memory_iters, StylizeOptions().lbfgs_history)
         report = (f"\n## {titles[name]} ({dt.date.today().isoformat()})\n\n"

@@ -37,8 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from nst.api import parse_request  # noqa: E402
 from nst.images import to_tensor  # noqa: E402
 from nst.stylize import stylize  # noqa: E402
-from nst.vgg import build_vgg19_features  # noqa: E402
-from nst.weights import load_file  # noqa: E402
+from nst.weights import PROVENANCE_FILE, WEIGHTS_FILE, load_features, read_provenance  # noqa: E402
 from nst_client import StyleTransferClient  # noqa: E402
 from torchserve_server import running_server  # noqa: E402  (the end-to-end tests' server harness)
 
@@ -58,7 +57,7 @@ def direct_seconds(store: Path, params: dict, repeat: int) -> float:
     body = {"content": base64.b64encode(CONTENT.read_bytes()).decode(),
             "style": base64.b64encode(STYLE.read_bytes()).decode(), "params": params}
     request = parse_request(json.dumps(body))
-    features = build_vgg19_features(load_file(store / "vgg19_features.pth")[0])
+    features = load_features(store / WEIGHTS_FILE, read_provenance(store / PROVENANCE_FILE))
     size = request.params["image_size"]
     best = float("inf")
     for _ in range(repeat):

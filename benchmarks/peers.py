@@ -1,7 +1,9 @@
 """Faithful re-implementations of two peers' recipes, for the side-by-side benchmark.
 
-Both use the same VGG19 weights and inputs as our engine and run for a fixed wall time; the
-benchmark then scores every result with one yardstick (our objective at default settings).
+Both use the same VGG weights and inputs as our engine (and the input convention those weights
+expect: the paper's were Caffe's, the tutorial's torchvision's) and run for a fixed wall time;
+the benchmark then scores every result with one yardstick (our objective at default settings).
+The layer names below are VGG19's and VGG16's alike.
 
 * :func:`tutorial_recipe`: the PyTorch tutorial ``neural_style_tutorial`` (A. Jacq, W. Ma):
   conv layers named by count (content ``conv_4``, style ``conv_1`` .. ``conv_5``), the network cut
@@ -26,11 +28,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "handler"))
 
-from nst.vgg import FeatureExtractor
+from nst.vgg import FeatureExtractor, VGGFeatures
 
 # The tutorial's conv_1 .. conv_5 are VGG19's first five convolutions.
 TUTORIAL_CONTENT = ("conv2_2",)  # conv_4
@@ -70,7 +71,7 @@ def _tutorial_gram(x: torch.Tensor) -> torch.Tensor:
     return torch.mm(f, f.t()).div(a * b * c * d)
 
 
-def tutorial_recipe(content: torch.Tensor, style: torch.Tensor, features: nn.Sequential,
+def tutorial_recipe(content: torch.Tensor, style: torch.Tensor, features: VGGFeatures,
                     seconds: float) -> tuple[torch.Tensor, int]:
     """The PyTorch tutorial's recipe for ``seconds`` of wall time (see the module docstring)."""
     extractor = FeatureExtractor(features, TUTORIAL_CONTENT + TUTORIAL_STYLE)
@@ -95,7 +96,7 @@ def tutorial_recipe(content: torch.Tensor, style: torch.Tensor, features: nn.Seq
     return image.detach().clamp(0, 1), evaluations
 
 
-def gatys_recipe(content: torch.Tensor, style: torch.Tensor, features: nn.Sequential,
+def gatys_recipe(content: torch.Tensor, style: torch.Tensor, features: VGGFeatures,
                  seconds: float, seed: int = 0) -> tuple[torch.Tensor, int]:
     """Gatys et al. (2016) as published, for ``seconds`` of wall time (see the module docstring)."""
     extractor = FeatureExtractor(features, GATYS_CONTENT + GATYS_STYLE)

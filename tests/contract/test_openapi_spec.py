@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 from nst.api import MAX_LEVELS, PARAMS, Limits, parse_params
-from nst.vgg import VGG19_LAYERS
+from nst.vgg import VGG16_LAYERS, VGG19_LAYERS
 from openapi_contract import SPEC_PATH, load_spec, validate
 from openapi_spec_validator import validate as validate_openapi
 from openapi_spec_validator.readers import read_from_filename
@@ -116,9 +116,10 @@ def test_model_metadata_lists_every_limit_and_the_non_null_defaults() -> None:
     assert meta["limits"]["required"] == list(asdict(limits))
     assert set(meta["defaults"]["required"]) == {n for n, v in defaults.items() if v is not None}
     # The metadata is what the handler's describe_handle returns, with nulls dropped by TorchServe.
-    instance = {"weights": {"source": "random", "label": "random-seed-0", "sha256": "0" * 64, "torchvision": "0",
-                            "torch": "0", "origin": "0"},
-                "device": "cpu", "limits": asdict(limits),
+    instance = {"weights": {"source": "hed", "label": "hed-bsds500-vgg16", "network": "vgg16",
+                            "input_convention": "caffe", "sha256": "0" * 64, "torchvision": "0",
+                            "torch": "0", "origin": "0", "credit": "HED"},
+                "layers": list(VGG16_LAYERS), "device": "cpu", "limits": asdict(limits),
                 "defaults": {k: v for k, v in defaults.items() if v is not None}}
     assert validate(instance, "/components/schemas/NSTModelMetadata") == []
     assert validate({**instance, "defaults": defaults}, "/components/schemas/NSTModelMetadata") == []  # nulls too

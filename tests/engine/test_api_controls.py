@@ -104,6 +104,17 @@ def test_unknown_layer_lists_the_valid_names(name: str) -> None:
     assert_400(_error(parse_params, {name: "relu1_1"}), "invalid_type", f"params.{name}")
 
 
+@pytest.mark.parametrize("name", ["content_layers", "style_layers"])
+def test_a_layer_the_served_network_lacks_is_refused_with_its_layers(name: str) -> None:
+    """``relu5_4`` is VGG19's; on a served VGG16 it is a 400 listing VGG16's names."""
+    assert parse_params({name: ["relu5_4"]}, network="vgg19")[name] == ["relu5_4"]
+    error = _error(parse_params, {name: ["relu1_1", "relu5_4"]}, network="vgg16")
+    assert_400(error, "invalid_choice", f"params.{name}[1]")
+    valid = error.message.split("valid names:")[1]
+    assert "relu5_3" in valid and "pool5" in valid and "relu5_4" not in valid and "conv3_4" not in valid
+    assert parse_params({name: ["relu5_3"]}, network="vgg16")[name] == ["relu5_3"]
+
+
 def test_custom_layers_are_echoed() -> None:
     p = parse_params({"content_layers": ["relu2_2"], "style_layers": ["relu1_1", "conv3_1"]})
     assert (p["content_layers"], p["style_layers"]) == (["relu2_2"], ["relu1_1", "conv3_1"])

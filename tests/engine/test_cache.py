@@ -8,7 +8,7 @@ import pytest
 import torch
 from nst.cache import StyleCache
 from nst.stylize import StylizeOptions, stylize
-from torch import nn
+from nst.vgg import VGGFeatures
 
 stylize_module = importlib.import_module("nst.stylize")  # the package re-exports stylize(), the function
 
@@ -28,7 +28,7 @@ def test_lru_evicts_the_least_recently_used() -> None:
         StyleCache(-1)
 
 
-def test_a_hit_gives_identical_pixels_and_skips_the_style_pass(load_image, features: nn.Sequential,
+def test_a_hit_gives_identical_pixels_and_skips_the_style_pass(load_image, features: VGGFeatures,
                                                                monkeypatch) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     cache = StyleCache(8)
@@ -55,7 +55,7 @@ def test_a_hit_gives_identical_pixels_and_skips_the_style_pass(load_image, featu
 @pytest.mark.parametrize("change", [
     {"style_scale": 0.5}, {"pooling": "avg"}, {"style_layers": ("relu1_1",)}, {"color_control": "histogram"},
 ])
-def test_what_the_targets_depend_on_is_in_the_key(load_image, features: nn.Sequential, change: dict) -> None:
+def test_what_the_targets_depend_on_is_in_the_key(load_image, features: VGGFeatures, change: dict) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     cache = StyleCache(8)
     stylize(content, style, features, StylizeOptions(steps=1), cache=cache, style_keys=["starry"])
@@ -63,7 +63,7 @@ def test_what_the_targets_depend_on_is_in_the_key(load_image, features: nn.Seque
     assert other.cache == "miss"
 
 
-def test_no_keys_no_caching(load_image, features: nn.Sequential) -> None:
+def test_no_keys_no_caching(load_image, features: VGGFeatures) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     cache = StyleCache(8)
     assert stylize(content, style, features, StylizeOptions(steps=1), cache=cache).cache is None

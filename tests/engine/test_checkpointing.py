@@ -7,8 +7,7 @@ import importlib
 import pytest
 import torch
 from nst.stylize import StylizeOptions, _Targets, stylize
-from nst.vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, FeatureExtractor
-from torch import nn
+from nst.vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, FeatureExtractor, VGGFeatures
 
 stylize_module = importlib.import_module("nst.stylize")
 LAYERS = DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS
@@ -28,7 +27,7 @@ def saved_bytes(fn) -> int:
     return total
 
 
-def test_same_features_and_gradient_with_and_without_checkpointing(features: nn.Sequential) -> None:
+def test_same_features_and_gradient_with_and_without_checkpointing(features: VGGFeatures) -> None:
     image = torch.rand(1, 3, 48, 40, generator=torch.Generator().manual_seed(0), requires_grad=True)
     results = []
     for checkpointing in (False, True):
@@ -42,14 +41,14 @@ def test_same_features_and_gradient_with_and_without_checkpointing(features: nn.
     assert torch.allclose(plain_grad, ckpt_grad, rtol=1e-5, atol=1e-8)
 
 
-def test_checkpointing_keeps_only_the_loss_layers_for_backward(features: nn.Sequential) -> None:
+def test_checkpointing_keeps_only_the_loss_layers_for_backward(features: VGGFeatures) -> None:
     image = torch.rand(1, 3, 64, 64, requires_grad=True)
     plain = saved_bytes(lambda: FeatureExtractor(features, LAYERS)(image))
     ckpt = saved_bytes(lambda: FeatureExtractor(features, LAYERS, checkpointing=True)(image))
     assert ckpt < plain / 4, (ckpt, plain)
 
 
-def test_no_checkpointing_without_a_gradient(features: nn.Sequential) -> None:
+def test_no_checkpointing_without_a_gradient(features: VGGFeatures) -> None:
     image = torch.rand(1, 3, 32, 32)  # no requires_grad: targets are computed this way
     with torch.no_grad():
         assert saved_bytes(lambda: FeatureExtractor(features, LAYERS, checkpointing=True)(image)) == 0

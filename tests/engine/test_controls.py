@@ -17,7 +17,7 @@ from nst import color
 from nst.losses import gram_matrix, guided_gram_matrix
 from nst.masks import MAX_REGIONS, MaskError
 from nst.stylize import Iterate, StylizeOptions, _Targets, initial_image, pyramid_sides, split_steps, stylize
-from nst.vgg import DEFAULT_STYLE_LAYERS, LAYER_INDEX, FeatureExtractor
+from nst.vgg import DEFAULT_STYLE_LAYERS, LAYER_INDEX, FeatureExtractor, VGGFeatures
 from torch import nn
 
 # The module, not the function `nst.stylize` that the package's __init__ re-exports under its name.
@@ -52,7 +52,7 @@ def chelsea(load_image) -> torch.Tensor:
     return load_image("chelsea_128x96.png", 32)  # (1, 3, 24, 32)
 
 
-def objective(features: nn.Sequential, options: StylizeOptions, content: torch.Tensor,
+def objective(features: VGGFeatures, options: StylizeOptions, content: torch.Tensor,
               styles: list[torch.Tensor]) -> _Targets:
     """The engine's objective for one level whose styles are already at their level size."""
     options = options.effective()
@@ -81,7 +81,7 @@ def recorded(monkeypatch) -> list[RecordingTargets]:
 
 # --- style blending ----------------------------------------------------------------------------
 
-def test_blend_weights(content, starry, scream, features: nn.Sequential) -> None:
+def test_blend_weights(content, starry, scream, features: VGGFeatures) -> None:
     o = opts(steps=2)
     first = stylize(content, starry, features, o)
     second = stylize(content, scream, features, o)
@@ -97,7 +97,7 @@ def test_blend_weights(content, starry, scream, features: nn.Sequential) -> None
         assert torch.allclose(equal.image, half.image, atol=1e-6, rtol=0), weights
 
 
-def test_blend_weights_must_match_the_styles(content, starry, features: nn.Sequential) -> None:
+def test_blend_weights_must_match_the_styles(content, starry, features: VGGFeatures) -> None:
     with pytest.raises(ValueError, match="style_blend_weights"):
         stylize(content, [starry, starry], features, opts(steps=1, style_blend_weights=(1.0, 1.0, 1.0)))
     for bad in ((-1.0, 2.0), (0.0, 0.0)):
@@ -112,7 +112,7 @@ def chroma_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((color.rgb_to_yiq(a)[:, 1:] - color.rgb_to_yiq(b)[:, 1:]).abs().mean())
 
 
-def test_luminance_only_keeps_the_content_colours(chelsea, scream, features: nn.Sequential, recorded) -> None:
+def test_luminance_only_keeps_the_content_colours(chelsea, scream, features: VGGFeatures, recorded) -> None:
     # Adam: its bounded steps make 8 iterations change the image for sure on a 24x32 image, where
     # L-BFGS's second, unit-length step can overshoot and stall the run (see docs/api.md, optimizer).
     plain = stylize(chelsea, scream, features, opts(steps=8, optimizer="adam"))
@@ -153,7 +153,7 @@ def test_histogram_matching_gives_the_content_statistics(chelsea, scream) -> Non
     assert torch.allclose(m_cov, c_cov, atol=2e-3)
 
 
-def test_histogram_control_stylizes_with_the_recoloured_style(chelsea, scream, features: nn.Sequential) -> None:
+def test_histogram_control_stylizes_with_the_recoloured_style(chelsea, scream, features: VGGFeatures) -> None:
     plain = stylize(chelsea, scream, features, opts(steps=2))
     hist = stylize(chelsea, scream, features, opts(steps=2, color_control="histogram"))
     assert (hist.image - plain.image).abs().max() > 1e-3
@@ -164,7 +164,7 @@ def test_histogram_control_stylizes_with_the_recoloured_style(chelsea, scream, f
 
 # --- style scale -------------------------------------------------------------------------------
 
-def test_style_scale_resizes_the_style_reaching_the_network(content, load_image, features: nn.Sequential,
+def test_style_scale_resizes_the_style_reaching_the_network(content, load_image, features: VGGFeatures,
                                                            recorded) -> None:
     starry64 = load_image("starry_night_64x64.png")  # 64x64, the output is 32 px
     scream128 = load_image("the_scream_128x96.png")  # 128x96
@@ -202,7 +202,7 @@ def test_initial_image_of_each_init(content, scream, chelsea) -> None:
         initial_image(content, "image", 0)
 
 
-def test_each_init_starts_where_it_says(content, starry, chelsea, features: nn.Sequential) -> None:
+def test_each_init_starts_where_it_says(content, starry, chelsea, features: VGGFeatures) -> None:
     starts = {
         "content": content,
         "noise": torch.rand(content.shape, generator=torch.Generator().manual_seed(3)),
@@ -228,7 +228,7 @@ def test_each_init_starts_where_it_says(content, starry, chelsea, features: nn.S
 
 # --- pooling and layers ------------------------------------------------------------------------
 
-def test_avg_pooling_swaps_every_max_pool(features: nn.Sequential) -> None:
+def test_avg_pooling_swaps_every_max_pool(features: VGGFeatures) -> None:
     for layers in (["relu5_1"], ["pool5"], ["relu2_1"]):
         max_net = FeatureExtractor(features, layers, "max").net
         avg_net = FeatureExtractor(features, layers, "avg").net
@@ -242,7 +242,7 @@ def test_avg_pooling_swaps_every_max_pool(features: nn.Sequential) -> None:
     assert sum(isinstance(m, nn.AvgPool2d) for m in FeatureExtractor(features, ["pool5"], "avg").net) == 5
 
 
-def test_avg_pooling_changes_features_and_losses(content, starry, features: nn.Sequential, recorded) -> None:
+def test_avg_pooling_changes_features_and_losses(content, starry, features: VGGFeatures, recorded) -> None:
     image = content
     by_max = FeatureExtractor(features, ["relu1_1", "relu2_1"], "max")(image)
     by_avg = FeatureExtractor(features, ["relu1_1", "relu2_1"], "avg")(image)
@@ -258,7 +258,7 @@ def test_avg_pooling_changes_features_and_losses(content, starry, features: nn.S
     assert [sum(isinstance(m, nn.AvgPool2d) for m in t.extractor.net) for t in recorded] == [0, 1]
 
 
-def by_hand(features: nn.Sequential, layer: str, image: torch.Tensor, content: torch.Tensor,
+def by_hand(features: VGGFeatures, layer: str, image: torch.Tensor, content: torch.Tensor,
             style: torch.Tensor) -> tuple[float, float]:
     """The normalized content and style terms of ``image`` at one layer, computed from scratch."""
     ex = FeatureExtractor(features, [layer])
@@ -268,7 +268,7 @@ def by_hand(features: nn.Sequential, layer: str, image: torch.Tensor, content: t
     return float(content_term), float(style_term)
 
 
-def test_custom_layers_are_the_ones_used(content, starry, features: nn.Sequential, recorded) -> None:
+def test_custom_layers_are_the_ones_used(content, starry, features: VGGFeatures, recorded) -> None:
     seen = {}
     for name, kwargs in [("default", {}), ("custom", {"content_layers": ("relu2_2",), "style_layers": ("relu1_1",)})]:
         calls: list[Iterate] = []
@@ -292,7 +292,7 @@ def test_custom_layers_are_the_ones_used(content, starry, features: nn.Sequentia
     assert style_11 != pytest.approx(style_21, rel=1e-3)
 
 
-def test_style_layer_weights(content, starry, features: nn.Sequential) -> None:
+def test_style_layer_weights(content, starry, features: VGGFeatures) -> None:
     # 16 px, the least the five default style layers take: relu5_1 is costly.
     small_content, small_style = content[..., ::2, ::2], starry[..., ::2, ::2]
     start = torch.rand(small_content.shape, generator=torch.Generator().manual_seed(0))
@@ -319,7 +319,7 @@ def test_style_layer_weights(content, starry, features: nn.Sequential) -> None:
 
 # --- optimizers --------------------------------------------------------------------------------
 
-def test_adam_and_lbfgs_both_reduce_the_loss(content, starry, features: nn.Sequential) -> None:
+def test_adam_and_lbfgs_both_reduce_the_loss(content, starry, features: VGGFeatures) -> None:
     images = {}
     for optimizer in ("lbfgs", "adam"):
         seen: list[Iterate] = []
@@ -333,7 +333,7 @@ def test_adam_and_lbfgs_both_reduce_the_loss(content, starry, features: nn.Seque
 
 
 @pytest.mark.parametrize("learning_rate", [0.05, 0.01])
-def test_adam_steps_by_the_learning_rate(content, starry, features: nn.Sequential, learning_rate: float) -> None:
+def test_adam_steps_by_the_learning_rate(content, starry, features: VGGFeatures, learning_rate: float) -> None:
     # Adam's first update moves every pixel with a gradient by the learning rate exactly
     # (m / sqrt(v) is the sign of the gradient); L-BFGS's first step is the gradient scaled by
     # min(1, 1 / |g|_1), nothing like it.
@@ -360,7 +360,7 @@ def test_pyramid_sides_and_split_steps() -> None:
 
 
 @pytest.mark.parametrize("name, size", [("tubingen_64x64.png", (64, 64)), ("chelsea_128x96.png", (48, 64))])
-def test_two_scales(load_image, starry, features: nn.Sequential, recorded, name, size) -> None:
+def test_two_scales(load_image, starry, features: VGGFeatures, recorded, name, size) -> None:
     content = load_image(name, 64)
     h, w = size
     seen: list[Iterate] = []
@@ -375,7 +375,7 @@ def test_two_scales(load_image, starry, features: nn.Sequential, recorded, name,
     assert result.history[-1].losses == result.losses
 
 
-def test_scales_are_checked(content, starry, features: nn.Sequential) -> None:
+def test_scales_are_checked(content, starry, features: VGGFeatures) -> None:
     with pytest.raises(ValueError, match="last scale"):
         stylize(content, starry, features, opts(scales=(16, 24), steps=2))  # the output's long side is 32
     with pytest.raises(ValueError, match="number of scales"):
@@ -388,7 +388,7 @@ def test_scales_are_checked(content, starry, features: nn.Sequential) -> None:
 # --- reconstruction modes ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode, term", [("reconstruct_content", "content"), ("reconstruct_style", "style")])
-def test_reconstruction(content, starry, features: nn.Sequential, mode: str, term: str) -> None:
+def test_reconstruction(content, starry, features: VGGFeatures, mode: str, term: str) -> None:
     o = opts(steps=5, mode=mode, seed=2)
     effective = o.effective()
     assert effective.init == "noise" and effective.tv_weight == 0.0
@@ -432,7 +432,7 @@ def test_guided_gram_matrix() -> None:
     assert torch.allclose(both[1], gram_matrix(feats[..., 4:])[0], atol=1e-6)
 
 
-def test_masks_send_each_style_to_its_region(content, starry, scream, features: nn.Sequential) -> None:
+def test_masks_send_each_style_to_its_region(content, starry, scream, features: VGGFeatures) -> None:
     mean_of = lambda x: x.mean(dim=(0, 2, 3))  # noqa: E731
     dist = lambda a, b: float((a - b).norm())  # noqa: E731
     s1, s2 = mean_of(starry), mean_of(scream)
@@ -455,7 +455,7 @@ def test_masks_send_each_style_to_its_region(content, starry, scream, features: 
     assert dist(swapped_right, s1) < dist(right, s1)
 
 
-def test_mask_errors(content, starry, scream, features: nn.Sequential) -> None:
+def test_mask_errors(content, starry, scream, features: VGGFeatures) -> None:
     o = opts(steps=1)
     noisy = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with pytest.raises(MaskError, match=f"at most {MAX_REGIONS}"):
@@ -477,7 +477,7 @@ def test_mask_errors(content, starry, scream, features: nn.Sequential) -> None:
     assert issubclass(MaskError, ValueError)
 
 
-def test_sixteen_colours_are_accepted(content, starry, features: nn.Sequential) -> None:
+def test_sixteen_colours_are_accepted(content, starry, features: VGGFeatures) -> None:
     # 16 vertical stripes of distinct colours in the content mask, all present in the style mask.
     colours = torch.stack([torch.tensor([i * 16, 255 - i * 16, (i * 64) % 256]) for i in range(16)]).float() / 255
     mask = colours.T.reshape(1, 3, 1, 16).repeat_interleave(2, dim=3).expand(1, 3, 32, 32).contiguous()

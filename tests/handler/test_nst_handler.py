@@ -22,7 +22,7 @@ from PIL import Image
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
-MANIFEST = {"model": {"modelName": "nst", "serializedFile": "vgg19_features.pth", "handler": "nst_handler.py",
+MANIFEST = {"model": {"modelName": "nst", "serializedFile": "vgg_features.pth", "handler": "nst_handler.py",
                       "modelVersion": "1.0"}}
 TINY_DEFAULTS = {"image_size": 64, "steps": 3}
 
@@ -50,7 +50,7 @@ def make_context(model_dir: Path, config: dict, n_rows: int = 2) -> Context:
 def model_dir(tmp_path_factory: pytest.TempPathFactory, random_state) -> Path:
     """What TorchServe unpacks from nst.mar: the weights, their provenance and the handler."""
     path = tmp_path_factory.mktemp("model")
-    weights.save(random_state, "random", "random-seed-0", "0", path)
+    weights.save(weights.make_random(0), path)
     return path
 
 
@@ -112,7 +112,7 @@ def test_initialize_refuses_weights_that_do_not_match_provenance(model_dir: Path
     bad = tmp_path / "model"
     shutil.copytree(model_dir, bad)
     tampered = dict(random_state) | {"0.bias": random_state["0.bias"] + 1}
-    torch.save(tampered, bad / "vgg19_features.pth")  # a valid VGG19 file, but not the one recorded
+    torch.save(tampered, bad / "vgg_features.pth")  # a valid VGG19 file, but not the one recorded
     h = NSTHandler()
     with pytest.raises(ValueError, match="does not match the sha256"):
         h.initialize(make_context(bad, config))
@@ -283,3 +283,24 @@ def test_huge_integer_weight_is_a_400(handler: NSTHandler, model_dir: Path, conf
     good_body["params"]["style_weight"] = 10**400
     (body,), ctx = run(handler, model_dir, config, [{"body": good_body}])
     assert_error(body, ctx, 0, 400, "out_of_range", "params.style_weight")
+
+
+# --- the served network ---------------------------------------------------------------------------
+
+def test_a_vgg16_model_serves_its_own_layers_and_describes_them(tmp_path: Path, config: dict, good_body: dict) -> None:
+    model = tmp_path / "model16"
+    weights.save(weights.make_random(0, "vgg16"), model)
+    h = NSTHandler()
+    h.initialize(make_context(model, config))
+    assert (h.features.network, h.features.input_convention.name) == ("vgg16", "torchvision")
+    described = json.loads(h.describe_handle())
+    assert described["weights"]["network"] == "vgg16" and described["weights"]["input_convention"] == "torchvision"
+    assert described["weights"]["label"] == "random-seed-0-vgg16"
+    assert described["layers"][-3:] == ["conv5_3", "relu5_3", "pool5"] and "relu5_4" not in described["layers"]
+    good_body["params"]["style_layers"] = ["relu1_1", "relu5_4"]
+    (body,), ctx = run(h, model, config, [{"body": good_body}])
+    assert_error(body, ctx, 0, 400, "invalid_choice", "params.style_layers[1]")
+    assert "relu5_3" in body["error"]["message"]
+    good_body["params"]["style_layers"] = ["relu1_1", "relu5_3"]
+    (body,), _ = run(h, model, config, [{"body": good_body}])
+    assert body["weights"] == "random-seed-0-vgg16" and body["iterations"] == 2
