@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The TorchServe server image: Java 17, the pinned requirements.txt and model_store/nst.mar.
 # Build the archive first, then the image (deploy/README.md, "Docker"):
-#   make archive            # WEIGHTS=imagenet (default), random, or a path to a VGG19 state dict
+#   make archive            # WEIGHTS=imagenet (default), imagenet-vgg16, hed, or a path to a VGG state dict
 #   docker build -t nst-torchserve .
 #   docker run --gpus all -p 8080:8080 -p 8082:8082 nst-torchserve
 # .dockerignore sends only the four files copied below to the builder.

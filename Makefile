@@ -21,6 +21,8 @@ STAGE       := $(MODEL_STORE)/.stage
 DEMO_CONTENT ?= examples/contents/tubingen.jpg
 DEMO_STYLE   ?= examples/styles/starry_night.jpg
 DEMO_OUT     ?= out.png
+# content | style | output with the weights' label (the README's opening picture is one).
+DEMO_COMPARE ?= out-compare.png
 DEMO_ARGS    ?= --image-size 256 --steps 150
 
 export PYTHONPATH := $(CURDIR)/handler$(if $(PYTHONPATH),:$(PYTHONPATH))
@@ -98,9 +100,9 @@ stop:
 demo: check-java install
 	$(MAKE) --no-print-directory archive FALLBACK=$(DEMO_FALLBACK)
 	$(MAKE) --no-print-directory serve
-	$(BIN)/nst-client stylize $(DEMO_CONTENT) $(DEMO_STYLE) -o $(DEMO_OUT) $(DEMO_ARGS); \
+	$(BIN)/nst-client stylize $(DEMO_CONTENT) $(DEMO_STYLE) -o $(DEMO_OUT) --compare $(DEMO_COMPARE) $(DEMO_ARGS); \
 	  status=$$?; $(MAKE) --no-print-directory stop; \
-	  test $$status -eq 0 && echo "wrote $(DEMO_OUT) with $$(cat $(MODEL_STORE)/vgg_features.json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["label"])') weights"; exit $$status
+	  test $$status -eq 0 && echo "wrote $(DEMO_OUT) and $(DEMO_COMPARE) with $$(cat $(MODEL_STORE)/vgg_features.json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["label"])') weights"; exit $$status
 
 test: check-java install
 	$(PY) -m pytest tests
@@ -135,5 +137,5 @@ kserve-layout:
 	@echo "built $(KSERVE_LAYOUT): upload its contents to the InferenceService's storageUri"
 
 clean: stop
-	rm -rf $(MODEL_STORE)/*.mar $(MODEL_STORE)/vgg_features.* $(MODEL_STORE)/vgg19_features.* $(STAGE) $(KSERVE_LAYOUT) logs out.png .pytest_cache $(VENV)
+	rm -rf $(MODEL_STORE)/*.mar $(MODEL_STORE)/vgg_features.* $(MODEL_STORE)/vgg19_features.* $(STAGE) $(KSERVE_LAYOUT) logs out.png out-compare.png .pytest_cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

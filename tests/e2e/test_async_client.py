@@ -87,6 +87,8 @@ def test_info_from_both_clients(server, client):
         assert (info.model, info.version, info.device) == ("nst", "1.0", "cpu")
         assert info.weights["label"] == "random-seed-0" and info.weights["source"] == "random"
         assert len(info.weights["sha256"]) == 64
+        assert (info.weights["network"], info.weights["input_convention"]) == ("vgg19", "torchvision")
+        assert len(info.layers) == 37 and info.layers[-1] == "pool5"
         assert info.limits["max_image_side"] == 1024 and info.defaults["steps"] == 300
         assert info.ready_workers == 1
     # Same description through both (worker memory figures move between calls).

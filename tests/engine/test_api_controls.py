@@ -238,9 +238,9 @@ def test_reconstruction_modes_echo_what_runs() -> None:
     p = parse_params({"mode": "reconstruct_content", "content_weight": 0})
     assert p["content_weight"] == 1.0  # a reconstruction with nothing to match would do nothing
     p = parse_params({"mode": "reconstruct_style", "init": "content"})
-    assert (p["init"], p["content_weight"], p["style_weight"], p["tv_weight"]) == ("noise", 0.0, 1e4, 0.0)
+    assert (p["init"], p["content_weight"], p["style_weight"], p["tv_weight"]) == ("noise", 0.0, 10.0, 0.0)
     p = parse_params({"mode": "stylize", "init": "style"})
-    assert (p["init"], p["content_weight"], p["style_weight"], p["tv_weight"]) == ("style", 1.0, 1e4, 1.0)
+    assert (p["init"], p["content_weight"], p["style_weight"], p["tv_weight"]) == ("style", 1.0, 10.0, 10.0)
     assert_400(_error(parse_params, {"mode": "reconstruct"}), "invalid_choice", "params.mode")
 
 

@@ -392,7 +392,7 @@ def test_reconstruction(content, starry, features: VGGFeatures, mode: str, term:
     o = opts(steps=5, mode=mode, seed=2)
     effective = o.effective()
     assert effective.init == "noise" and effective.tv_weight == 0.0
-    assert (effective.content_weight, effective.style_weight) == ((1.0, 0.0) if term == "content" else (0.0, 1e4))
+    assert (effective.content_weight, effective.style_weight) == ((1.0, 0.0) if term == "content" else (0.0, 10.0))
     seen: list[Iterate] = []
     result = stylize(content, starry, features, o, callback=seen.append)
     # Iteration 0 is the seeded noise (init="content" is overridden).

@@ -144,7 +144,7 @@ def test_good_request(handler: NSTHandler, model_dir: Path, config: dict, good_b
     assert body["params"] == parse_params(None) | {
         "image_size": 64, "steps": 2, "scales": [64],  # every parameter, effective values
     }
-    assert body["params"]["style_weight"] == 10000.0 and body["params"]["init"] == "content"
+    assert body["params"]["style_weight"] == 10.0 and body["params"]["init"] == "content"
     assert "history" not in body  # only with return_history
     assert body["weights"] == "random-seed-0"
     assert body["device"] == "cpu"

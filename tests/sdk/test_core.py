@@ -345,8 +345,8 @@ def test_decoder_raises_the_error_event():
 
 # ----------------------------------------------------------------------- model description
 
-META = {"weights": {"source": "random", "label": "random-seed-0", "sha256": "ab"},
-        "device": "cpu", "limits": {"max_image_side": 1024}, "defaults": {"steps": 300}}
+META = {"weights": {"source": "random", "label": "random-seed-0", "sha256": "ab", "network": "vgg19"},
+        "layers": ["conv1_1", "relu1_1"], "device": "cpu", "limits": {"max_image_side": 1024}, "defaults": {"steps": 300}}
 
 
 def _description(meta: Any) -> bytes:
@@ -366,12 +366,14 @@ def test_model_info_parses_the_customized_description(meta):
     assert info.defaults == {"steps": 300} and info.metadata == META
     assert info.ready_workers == 1 and len(info.workers) == 2
     assert info.raw["batchSize"] == 1
+    assert info.layers == ["conv1_1", "relu1_1"]
     assert json.loads(json.dumps(info.to_dict()))["weights"]["source"] == "random"
 
 
 def test_model_info_without_customized_metadata_is_empty():
     info = _core.model_info(_description(None), {})
     assert (info.weights, info.device, info.limits, info.defaults, info.metadata) == ({}, None, {}, {}, {})
+    assert info.layers == []
 
 
 @pytest.mark.parametrize("content", [

@@ -55,7 +55,8 @@ class StylizeResult:
         losses: Final losses, e.g. ``{"content": ..., "style": ..., "tv": ..., "total": ...}``.
         timings_ms: Server-side timings in milliseconds, by phase.
         params: Effective parameters the server used (its defaults filled in).
-        weights: VGG weights used: ``"imagenet1k_v1"``, ``"random-seed-N"`` or ``"file:<sha256>"``.
+        weights: VGG weights used, e.g. ``"imagenet1k_v1"``, ``"hed-bsds500-vgg16"``,
+            ``"file:<sha256>"`` or ``"random-seed-N"`` (random: plumbing tests only).
         device: Device the server ran on, e.g. ``"cpu"`` or ``"cuda:0"``.
         raw: The full decoded JSON response, including keys this SDK does not know.
         history: Per-iteration losses, each ``{"iteration", "content", "style", "tv",
@@ -167,16 +168,20 @@ class ModelInfo:
     """What the server says about the model it serves (``info()``).
 
     Built from TorchServe's ``GET /models/<model>?customized=true`` description; the
-    handler's ``describe_handle`` supplies ``customizedMetadata`` (weights, device, limits,
-    defaults).
+    handler's ``describe_handle`` supplies ``customizedMetadata`` (weights, layers, device,
+    limits, defaults).
 
     Attributes:
         model: The registered model name (``modelName``).
         version: The model archive's version (``modelVersion``), e.g. ``"1.0"``.
-        weights: Provenance of the served VGG19 weights: ``source`` (``"imagenet"``,
-            ``"file"`` or ``"random"``), ``label`` (what every stylize answer reports as
-            ``weights``), ``sha256`` of the served state dict, ``origin`` (URL, file or seed),
-            and the ``torch``/``torchvision`` versions that made it.
+        weights: Provenance of the served VGG weights: ``source`` (``"imagenet"``,
+            ``"imagenet-vgg16"``, ``"hed"``, ``"file"`` or ``"random"``), ``label`` (what every
+            stylize answer reports as ``weights``), ``network`` (``"vgg16"`` or ``"vgg19"``),
+            ``input_convention`` (``"torchvision"`` or ``"caffe"``), ``sha256`` of the served
+            state dict, ``origin`` (URL, wheel, file or seed), ``credit``, and the
+            ``torch``/``torchvision`` versions that made it.
+        layers: The served network's layer names, in order (what ``content_layers`` and
+            ``style_layers`` may name): 37 for VGG19, 31 for VGG16.
         device: Device the worker runs on, e.g. ``"cpu"`` or ``"cuda:0"``.
         limits: The server's per-request limits: ``max_image_side`` (pixels), ``max_steps``
             (iterations), ``max_input_pixels`` (width x height), ``max_input_bytes`` (bytes),
@@ -191,6 +196,7 @@ class ModelInfo:
     model: str
     version: Optional[str]
     weights: Dict[str, Any]
+    layers: List[str]
     device: Optional[str]
     limits: Dict[str, Any]
     defaults: Dict[str, Any]
@@ -240,6 +246,7 @@ class ModelInfo:
             model=str(description.get("modelName", "")),
             version=None if version is None else str(version),
             weights=obj("weights"),
+            layers=[str(n) for n in meta.get("layers") or [] if isinstance(n, str)],
             device=meta.get("device") if isinstance(meta.get("device"), str) else None,
             limits=obj("limits"),
             defaults=obj("defaults"),
@@ -250,5 +257,6 @@ class ModelInfo:
 
     def to_dict(self) -> Dict[str, Any]:
         """The info as plain JSON-serialisable data (``raw`` left out), e.g. for ``json.dumps``."""
-        return {"model": self.model, "version": self.version, "weights": self.weights, "device": self.device,
+        return {"model": self.model, "version": self.version, "weights": self.weights, "layers": self.layers,
+                "device": self.device,
                 "limits": self.limits, "defaults": self.defaults, "workers": self.workers}

@@ -975,6 +975,7 @@ def _info_text(doc: Dict[str, Any]) -> str:
     return "\n".join([
         f"model:    {doc['model']} (version {doc['version']}) at {doc['management_url']}",
         f"weights:  {pairs(doc['weights'])}",
+        f"layers:   {', '.join(doc['layers']) or '-'}",
         f"device:   {doc['device']}",
         f"workers:  {len(doc['workers'])} ({states or 'none'}), {doc['ready_workers']} ready",
         f"limits:   {pairs(doc['limits'])}",
