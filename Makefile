@@ -32,7 +32,7 @@ export PYTHONPATH := $(CURDIR)/handler$(if $(PYTHONPATH),:$(PYTHONPATH))
 help:
 	@echo "make demo      build, serve and stylize $(DEMO_CONTENT) in the style of $(DEMO_STYLE) -> $(DEMO_OUT)"
 	@echo "               (without download.pytorch.org it says so and uses WEIGHTS=hed)"
-	@echo "make test      run every test (unit, handler, SDK, end to end with the real TorchServe)"
+	@echo "make test      run every test (unit, handler, SDK, quality on HED weights, end to end with the real TorchServe)"
 	@echo "make lint      ruff on everything, mypy on everything (--strict on the SDK)"
 	@echo "make install   create $(VENV) with the pinned requirements and the SDK"
 	@echo "make weights   fetch/make VGG weights (WEIGHTS=imagenet|imagenet-vgg16|hed|random|/path/to/vgg.pth)"
