@@ -347,8 +347,18 @@ def save(weights: Weights, out_dir: Path) -> Provenance:
 
 
 def read_provenance(path: Path) -> Provenance:
-    """Read a provenance file written by :func:`save`."""
-    return Provenance(**json.loads(path.read_text()))
+    """Read a provenance file written by :func:`save`.
+
+    Raises:
+        ValueError: the file lacks a field (an archive built before the network and the input
+            convention were recorded) or has one this version does not know.
+    """
+    fields = json.loads(path.read_text())
+    try:
+        return Provenance(**fields)
+    except TypeError as exc:
+        raise ValueError(f"{path.name} is not a provenance file of this version ({exc}); rebuild the weights "
+                         "and the archive with `make archive WEIGHTS=...`") from None
 
 
 def load_features(weights_path: Path, provenance: Provenance) -> VGGFeatures:

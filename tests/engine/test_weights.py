@@ -97,6 +97,15 @@ def test_save_writes_weights_and_provenance(random_state: dict[str, torch.Tensor
     assert_same_state(torch.load(pth, weights_only=True), random_state)
 
 
+def test_provenance_without_network_and_convention_is_refused(tmp_path: Path) -> None:
+    """An archive built before the network and input convention were recorded is not guessed at."""
+    old = tmp_path / weights.PROVENANCE_FILE
+    old.write_text(json.dumps({"source": "random", "label": "random-seed-0", "sha256": "0" * 64,
+                               "torchvision": "0", "torch": "0", "origin": "0"}))
+    with pytest.raises(ValueError, match="rebuild the weights and the archive"):
+        weights.read_provenance(old)
+
+
 def test_sha256_of(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"abc")
