@@ -56,7 +56,7 @@ import peers  # noqa: E402
 from nst.cache import StyleCache  # noqa: E402
 from nst.images import decode_image, to_pil, to_tensor  # noqa: E402
 from nst.stylize import Iterate, StylizeOptions, _Targets, stylize  # noqa: E402
-from nst.vgg import LAYER_INDEX, FeatureExtractor, VGGFeatures, build_features, build_vgg19_features  # noqa: E402
+from nst.vgg import LAYER_INDEX, FeatureExtractor, VGGFeatures, build_vgg19_features  # noqa: E402
 from nst.weights import make_random, resolve  # noqa: E402
 
 SECTIONS = ("floor", "levers", "peers", "quality", "memory")
@@ -371,8 +371,9 @@ def main(argv: list[str] | None = None) -> int:
         args.ttq_size, args.ttq_steps, args.ttq_levels, args.ttq_scaled_steps = 64, 10, 2, 10
         memory_cases, memory_iters = [(64, False), (64, True)], 2
     features = build_vgg19_features(make_random(0).state).to(device)  # speed and memory only
-    real = resolve(args.weights)
-    real_features = build_features(real.state, network=real.network, input_convention=real.input_convention).to(device)
+    # Real weights only for the sections about results (fetching HED's takes a few seconds).
+    real = resolve(args.weights) if {"peers", "quality"} & set(args.only) else None
+    real_features = real.features().to(device) if real is not None else None
 
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {device}"
     if device.type == "cuda":
@@ -389,8 +390,10 @@ def main(argv: list[str] | None = None) -> int:
             body = section_levers(features, device, args.sizes[0], args.iters, compile_=not args.quick)
         elif name == "peers":
             sheet = None if args.quick else ROOT / "benchmarks" / "peers.png"
+            assert real is not None
             body = section_peers(real_features, device, args.peer_size, args.peer_seconds, real.label, sheet)
         elif name == "quality":
+            assert real is not None
             body = section_quality(real_features, device, args.ttq_size, args.ttq_steps, args.ttq_levels,
                                    args.ttq_scaled_steps, real.label)
         else:

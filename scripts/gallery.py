@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "handler"))
 import torch  # noqa: E402
 from nst.images import decode_image, to_pil, to_tensor  # noqa: E402
 from nst.stylize import StylizeOptions, pyramid_sides, stylize  # noqa: E402
-from nst.vgg import VGGFeatures, build_features  # noqa: E402
+from nst.vgg import VGGFeatures  # noqa: E402
 from nst.weights import resolve  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     weights = resolve(args.weights, seed=args.seed)
     label = weights.label
-    features = build_features(weights.state, network=weights.network, input_convention=weights.input_convention)
+    features = weights.features()
     content = load(CONTENT, args.image_size)
     print(f"{weights.network.upper()} weights {label}; content {CONTENT.name} at {content.shape[-1]}x{content.shape[-2]}, "
           f"{args.steps} iterations per tile, {torch.get_num_threads()} torch threads", flush=True)

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from gallery import contact_sheet, load  # noqa: E402
 from nst.images import to_pil  # noqa: E402
 from nst.stylize import StylizeOptions, pyramid_sides, stylize  # noqa: E402
-from nst.vgg import VGGFeatures, build_features  # noqa: E402
+from nst.vgg import VGGFeatures  # noqa: E402
 from nst.weights import load_hed  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown sheet(s) {unknown}")
 
     weights = load_hed()
-    features = build_features(weights.state, network=weights.network, input_convention=weights.input_convention)
+    features = weights.features()
     defaults = StylizeOptions()
     results_path = args.out_dir / "study.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}

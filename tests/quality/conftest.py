@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from nst.images import decode_image, to_tensor
-from nst.vgg import VGGFeatures, build_features
+from nst.vgg import VGGFeatures
 from nst.weights import Weights, load_hed
 
 
@@ -20,7 +20,7 @@ def hed(hed_wheel: Path) -> Weights:
 @pytest.fixture(scope="session")
 def hed_features(hed: Weights) -> VGGFeatures:
     """HED's VGG16 with its recorded (Caffe) input convention, on the CPU (read-only)."""
-    return build_features(hed.state, network=hed.network, input_convention=hed.input_convention)
+    return hed.features()
 
 
 @pytest.fixture(scope="session")
