@@ -75,7 +75,7 @@ weights: install
 # for `make demo`).
 archive: weights
 	rm -rf $(STAGE) && mkdir -p $(STAGE)
-	cp -r handler/nst $(STAGE)/nst && rm -rf $(STAGE)/nst/__pycache__
+	cp -r handler/nst handler/nst_http $(STAGE)/ && rm -rf $(STAGE)/*/__pycache__
 	cp $(MODEL_STORE)/vgg_features.json $(STAGE)/ && cp docs/credits.md $(STAGE)/CREDITS.md
 	$(BIN)/torch-model-archiver --model-name nst --version 1.0 --force \
 	  --handler handler/nst_handler.py \

@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "handler"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from nst.api import parse_request  # noqa: E402
 from nst.images import to_tensor  # noqa: E402
 from nst.stylize import stylize  # noqa: E402
 from nst.weights import PROVENANCE_FILE, WEIGHTS_FILE, load_features, read_provenance  # noqa: E402
 from nst_client import StyleTransferClient  # noqa: E402
+from nst_http.request import parse_request  # noqa: E402
 from torchserve_server import running_server  # noqa: E402  (the end-to-end tests' server harness)
 
 CONTENT = ROOT / "examples" / "contents" / "tubingen.jpg"

@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT / "handler"))
 
 import torch  # noqa: E402
 from nst.images import decode_image, to_pil, to_tensor  # noqa: E402
-from nst.stylize import StylizeOptions, pyramid_sides, stylize  # noqa: E402
+from nst.plan import pyramid_sides  # noqa: E402
+from nst.stylize import StylizeOptions, stylize  # noqa: E402
 from nst.vgg import VGGFeatures  # noqa: E402
 from nst.weights import resolve  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402

@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import torch  # noqa: E402
 from gallery import contact_sheet, load  # noqa: E402
 from nst.images import to_pil  # noqa: E402
-from nst.stylize import StylizeOptions, pyramid_sides, stylize  # noqa: E402
+from nst.plan import pyramid_sides  # noqa: E402
+from nst.stylize import StylizeOptions, stylize  # noqa: E402
 from nst.vgg import VGGFeatures  # noqa: E402
 from nst.weights import load_hed  # noqa: E402
 

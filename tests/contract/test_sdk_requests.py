@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 from contract_server import Recorded, ScriptedServer
-from nst.api import RequestError, parse_params
 from nst_client import AsyncStyleTransferClient, BadRequestError, StyleTransferClient
+from nst_http.errors import RequestError
+from nst_http.params import parse_params
 from openapi_contract import check_request, check_response
 from PIL import Image
 

@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from nst import color
 from nst.losses import gram_matrix, guided_gram_matrix
 from nst.masks import MAX_REGIONS, MaskError
-from nst.stylize import Iterate, StylizeOptions, _Targets, initial_image, pyramid_sides, split_steps, stylize
+from nst.options import normalized
+from nst.plan import pyramid_sides, split_steps
+from nst.stylize import Iterate, StylizeOptions, _Targets, initial_image, stylize
 from nst.vgg import DEFAULT_STYLE_LAYERS, LAYER_INDEX, FeatureExtractor, VGGFeatures
 from torch import nn
 
@@ -56,7 +58,7 @@ def objective(features: VGGFeatures, options: StylizeOptions, content: torch.Ten
               styles: list[torch.Tensor]) -> _Targets:
     """The engine's objective for one level whose styles are already at their level size."""
     options = options.effective()
-    blend = stylize_module._normalized(options.style_blend_weights or [1.0] * len(styles), "blend")
+    blend = options.style_blend_weights or normalized([1.0] * len(styles))
     return _Targets(features, options, content, styles, blend, None, None)
 
 

@@ -16,8 +16,8 @@ import ts
 import yaml
 from imagebytes import png_claiming_size
 from nst import weights
-from nst.api import Limits, parse_params
 from nst_handler import NSTHandler
+from nst_http.params import Limits, parse_params
 from PIL import Image
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl

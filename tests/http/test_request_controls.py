@@ -8,8 +8,11 @@ import dataclasses
 
 import pytest
 from imagebytes import png_b64 as _b64_png
-from nst.api import MAX_LEVELS, Limits, RequestError, parse_params, parse_request
-from nst.stylize import StylizeOptions, pyramid_sides
+from nst.options import MAX_LEVELS, StylizeOptions
+from nst.plan import pyramid_sides
+from nst_http.errors import RequestError
+from nst_http.params import Limits, parse_params
+from nst_http.request import parse_request
 from PIL import Image
 
 

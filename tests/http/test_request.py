@@ -8,15 +8,10 @@ import json
 import pytest
 from imagebytes import b64, png_claiming_size
 from imagebytes import png_b64 as _b64_png
-from nst.api import (
-    PARAMS,
-    Limits,
-    RequestError,
-    StyleRequest,
-    parse_params,
-    parse_request,
-)
 from nst.stylize import StylizeOptions
+from nst_http.errors import RequestError
+from nst_http.params import PARAMS, Limits, parse_params
+from nst_http.request import StyleRequest, parse_request
 from PIL import Image
 
 DEFAULTS = {

@@ -1,0 +1,155 @@
+"""The plan of one stylization: the coarse-to-fine levels, their sizes and their iterations.
+
+:func:`make_plan` is where the options meet the images' sizes. It checks, once, everything
+that depends on both (each level large enough for the layers in use, at most as many blend
+weights as styles, an ``init_image`` for ``init="image"``), and
+:func:`nst.stylize.stylize` executes the plan it returns. The HTTP layer makes the plan while
+validating a request, from the decoded images' sizes, so that a request the engine would refuse
+is a 400 naming the field, never a failure half-way through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .options import MAX_LEVELS, OptionError, StylizeOptions, normalized
+from .vgg import min_side
+
+Size = tuple[int, int]
+"""``(height, width)`` in pixels."""
+
+
+def fit(size: Size, long_side: int) -> Size:
+    """``size = (h, w)`` scaled so that its longer side is ``long_side`` pixels, aspect kept
+    (each side rounded, at least 1)."""
+    h, w = size
+    scale = long_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def pyramid_sides(long_side: int, levels: int) -> tuple[int, ...]:
+    """Long sides of an ``levels``-level coarse-to-fine pyramid ending at ``long_side``, each
+    level twice the previous: ``pyramid_sides(512, 3) == (128, 256, 512)``."""
+    return tuple(round(long_side / 2 ** (levels - 1 - i)) for i in range(levels))
+
+
+def level_sides(levels: int, long_side: int) -> tuple[int, ...]:
+    """:func:`pyramid_sides` of ``levels`` (1 .. :data:`MAX_LEVELS`) levels ending at ``long_side``.
+
+    Raises:
+        OptionError: ``scales`` out of range, or halving ``long_side`` that often rounds a side
+            to 0 or repeats one.
+    """
+    if not 1 <= levels <= MAX_LEVELS:
+        raise OptionError("out_of_range", "scales", f"{{field}} must be in [1, {MAX_LEVELS}] levels, got {levels}")
+    sides = pyramid_sides(long_side, levels)
+    if sides[0] < 1 or any(b <= a for a, b in zip(sides, sides[1:])):
+        raise OptionError("out_of_range", "scales", f"{{field}}: {levels} levels halving the long side {long_side} "
+                          f"give {list(sides)}; each must be at least 1 pixel and larger than the previous")
+    return sides
+
+
+def split_steps(steps: int, levels: int) -> list[int]:
+    """Iterations per level: ``steps`` split evenly, the remainder going to the last (finest) level."""
+    base = steps // levels
+    return [base] * (levels - 1) + [steps - base * (levels - 1)]
+
+
+def check_inputs(options: StylizeOptions, n_styles: int, *, has_init_image: bool) -> tuple[float, ...]:
+    """Check what ``options`` need of the inputs besides their sizes; return the blend weights
+    (one per style, normalized; equal without ``style_blend_weights``).
+
+    Raises:
+        OptionError: ``style_blend_weights`` not one per style; ``init="image"`` (after
+            ``mode``) without an init image (field ``init_image``, code ``missing_field``).
+    """
+    if options.style_blend_weights is not None and len(options.style_blend_weights) != n_styles:
+        raise OptionError("out_of_range", "style_blend_weights", f"{{field}} has {len(options.style_blend_weights)} "
+                          f"weights for {n_styles} style images")
+    if options.effective().init == "image" and not has_init_image:
+        raise OptionError("missing_field", "init_image", 'init="image" needs an init_image')
+    return options.style_blend_weights or normalized([1.0] * n_styles)
+
+
+@dataclass(frozen=True)
+class Level:
+    """One coarse-to-fine level."""
+
+    index: int
+    """0 for the coarsest."""
+    side: int
+    """Long side of the image optimized, pixels."""
+    size: Size
+    """``(h, w)`` of the image optimized at this level, pixels."""
+    style_sizes: tuple[Size, ...]
+    """``(h, w)`` of each style image at this level: ``style_scale`` x ``side`` on its long side."""
+    steps: int
+    """Iterations at this level."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What :func:`nst.stylize.stylize` runs: the effective options and the levels, coarse to fine."""
+
+    options: StylizeOptions
+    """After ``mode`` (:meth:`StylizeOptions.effective`)."""
+    levels: tuple[Level, ...]
+    blend: tuple[float, ...]
+    """One weight per style image, summing to 1."""
+
+    @property
+    def size(self) -> Size:
+        """``(h, w)`` of the output, pixels."""
+        return self.levels[-1].size
+
+    @property
+    def sides(self) -> list[int]:
+        """Every level's long side, coarse to fine (what a response echoes as ``scales``)."""
+        return [level.side for level in self.levels]
+
+
+def make_plan(content_size: Size, style_sizes: Sequence[Size], options: StylizeOptions, *,
+              long_side: int | None = None, blend: Sequence[float] | None = None) -> Plan:
+    """Plan the levels of a run: sizes, per-level style sizes, iterations per level.
+
+    Args:
+        content_size: ``(H, W)`` of the content image, pixels.
+        style_sizes: ``(H, W)`` of each style image, pixels.
+        options: the options (``mode`` is applied here).
+        long_side: the output's long side, pixels; ``None``: the content's own size is the
+            output's.
+        blend: the blend weights from :func:`check_inputs` (computed here when ``None``,
+            without the init-image check).
+
+    Raises:
+        OptionError: ``scales`` not ending at the output's long side (``scales``), or an image
+            too small at some level for the layers in use (code ``image_too_small``; field
+            ``image_size`` for the output, ``scales`` for a coarser level, ``style_scale``
+            or ``style`` for a style image).
+    """
+    opts = options.effective()
+    if blend is None:
+        blend = check_inputs(options, len(style_sizes), has_init_image=True)
+    output = content_size if long_side is None else fit(content_size, long_side)
+    sides = opts.scales or (max(output),)
+    if sides[-1] != max(output):
+        raise OptionError("out_of_range", "scales",
+                          f"the last scale ({sides[-1]}) must be the output's long side ({max(output)})")
+    needed = min_side(opts.content_layers + opts.style_layers)
+    levels = []
+    for index, (side, steps) in enumerate(zip(sides, split_steps(opts.steps, len(sides)))):
+        size = output if side == max(output) else fit(output, side)
+        if min(size) < needed:
+            name = "image_size" if index == len(sides) - 1 else "scales"
+            raise OptionError("image_too_small", name, f"the output would be {size[1]}x{size[0]} pixels at long side "
+                              f"{side}; both sides must be at least {needed} pixels for these layers (raise "
+                              f"{name} or use a less elongated content image)")
+        scaled = tuple(fit(s, max(1, round(side * opts.style_scale))) for s in style_sizes)
+        for i, (h, w) in enumerate(scaled):
+            if min(h, w) < needed:
+                raise OptionError("image_too_small", "style_scale" if opts.style_scale < 1 else "style",
+                                  f"style image {i} would be {w}x{h} pixels at long side {side}; both sides must "
+                                  f"be at least {needed} pixels (see {{field}})")
+        levels.append(Level(index=index, side=side, size=size, style_sizes=scaled, steps=steps))
+    return Plan(options=opts, levels=tuple(levels), blend=tuple(blend))

@@ -1,0 +1,98 @@
+"""The answers of ``POST /predictions/nst``: the response body and the NDJSON stream events.
+
+With ``params.stream`` the answer is a stream of ``progress`` and ``preview`` events ending with
+a ``result`` event (the response body) or, once the first event has gone out with status 200, an
+``error`` event. ``docs/api.md`` and ``docs/openapi.yaml`` document the shapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import torch
+from nst.images import encode_image, fit_long_side
+from nst.records import Iterate, Stylized
+
+from .errors import RequestError
+from .request import StyleRequest
+
+NDJSON = "application/x-ndjson"
+#: Long side, in pixels, of streamed preview images.
+PREVIEW_LONG_SIDE = 128
+#: Phases of ``timings_ms`` besides ``total``, in order.
+TIMED = ("decode", "optimize", "encode")
+
+
+def result_body(request: StyleRequest, result: Stylized, image: bytes, *, timings_ms: dict[str, float],
+                weights: str, device: str, request_id: str | None) -> dict[str, Any]:
+    """The 200 body: the encoded ``image`` (bytes) as base64 with what the run did.
+
+    Args:
+        timings_ms: milliseconds per phase of :data:`TIMED`; ``total`` is added.
+        weights: the label of the served weights (every answer says which weights made it).
+    """
+    height, width = result.image.shape[-2:]
+    timings = {phase: timings_ms[phase] for phase in TIMED}
+    timings["total"] = sum(timings.values())
+    body = {
+        "image": base64.b64encode(image).decode("ascii"),
+        "format": request.serving.output_format,
+        "width": width,
+        "height": height,
+        "iterations": result.iterations,
+        "stopped": result.stopped,
+        "cache": result.cache,
+        "losses": result.losses,
+        "timings_ms": {k: round(v, 1) for k, v in timings.items()},
+        "params": request.params,
+        "weights": weights,
+        "device": device,
+        "request_id": request_id,
+    }
+    if request.serving.return_history:
+        body["history"] = [{"iteration": it.iteration, **it.losses} for it in result.history]
+    return body
+
+
+def progress_event(it: Iterate, elapsed_s: float) -> dict[str, Any]:
+    """A ``progress`` event after ``elapsed_s`` seconds of the run, with an estimate of the rest."""
+    eta = elapsed_s / it.iteration * (it.steps - it.iteration) if it.iteration else None
+    return {"event": "progress", "iteration": it.iteration, "of": it.steps, "losses": dict(it.losses),
+            "elapsed_s": round(elapsed_s, 3), "eta_s": None if eta is None else round(eta, 3)}
+
+
+def preview_event(it: Iterate) -> dict[str, Any]:
+    """A ``preview`` event: ``it.image`` shrunk to :data:`PREVIEW_LONG_SIDE` pixels, as JPEG."""
+    assert it.image is not None
+    h, w = it.image.shape[-2:]
+    pw, ph = fit_long_side(w, h, min(PREVIEW_LONG_SIDE, max(w, h)))
+    small = torch.nn.functional.interpolate(it.image, size=(ph, pw), mode="area")
+    return {"event": "preview", "iteration": it.iteration, "width": pw, "height": ph,
+            "image": base64.b64encode(encode_image(small, "jpeg", jpeg_quality=80)).decode("ascii")}
+
+
+def stream_events(request: StyleRequest, it: Iterate, elapsed_s: float) -> list[dict[str, Any]]:
+    """The events due after evaluation ``it``: ``progress`` every ``progress_every`` iterations
+    and at the last, ``preview`` every ``preview_every`` (none when 0)."""
+    serving, events = request.serving, []
+    if it.iteration % serving.progress_every == 0 or it.iteration == it.steps:
+        events.append(progress_event(it, elapsed_s))
+    every = serving.preview_every
+    if every and it.iteration % every == 0 and it.image is not None:
+        events.append(preview_event(it))
+    return events
+
+
+def final_event(answer: dict[str, Any] | RequestError, request_id: str | None) -> dict[str, Any]:
+    """The event that ends a stream: ``result`` with the response body, or ``error`` with the
+    error body and its status (the stream's own status, 200, went out with the first event)."""
+    if isinstance(answer, RequestError):
+        return {"event": "error", "status": answer.status, **answer.body(request_id=request_id)}
+    return {"event": "result", **answer}
+
+
+def ndjson_line(event: dict[str, Any]) -> str:
+    """One event as a line of NDJSON."""
+    return json.dumps(event) + "\n"
