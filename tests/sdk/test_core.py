@@ -1,5 +1,5 @@
-"""The transport-free core (nst_client._core) that both clients share: request building, error
-mapping, the retry policy, stream decoding and the model description. No network here."""
+"""The transport-free rooms that both clients share: request building, error mapping, the retry
+policy, stream decoding and the model description. No network here."""
 
 from __future__ import annotations
 
@@ -26,9 +26,18 @@ from nst_client import (
     ResultEvent,
     ServerError,
     ServiceUnavailableError,
-    _core,
+    _auth,
+    _base_client,
+    _constants,
+    _exceptions,
+    _params,
+    _request,
+    _results,
 )
-from nst_client._core import Attempts, Credentials, EventDecoder, Failure
+from nst_client._auth import Credentials
+from nst_client._exceptions import Failure
+from nst_client._retry import Attempts
+from nst_client._stream import EventDecoder
 
 DATA = Path(__file__).parents[1] / "data"
 CONTENT = DATA / "tubingen_64x64.png"
@@ -44,7 +53,7 @@ def b64(path: Path) -> str:
 
 
 def test_stylize_body_drops_none_turns_tuples_into_lists_and_encodes_images():
-    data, params = _core.stylize_body(
+    data, params = _request.stylize_body(
         CONTENT, (STYLE, STYLE.read_bytes()), style_masks=[CONTENT, CONTENT],
         params={"steps": 3, "seed": None, "style_layers": ("relu1_1", "relu2_1"), "scales": range(2)})
     body = json.loads(data)
@@ -57,7 +66,7 @@ def test_stylize_body_drops_none_turns_tuples_into_lists_and_encodes_images():
 
 
 def test_single_style_is_a_string_and_image_fields_are_top_level():
-    data, _ = _core.stylize_body(CONTENT, STYLE, init_image=STYLE, content_mask=CONTENT, params={})
+    data, _ = _request.stylize_body(CONTENT, STYLE, init_image=STYLE, content_mask=CONTENT, params={})
     body = json.loads(data)
     assert body["style"] == b64(STYLE) and body["params"] == {}
     assert (body["init_image"], body["content_mask"]) == (b64(STYLE), b64(CONTENT))
@@ -71,21 +80,21 @@ def test_single_style_is_a_string_and_image_fields_are_top_level():
 def test_structural_errors_come_before_any_file_is_read(kwargs, exc, text) -> None:
     args: dict[str, Any] = {"style": [DATA / "missing.png", DATA / "missing.png"], **kwargs}
     with pytest.raises(exc, match=text.replace("(", r"\(").replace(")", r"\)")):
-        _core.stylize_body(DATA / "missing.png", args.pop("style"), params={}, **args)
+        _request.stylize_body(DATA / "missing.png", args.pop("style"), params={}, **args)
 
 
 def test_non_json_params_are_a_value_error():
     with pytest.raises(ValueError, match="not valid JSON"):
-        _core.stylize_body(CONTENT, STYLE, params={"style_scale": math.nan})
+        _request.stylize_body(CONTENT, STYLE, params={"style_scale": math.nan})
 
 
 def test_stream_params_and_read_timeout():
-    assert _core.stream_params({"steps": 2}, 1, None) == {
+    assert _request.stream_params({"steps": 2}, 1, None) == {
         "steps": 2, "stream": True, "progress_every": 1, "preview_every": None}
-    assert _core.read_timeout_for({}, 900.0) == 900.0
-    assert _core.read_timeout_for({"time_budget_s": 5}, 900.0) == 5 + _core.DEADLINE_READ_MARGIN
-    assert _core.read_timeout_for({"time_budget_s": 5000}, 900.0) == 900.0
-    assert _core.read_timeout_for({"time_budget_s": True}, 900.0) == 900.0  # not a number of seconds
+    assert _request.read_timeout_for({}, 900.0) == 900.0
+    assert _request.read_timeout_for({"time_budget_s": 5}, 900.0) == 5 + _constants.DEADLINE_READ_MARGIN
+    assert _request.read_timeout_for({"time_budget_s": 5000}, 900.0) == 900.0
+    assert _request.read_timeout_for({"time_budget_s": True}, 900.0) == 900.0  # not a number of seconds
 
 
 def test_pick_names_every_stylize_parameter_of_the_sync_signature():
@@ -95,14 +104,14 @@ def test_pick_names_every_stylize_parameter_of_the_sync_signature():
 
     named = [p.name for p in inspect.signature(StyleTransferClient.stylize).parameters.values()
              if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "progress"]
-    assert sorted(named) == sorted(_core.STYLIZE_PARAMS + _core.STYLIZE_IMAGES)
+    assert sorted(named) == sorted(_params.STYLIZE_PARAMS + _params.STYLIZE_IMAGES)
 
 
 def test_request_headers():
     creds = Credentials("tok", None)
-    assert _core.request_headers(creds) == {
-        "User-Agent": _core.USER_AGENT, "Accept": "application/json", "Authorization": "Bearer tok"}
-    streamed = _core.request_headers(Credentials(None, None), json_body=True, stream=True)
+    assert _request.request_headers(creds) == {
+        "User-Agent": _request.USER_AGENT, "Accept": "application/json", "Authorization": "Bearer tok"}
+    streamed = _request.request_headers(Credentials(None, None), json_body=True, stream=True)
     assert "Authorization" not in streamed
     assert streamed["Content-Type"] == "application/json"
     assert streamed["Accept"] == "application/x-ndjson, application/json"
@@ -115,7 +124,7 @@ def test_request_headers():
     ("http://[::1]:8080", "http://[::1]:8081"),
 ])
 def test_management_url_is_the_inference_host_on_8081(base, management):
-    assert _core.management_url_for(base) == management
+    assert _base_client.management_url_for(base) == management
 
 
 # -------------------------------------------------------------------------- credentials
@@ -137,10 +146,10 @@ def test_a_missing_management_key_fails_only_when_asked_for(tmp_path):
     key_file = tmp_path / "key_file.json"
     key_file.write_text(json.dumps({"inference": {"key": "inf"}}))
     assert Credentials.inference(None, key_file).token == "inf"
-    management = _core.ManagementCredentials(None, key_file)  # no error yet
+    management = _auth.ManagementCredentials(None, key_file)  # no error yet
     with pytest.raises(KeyFileError, match=r'\["management"\]\["key"\]'):
         management.get()
-    missing = _core.ManagementCredentials("tok", tmp_path / "nope.json")
+    missing = _auth.ManagementCredentials("tok", tmp_path / "nope.json")
     assert missing.get().token == "tok"  # the argument wins; the file is never read
 
 
@@ -176,16 +185,16 @@ def ours(code: str, message: str, field: Any = None) -> dict[str, Any]:
 ])
 def test_status_error_maps_the_answer(status, body, cls, code, field):
     content = json.dumps(body).encode() if isinstance(body, dict) else body.encode()
-    err = _core.status_error(status, {"X-Request-ID": "rid"}, content, "Reason", response="RESP")
+    err = _exceptions.status_error(status, {"X-Request-ID": "rid"}, content, "Reason", response="RESP")
     assert type(err) is cls
     assert (err.status_code, err.code, err.field, err.body, err.response) == (status, code, field, body, "RESP")
     assert err.request_id == "rid"
 
 
 def test_status_error_without_body_uses_the_reason_and_cuts_long_text():
-    assert _core.status_error(502, {}, b"", "Bad Gateway").message == "Bad Gateway"
-    err = _core.status_error(500, {}, b"x" * 5000, "Internal Server Error")
-    assert err.body == "x" * _core.MAX_ERROR_TEXT
+    assert _exceptions.status_error(502, {}, b"", "Bad Gateway").message == "Bad Gateway"
+    err = _exceptions.status_error(500, {}, b"x" * 5000, "Internal Server Error")
+    assert err.body == "x" * _constants.MAX_ERROR_TEXT
 
 
 @pytest.mark.parametrize("event, cls, status", [
@@ -195,7 +204,7 @@ def test_status_error_without_body_uses_the_reason_and_cuts_long_text():
     ({"event": "error", "status": 200, "error": {"message": "odd"}}, ServerError, 500),
 ])
 def test_stream_error_event_maps_like_a_status(event, cls, status):
-    err = _core.stream_error(event)
+    err = _exceptions.stream_error(event)
     assert type(err) is cls and err.status_code == status
 
 
@@ -206,7 +215,7 @@ def test_stream_error_event_maps_like_a_status(event, cls, status):
     (Failure.OTHER, APIConnectionError, "Request to http://h/p failed: refused"),
 ])
 def test_transport_errors(kind, cls, text):
-    err = _core.transport_error(kind, "http://h/p", "refused", connect_timeout=3, read_timeout=0.5)
+    err = _exceptions.transport_error(kind, "http://h/p", "refused", connect_timeout=3, read_timeout=0.5)
     assert type(err) is cls and text in str(err) and err.url == "http://h/p"
 
 
@@ -220,14 +229,14 @@ class _Resp:
 
 def _status(status: int, body: Any = "busy", headers: dict[str, str] | None = None) -> APIStatusError:
     content = json.dumps(body).encode() if isinstance(body, dict) else body.encode()
-    return _core.status_error(status, headers or {}, content, None, response=_Resp(headers or {}))
+    return _exceptions.status_error(status, headers or {}, content, None, response=_Resp(headers or {}))
 
 
 def test_attempts_back_off_exponentially_then_raise():
     attempts = Attempts(3, Credentials(None, None))
     delays = [attempts.after_status(_status(503)) for _ in range(3)]
     for delay, nominal in zip(delays, [0.5, 1.0, 2.0]):
-        assert (1 - _core.RETRY_JITTER) * nominal <= delay <= nominal
+        assert (1 - _constants.RETRY_JITTER) * nominal <= delay <= nominal
     with pytest.raises(ServiceUnavailableError):
         attempts.after_status(_status(503))
 
@@ -268,12 +277,12 @@ def test_auth_error_rereads_the_key_file_once_without_counting_a_retry(tmp_path,
 def test_transport_failures_connect_retried_read_timeout_never():
     attempts = Attempts(1, Credentials(None, None))
     cause = OSError("refused")
-    refused = _core.transport_error(Failure.CONNECT, "http://h", cause)
+    refused = _exceptions.transport_error(Failure.CONNECT, "http://h", cause)
     assert attempts.after_failure(Failure.CONNECT, refused, cause) > 0
     with pytest.raises(APIConnectionError) as info:
         attempts.after_failure(Failure.CONNECT, refused, cause)  # retries used up
     assert info.value.__cause__ is cause
-    timeout = _core.transport_error(Failure.READ_TIMEOUT, "http://h", read_timeout=1)
+    timeout = _exceptions.transport_error(Failure.READ_TIMEOUT, "http://h", read_timeout=1)
     with pytest.raises(APITimeoutError):
         Attempts(5, Credentials(None, None)).after_failure(Failure.READ_TIMEOUT, timeout, cause)
 
@@ -359,7 +368,7 @@ def _description(meta: Any) -> bytes:
 
 @pytest.mark.parametrize("meta", [json.dumps(META), META], ids=["json-string", "object"])
 def test_model_info_parses_the_customized_description(meta):
-    info = _core.model_info(_description(meta), {})
+    info = _results.model_info(_description(meta), {})
     assert isinstance(info, ModelInfo)
     assert (info.model, info.version, info.device) == ("nst", "1.0", "cpu")
     assert info.weights["label"] == "random-seed-0" and info.limits == {"max_image_side": 1024}
@@ -371,7 +380,7 @@ def test_model_info_parses_the_customized_description(meta):
 
 
 def test_model_info_without_customized_metadata_is_empty():
-    info = _core.model_info(_description(None), {})
+    info = _results.model_info(_description(None), {})
     assert (info.weights, info.device, info.limits, info.defaults, info.metadata) == ({}, None, {}, {}, {})
     assert info.layers == []
 
@@ -382,4 +391,4 @@ def test_model_info_without_customized_metadata_is_empty():
 ])
 def test_malformed_model_description(content):
     with pytest.raises(APIResponseValidationError):
-        _core.model_info(content, {"Content-Type": "application/json"})
+        _results.model_info(content, {"Content-Type": "application/json"})

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from nst_client import MissingDependencyError
-from nst_client._plots import LOSS_TERMS, plot_formats, plot_history, require_matplotlib
-from nst_client._sheets import compare_sheet, fit_within, grid_sheet, to_rgb, write_animation
+from nst_client.cli.plots import LOSS_TERMS, plot_formats, plot_history, require_matplotlib
+from nst_client.cli.sheets import compare_sheet, fit_within, grid_sheet, to_rgb, write_animation
 from PIL import Image, ImageChops
 
 DATA = Path(__file__).parents[1] / "data"

@@ -30,19 +30,10 @@ from ._exceptions import (
     ServerError,
     ServiceUnavailableError,
 )
+from ._images import ImageInput, StyleInput
+from ._params import ColorControl, InitMode, OptimizerName, OutputFormat, Pooling, RenderMode, StylizeParams
+from ._results import ModelInfo, StylizeResult
 from ._stream import PreviewEvent, ProgressEvent, ResultEvent, StreamEvent
-from ._types import (
-    ColorControl,
-    ImageInput,
-    InitMode,
-    ModelInfo,
-    OptimizerName,
-    OutputFormat,
-    Pooling,
-    RenderMode,
-    StyleInput,
-    StylizeResult,
-)
 from ._version import __version__
 
 __all__ = [
@@ -57,6 +48,7 @@ __all__ = [
     "ResultEvent",
     "ImageInput",
     "StyleInput",
+    "StylizeParams",
     "InitMode",
     "ColorControl",
     "Pooling",

@@ -1,43 +1,29 @@
 """The asyncio client, on ``httpx`` (the ``async`` extra: ``pip install 'nst-client[async]'``).
 
-It shares everything but the transport with :class:`StyleTransferClient`: request building,
-error mapping, the retry policy and the stream decoding are ``nst_client._core``'s. httpx is
-imported when a client is created, so ``import nst_client`` works without it.
+It shares everything but the transport with :class:`StyleTransferClient`: the constructor and
+request building (``_base_client``, ``_request``), error mapping, the retry loop (``_retry``) and
+the stream decoding (``_stream``). httpx is imported when a client is created, so
+``import nst_client`` works without it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from typing import TYPE_CHECKING, Any, AsyncGenerator, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Dict
 
-from . import _core
-from ._constants import (
-    DEFAULT_BASE_URL,
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_MODEL,
-    DEFAULT_TIMEOUT,
-    ENV_BASE_URL,
-)
-from ._core import Attempts, Credentials, Failure
-from ._exceptions import MissingDependencyError
-from ._stream import StreamEvent, aconsume, require_tqdm
-from ._types import (
-    ColorControl,
-    ImageInput,
-    InitMode,
-    ModelInfo,
-    OptimizerName,
-    OutputFormat,
-    Pooling,
-    RenderMode,
-    StyleInput,
-    StylizeResult,
-)
+from ._base_client import BaseClient
+from ._constants import ASYNC_EXTRA_INSTALL
+from ._exceptions import Failure, MissingDependencyError, status_error, stream_transport_error
+from ._images import ImageInput, StyleInput
+from ._params import StreamArgs, StylizeArgs, keyword_signature
+from ._request import Request
+from ._results import ModelInfo, StylizeResult, json_object, model_info, stylize_result
+from ._retry import Outcome, arun, attempts
+from ._stream import EventDecoder, StreamEvent, aconsume, require_tqdm
 
 if TYPE_CHECKING:
     import httpx
+    from typing_extensions import Unpack
 
 __all__ = ["AsyncStyleTransferClient"]
 
@@ -52,7 +38,7 @@ def _httpx() -> Any:
         import httpx
     except ImportError as exc:
         raise MissingDependencyError(
-            f"AsyncStyleTransferClient needs httpx: {_core.ASYNC_EXTRA_INSTALL}") from exc
+            f"AsyncStyleTransferClient needs httpx: {ASYNC_EXTRA_INSTALL}") from exc
     return httpx
 
 
@@ -76,11 +62,11 @@ def _failure(exc: Exception) -> Failure:
 
 
 async def _aiter_events(response: httpx.Response) -> AsyncGenerator[StreamEvent, None]:
-    """The events of a 200 streamed answer (see ``_core.EventDecoder``); closes the response
+    """The events of a 200 streamed answer (see ``_stream.EventDecoder``); closes the response
     when finished or closed (``aclose()``). Transport failures mid-body become SDK errors."""
     hx = _httpx()
     try:
-        decoder = _core.EventDecoder(response.headers, response)
+        decoder = EventDecoder(response.headers, response)
         url = str(response.url)
         try:
             async for chunk in response.aiter_bytes():
@@ -89,16 +75,16 @@ async def _aiter_events(response: httpx.Response) -> AsyncGenerator[StreamEvent,
                 if decoder.done:
                     return
         except hx.TimeoutException as exc:
-            raise _core.stream_transport_error(True, url, exc) from exc
+            raise stream_transport_error(True, url, exc) from exc
         except hx.TransportError as exc:
-            raise _core.stream_transport_error(False, url, exc) from exc
+            raise stream_transport_error(False, url, exc) from exc
         for event in decoder.close():
             yield event
     finally:
         await response.aclose()
 
 
-class AsyncStyleTransferClient:
+class AsyncStyleTransferClient(BaseClient):
     """The :class:`StyleTransferClient` for ``asyncio``, built on httpx.
 
     Same constructor, same configuration order (base URL, token, key file, management URL
@@ -116,79 +102,16 @@ class AsyncStyleTransferClient:
         MissingDependencyError: httpx is not installed (``pip install 'nst-client[async]'``).
     """
 
-    def __init__(
-        self,
-        *,
-        base_url: Optional[str] = None,
-        model: str = DEFAULT_MODEL,
-        token: Optional[str] = None,
-        key_file: Optional[Union[str, os.PathLike[str]]] = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        management_url: Optional[str] = None,
-        management_token: Optional[str] = None,
-    ) -> None:
-        """Create a client; the arguments are :class:`StyleTransferClient`'s.
+    def _require_transport(self) -> None:
+        _httpx()
 
-        Raises:
-            MissingDependencyError: httpx is not installed.
-            ValueError: A timeout is not positive or ``max_retries`` is negative.
-            FileNotFoundError: An explicitly named key file does not exist.
-            KeyFileError: The key file is malformed.
-        """
-        hx = _httpx()
-        if timeout <= 0 or connect_timeout <= 0:
-            raise ValueError("timeout and connect_timeout must be positive (seconds)")
-        if max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
-        self.base_url: str = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
-        self.management_url: str = (management_url or os.environ.get(_core.ENV_MANAGEMENT_URL)
-                                    or _core.management_url_for(self.base_url)).rstrip("/")
-        self.model: str = model
-        self.timeout: float = float(timeout)
-        self.connect_timeout: float = float(connect_timeout)
-        self.max_retries: int = int(max_retries)
-        self._credentials = Credentials.inference(token, key_file)
-        self._management = _core.ManagementCredentials(management_token, key_file)
+    def _open(self) -> None:
         # Redirects are followed as requests does; each request sets its own timeouts.
-        self._client = hx.AsyncClient(follow_redirects=True)
+        self._client = _httpx().AsyncClient(follow_redirects=True)
 
-    # ------------------------------------------------------------------ public API
-
-    async def stylize(
-        self,
-        content: ImageInput,
-        style: StyleInput,
-        *,
-        image_size: Optional[int] = None,
-        steps: Optional[int] = None,
-        content_weight: Optional[float] = None,
-        style_weight: Optional[float] = None,
-        tv_weight: Optional[float] = None,
-        init: Optional[InitMode] = None,
-        seed: Optional[int] = None,
-        output_format: Optional[OutputFormat] = None,
-        init_image: Optional[ImageInput] = None,
-        content_mask: Optional[ImageInput] = None,
-        style_masks: Optional[Union[List[ImageInput], Tuple[ImageInput, ...]]] = None,
-        style_blend_weights: Optional[Sequence[float]] = None,
-        style_scale: Optional[float] = None,
-        color_control: Optional[ColorControl] = None,
-        pooling: Optional[Pooling] = None,
-        content_layers: Optional[Sequence[str]] = None,
-        style_layers: Optional[Sequence[str]] = None,
-        style_layer_weights: Optional[Sequence[float]] = None,
-        optimizer: Optional[OptimizerName] = None,
-        learning_rate: Optional[float] = None,
-        lbfgs_history: Optional[int] = None,
-        scales: Optional[Union[int, Sequence[int]]] = None,
-        mode: Optional[RenderMode] = None,
-        return_history: Optional[bool] = None,
-        time_budget_s: Optional[float] = None,
-        progress: bool = False,
-        **extra_params: Any,
-    ) -> StylizeResult:
+    @keyword_signature(StylizeArgs)
+    async def stylize(self, content: ImageInput, style: StyleInput, *, progress: bool = False,
+                      **params: Unpack[StylizeArgs]) -> StylizeResult:
         """Render ``content`` in the style of ``style``: :meth:`StyleTransferClient.stylize`
         (same arguments, request, result and errors) as a coroutine.
 
@@ -196,34 +119,20 @@ class AsyncStyleTransferClient:
         (``asyncio.to_thread``), so large inputs do not block the event loop.
         ``progress=True`` shows the same tqdm bar, fed by :meth:`stylize_stream`.
         """
-        # Every named parameter of this signature, by name (one list, _core.STYLIZE_PARAMS).
-        known = _core.pick(locals(), _core.STYLIZE_PARAMS)
-        images = _core.pick(locals(), _core.STYLIZE_IMAGES)
         if progress:
             require_tqdm()  # fail before a minutes-long job is started
-            events = await self.stylize_stream(content, style, **images, **known, **extra_params)
+            events = await self.stylize_stream(content, style, **params)
             try:
                 return await aconsume(events, progress=True)
             finally:
                 await events.aclose()
-        data, params = await asyncio.to_thread(
-            _core.stylize_body, content, style, **images, params={**known, **extra_params})
-        response = await self._request("POST", f"/predictions/{self.model}", data=data,
-                                       read_timeout=_core.read_timeout_for(params, self.timeout))
-        return _core.stylize_result(_core.json_object(response.content, response.headers, response), response)
+        request = await asyncio.to_thread(self._stylize_request, content, style, params)
+        response = await self._send(request)
+        return stylize_result(json_object(response.content, response.headers, response), response)
 
-    async def stylize_stream(
-        self,
-        content: ImageInput,
-        style: StyleInput,
-        *,
-        progress_every: Optional[int] = None,
-        preview_every: Optional[int] = None,
-        init_image: Optional[ImageInput] = None,
-        content_mask: Optional[ImageInput] = None,
-        style_masks: Optional[Union[List[ImageInput], Tuple[ImageInput, ...]]] = None,
-        **params: Any,
-    ) -> AsyncGenerator[StreamEvent, None]:
+    @keyword_signature(StreamArgs)
+    async def stylize_stream(self, content: ImageInput, style: StyleInput,
+                             **params: Unpack[StreamArgs]) -> AsyncGenerator[StreamEvent, None]:
         """:meth:`StyleTransferClient.stylize_stream` for asyncio: awaiting it sends the
         request (raising what is answered before streaming begins, after the same retries) and
         returns an async iterator of the same events.
@@ -245,24 +154,19 @@ class AsyncStyleTransferClient:
         Raises:
             Everything :meth:`StyleTransferClient.stylize_stream` raises, at the same moments.
         """
-        data, sent = await asyncio.to_thread(
-            _core.stylize_body, content, style, init_image=init_image, content_mask=content_mask,
-            style_masks=style_masks, params=_core.stream_params(params, progress_every, preview_every))
-        response = await self._request("POST", f"/predictions/{self.model}", data=data,
-                                       read_timeout=_core.read_timeout_for(sent, self.timeout), stream=True)
-        return _aiter_events(response)
+        request = await asyncio.to_thread(self._stylize_request, content, style, params, stream=True)
+        return _aiter_events(await self._send(request))
 
     async def health(self) -> Dict[str, Any]:
         """``GET /ping``, as :meth:`StyleTransferClient.health` (same result and errors)."""
-        response = await self._request("GET", "/ping")
-        return _core.json_object(response.content, response.headers, response)
+        response = await self._send(self._health_request())
+        return json_object(response.content, response.headers, response)
 
     async def info(self) -> ModelInfo:
         """Describe the served model, as :meth:`StyleTransferClient.info` (same request,
         result and errors)."""
-        response = await self._request("GET", f"/models/{self.model}?customized=true",
-                                       base_url=self.management_url, credentials=self._management.get())
-        return _core.model_info(response.content, response.headers, response)
+        response = await self._send(self._info_request())
+        return model_info(response.content, response.headers, response)
 
     async def aclose(self) -> None:
         """Close the connection pool. Safe to call more than once."""
@@ -274,48 +178,32 @@ class AsyncStyleTransferClient:
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.aclose()
 
-    def __repr__(self) -> str:
-        auth = "set" if self._credentials.token else "none"
-        return f"AsyncStyleTransferClient(base_url={self.base_url!r}, model={self.model!r}, token={auth})"
+    async def _send(self, request: Request) -> httpx.Response:
+        """Send ``request`` through the retry loop (``_retry.attempts``), as the sync client's
+        ``_send``; with ``request.stream`` the caller must ``aclose()`` the response."""
+        response: httpx.Response = await arun(attempts(request, self.max_retries, self.connect_timeout),
+                                              lambda headers: self._attempt(request, headers), _sleep)
+        return response
 
-    # ------------------------------------------------------------------ internals
-
-    async def _request(self, method: str, path: str, *, data: Optional[bytes] = None,
-                       read_timeout: Optional[float] = None, stream: bool = False,
-                       base_url: Optional[str] = None,
-                       credentials: Optional[Credentials] = None) -> httpx.Response:
-        """Send with the retry policy of ``_core.Attempts``; return the first answer below
-        400, else raise its error. Arguments as the sync client's ``_request``; with
-        ``stream`` the body is left unread and the caller must ``aclose()`` the response."""
+    async def _attempt(self, request: Request, headers: Dict[str, str]) -> Outcome:
+        """Send ``request`` once and report what came back (an error answer's body read and closed)."""
         hx = _httpx()
-        read_timeout = self.timeout if read_timeout is None else read_timeout
-        url = (base_url or self.base_url) + path
-        credentials = credentials or self._credentials
         # httpx's read timeout is per socket read, as requests' is; waiting for a pooled
         # connection is not limited (concurrent calls beyond the pool size queue).
-        timeout = hx.Timeout(read_timeout, connect=self.connect_timeout, pool=None)
-        attempts = Attempts(self.max_retries, credentials)
-        while True:
-            headers = _core.request_headers(credentials, json_body=data is not None, stream=stream)
-            try:
-                request = self._client.build_request(method, url, content=data, headers=headers, timeout=timeout)
-                response: httpx.Response = await self._client.send(request, stream=stream)
-            except (hx.TransportError, hx.InvalidURL) as exc:
-                kind = _failure(exc)
-                failed = _core.transport_error(kind, url, exc, connect_timeout=self.connect_timeout,
-                                               read_timeout=read_timeout)
-                delay = attempts.after_failure(kind, failed, exc)
-            else:
-                if response.status_code < 400:
-                    return response
-                try:
-                    content = await response.aread()
-                except hx.TransportError:
-                    content = b""  # the error body broke off: the status still says enough
-                finally:
-                    await response.aclose()
-                error = _core.status_error(response.status_code, response.headers, content,
-                                           response.reason_phrase, response)
-                delay = attempts.after_status(error)
-            if delay > 0:
-                await _sleep(delay)
+        timeout = hx.Timeout(request.read_timeout, connect=self.connect_timeout, pool=None)
+        try:
+            built = self._client.build_request(request.method, request.url, content=request.data,
+                                               headers=headers, timeout=timeout)
+            response: httpx.Response = await self._client.send(built, stream=request.stream)
+        except (hx.TransportError, hx.InvalidURL) as exc:
+            return Outcome(failure=_failure(exc), detail=exc, cause=exc)
+        if response.status_code < 400:
+            return Outcome(response=response)
+        try:
+            content = await response.aread()
+        except hx.TransportError:
+            content = b""  # the error body broke off: the status still says enough
+        finally:
+            await response.aclose()
+        return Outcome(error=status_error(response.status_code, response.headers, content,
+                                          response.reason_phrase, response))

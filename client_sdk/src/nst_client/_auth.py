@@ -1,4 +1,4 @@
-"""Token resolution.
+"""Credentials: where the bearer tokens come from, and the re-read of an expired key.
 
 Order (first hit wins):
 
@@ -15,6 +15,9 @@ A key file named explicitly (argument or env var) must exist; the default
 The management API (``info()``) has its own key: the ``management_token`` argument, else the
 ``NST_MANAGEMENT_TOKEN`` environment variable, else ``["management"]["key"]`` of the same key
 file (found in the same order).
+
+:class:`Credentials` holds one token and the key file it came from (re-read once after an
+authentication error: TorchServe keys expire and change on restart).
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 from ._constants import DEFAULT_KEY_FILE, ENV_KEY_FILE, ENV_TOKEN, KEY_FILE_SECTION
-from ._exceptions import KeyFileError
+from ._exceptions import KeyFileError, NSTError
 
-__all__ = ["read_key_file", "resolve_credentials", "resolve_token",
+__all__ = ["Credentials", "ManagementCredentials", "read_key_file", "resolve_credentials", "resolve_token",
            "MANAGEMENT_KEY_SECTION", "ENV_MANAGEMENT_TOKEN"]
 
 PathArg = Union[str, "os.PathLike[str]"]
@@ -105,3 +108,92 @@ def resolve_credentials(
     if default.is_file():
         return read_key_file(default, section), default
     return None, None
+
+
+class Credentials:
+    """One bearer token and, when it was read from a key file, that file (re-read on an
+    authentication error: TorchServe keys expire and change on restart).
+
+    Attributes:
+        token: The bearer token, or ``None`` (no ``Authorization`` header is sent).
+        key_file: The key file the token came from, else ``None``.
+        section: The key file section: ``"inference"`` or ``"management"``.
+    """
+
+    def __init__(self, token: Optional[str], key_file: Optional[Path], section: str = KEY_FILE_SECTION) -> None:
+        self.token = token
+        self.key_file = key_file
+        self.section = section
+
+    @classmethod
+    def inference(cls, token: Optional[str], key_file: Optional[PathArg]) -> Credentials:
+        """The inference key: ``token``, else ``$NST_TOKEN``, else the key file (see above).
+
+        Raises:
+            FileNotFoundError: An explicitly named key file does not exist.
+            KeyFileError: The key file is malformed.
+        """
+        return cls(*resolve_credentials(token, key_file), section=KEY_FILE_SECTION)
+
+    @classmethod
+    def management(cls, token: Optional[str], key_file: Optional[PathArg]) -> Credentials:
+        """The management key: ``token``, else ``$NST_MANAGEMENT_TOKEN``, else the key file's
+        ``["management"]["key"]`` (key file found as for the inference key).
+
+        Raises:
+            FileNotFoundError: An explicitly named key file does not exist.
+            KeyFileError: The key file is malformed or has no management key.
+        """
+        found = resolve_credentials(token, key_file, section=MANAGEMENT_KEY_SECTION, env_token=ENV_MANAGEMENT_TOKEN)
+        return cls(*found, section=MANAGEMENT_KEY_SECTION)
+
+    def headers(self) -> Dict[str, str]:
+        """``{"Authorization": "Bearer <token>"}``, or ``{}`` without a token."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def reread(self) -> bool:
+        """Re-read the key file; True if it now holds a different key (then in use).
+
+        Returns False without a key file, or when it cannot be read or is unchanged.
+        """
+        if self.key_file is None:
+            return False
+        try:
+            key = read_key_file(self.key_file, self.section)
+        except (OSError, NSTError):
+            return False
+        if key == self.token:
+            return False
+        self.token = key
+        return True
+
+
+class ManagementCredentials:
+    """The management key, looked up at client construction (same key file, same cwd as the
+    inference key) but failing only when :meth:`get` is called: a client that never calls
+    ``info()`` needs no management key.
+
+    Args:
+        token: The ``management_token`` argument.
+        key_file: The ``key_file`` argument.
+    """
+
+    def __init__(self, token: Optional[str], key_file: Optional[PathArg]) -> None:
+        self._credentials: Optional[Credentials] = None
+        self._error: Optional[BaseException] = None
+        try:
+            self._credentials = Credentials.management(token, key_file)
+        except (OSError, NSTError) as exc:
+            self._error = exc
+
+    def get(self) -> Credentials:
+        """The management credentials.
+
+        Raises:
+            FileNotFoundError: An explicitly named key file does not exist.
+            KeyFileError: The key file is malformed or has no management key.
+        """
+        if self._credentials is None:
+            assert self._error is not None
+            raise self._error.with_traceback(None)
+        return self._credentials

@@ -1,41 +1,29 @@
 """The synchronous client, on ``requests``.
 
-What is sent, how answers and failures map to errors, and when to retry are decided by
-``nst_client._core``, which the async client shares; this module only moves the bytes.
+What is sent (``_request``, ``_base_client``), what answers mean (``_exceptions``, ``_results``,
+``_stream``) and when to retry (``_retry``) are shared with the async client; this module only
+moves the bytes: one attempt (:meth:`StyleTransferClient._attempt`) and the stream's chunks.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Tuple
 
 import requests
 
-from . import _core
-from ._constants import (
-    DEFAULT_BASE_URL,
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_MODEL,
-    DEFAULT_TIMEOUT,
-    ENV_BASE_URL,
-    STREAM_CHUNK_SIZE,
-)
-from ._core import Attempts, Credentials, Failure
-from ._stream import StreamEvent, consume, require_tqdm
-from ._types import (
-    ColorControl,
-    ImageInput,
-    InitMode,
-    ModelInfo,
-    OptimizerName,
-    OutputFormat,
-    Pooling,
-    RenderMode,
-    StyleInput,
-    StylizeResult,
-)
+from ._base_client import BaseClient
+from ._constants import STREAM_CHUNK_SIZE
+from ._exceptions import Failure, status_error, stream_transport_error
+from ._images import ImageInput, StyleInput
+from ._params import StreamArgs, StylizeArgs, keyword_signature
+from ._request import Request
+from ._results import ModelInfo, StylizeResult, json_object, model_info, stylize_result
+from ._retry import Outcome, attempts, run
+from ._stream import EventDecoder, StreamEvent, consume, require_tqdm
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["StyleTransferClient"]
 
@@ -67,23 +55,23 @@ def _failure(exc: requests.exceptions.RequestException) -> Tuple[Failure, Any]:
 
 
 def _iter_events(response: requests.Response) -> Iterator[StreamEvent]:
-    """The events of a 200 streamed answer (see ``_core.EventDecoder``); closes the response
+    """The events of a 200 streamed answer (see ``_stream.EventDecoder``); closes the response
     when finished or closed. Transport failures mid-body become SDK errors."""
     with response:
-        decoder = _core.EventDecoder(response.headers, response)
+        decoder = EventDecoder(response.headers, response)
         try:
             for chunk in response.iter_content(chunk_size=STREAM_CHUNK_SIZE):
                 yield from decoder.feed(chunk)
                 if decoder.done:
                     return
         except requests.exceptions.ConnectionError as exc:
-            raise _core.stream_transport_error(_is_read_timeout(exc), response.url, exc) from exc
+            raise stream_transport_error(_is_read_timeout(exc), response.url, exc) from exc
         except requests.exceptions.RequestException as exc:  # ChunkedEncodingError, ...
-            raise _core.stream_transport_error(False, response.url, exc) from exc
+            raise stream_transport_error(False, response.url, exc) from exc
         yield from decoder.close()
 
 
-class StyleTransferClient:
+class StyleTransferClient(BaseClient):
     """Client for the neural-style-transfer TorchServe service.
 
     Configuration is resolved once, at construction:
@@ -108,89 +96,12 @@ class StyleTransferClient:
             result.save("out.png")
     """
 
-    def __init__(
-        self,
-        *,
-        base_url: Optional[str] = None,
-        model: str = DEFAULT_MODEL,
-        token: Optional[str] = None,
-        key_file: Optional[Union[str, os.PathLike[str]]] = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        management_url: Optional[str] = None,
-        management_token: Optional[str] = None,
-    ) -> None:
-        """Create a client.
-
-        Args:
-            base_url: Inference API root, e.g. ``"http://host:8080"``.
-            model: Registered TorchServe model name.
-            token: Bearer token (TorchServe inference key).
-            key_file: Path of a TorchServe ``key_file.json`` to read the inference key from.
-            timeout: Read timeout in seconds: the longest wait for the server's answer.
-            connect_timeout: TCP connect timeout in seconds.
-            max_retries: Retries after the first attempt, for connection failures and HTTP
-                429/502/503/504 only; ``0`` disables retrying.
-            management_url: TorchServe management API root for :meth:`info`, e.g.
-                ``"http://host:8081"``.
-            management_token: TorchServe management key for :meth:`info`.
-
-        Raises:
-            ValueError: A timeout is not positive or ``max_retries`` is negative.
-            FileNotFoundError: An explicitly named key file does not exist.
-            KeyFileError: The key file is malformed.
-        """
-        if timeout <= 0 or connect_timeout <= 0:
-            raise ValueError("timeout and connect_timeout must be positive (seconds)")
-        if max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
-        self.base_url: str = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
-        self.management_url: str = (management_url or os.environ.get(_core.ENV_MANAGEMENT_URL)
-                                    or _core.management_url_for(self.base_url)).rstrip("/")
-        self.model: str = model
-        self.timeout: float = float(timeout)
-        self.connect_timeout: float = float(connect_timeout)
-        self.max_retries: int = int(max_retries)
-        self._credentials = Credentials.inference(token, key_file)
-        self._management = _core.ManagementCredentials(management_token, key_file)
+    def _open(self) -> None:
         self._session = requests.Session()
 
-    # ------------------------------------------------------------------ public API
-
-    def stylize(
-        self,
-        content: ImageInput,
-        style: StyleInput,
-        *,
-        image_size: Optional[int] = None,
-        steps: Optional[int] = None,
-        content_weight: Optional[float] = None,
-        style_weight: Optional[float] = None,
-        tv_weight: Optional[float] = None,
-        init: Optional[InitMode] = None,
-        seed: Optional[int] = None,
-        output_format: Optional[OutputFormat] = None,
-        init_image: Optional[ImageInput] = None,
-        content_mask: Optional[ImageInput] = None,
-        style_masks: Optional[Union[List[ImageInput], Tuple[ImageInput, ...]]] = None,
-        style_blend_weights: Optional[Sequence[float]] = None,
-        style_scale: Optional[float] = None,
-        color_control: Optional[ColorControl] = None,
-        pooling: Optional[Pooling] = None,
-        content_layers: Optional[Sequence[str]] = None,
-        style_layers: Optional[Sequence[str]] = None,
-        style_layer_weights: Optional[Sequence[float]] = None,
-        optimizer: Optional[OptimizerName] = None,
-        learning_rate: Optional[float] = None,
-        lbfgs_history: Optional[int] = None,
-        scales: Optional[Union[int, Sequence[int]]] = None,
-        mode: Optional[RenderMode] = None,
-        return_history: Optional[bool] = None,
-        time_budget_s: Optional[float] = None,
-        progress: bool = False,
-        **extra_params: Any,
-    ) -> StylizeResult:
+    @keyword_signature(StylizeArgs)
+    def stylize(self, content: ImageInput, style: StyleInput, *, progress: bool = False,
+                **params: Unpack[StylizeArgs]) -> StylizeResult:
         """Render ``content`` in the style of ``style`` (one image or several).
 
         Only parameters that are not ``None`` are sent; the server fills in its defaults and
@@ -203,46 +114,15 @@ class StyleTransferClient:
             style: One style image (same forms as ``content``; sent as a base64 string), or
                 a list/tuple of them (sent as a JSON list of base64 strings, even if it has
                 a single element).
-            image_size: Long side of the output, in pixels.
-            steps: Optimiser iterations.
-            content_weight: Weight of the content loss.
-            style_weight: Weight of the style loss.
-            tv_weight: Weight of the total-variation loss.
-            init: Starting image: ``"content"``, ``"noise"``, ``"style"`` or ``"image"``
-                (the latter uses ``init_image``).
-            seed: Random seed (noise init, random weights).
-            output_format: ``"png"`` or ``"jpeg"``.
-            init_image: Starting image for ``init="image"``; top-level ``init_image`` field.
-            content_mask: Image whose distinct colours label regions of the content (spatial
-                control); top-level ``content_mask`` field.
-            style_masks: One mask image per style, in style order (top-level
-                ``style_masks`` list); its length must equal the number of styles.
-            style_blend_weights: Relative weight of each style (one per style; unitless).
-            style_scale: Size of the style image relative to the output (unitless factor).
-            color_control: Colour preservation: ``"none"``, ``"luminance"`` or
-                ``"histogram"``.
-            pooling: VGG19 pooling layers: ``"max"`` or ``"avg"``.
-            content_layers: VGG19 layer names for the content loss, e.g. ``["relu4_2"]``.
-            style_layers: VGG19 layer names for the style loss, e.g. ``["relu1_1", ...]``.
-            style_layer_weights: Weight of each style layer (one per ``style_layers`` entry).
-            optimizer: ``"lbfgs"`` or ``"adam"``.
-            learning_rate: Optimiser step size (Adam), in image units (pixel values 0..1)
-                per step.
-            lbfgs_history: L-BFGS history size, in (gradient, step) pairs kept.
-            scales: Coarse-to-fine schedule: the number of levels (``int``), or the long side
-                of each level in pixels (list of ints).
-            mode: ``"stylize"``, ``"reconstruct_content"`` or ``"reconstruct_style"``.
-            return_history: Ask for per-iteration losses (:attr:`StylizeResult.history`).
-            time_budget_s: Seconds of optimization after which the server stops early and
-                answers with the image so far (:attr:`StylizeResult.stopped` is then
-                ``"time_budget"``). The read timeout of this call becomes
-                ``min(timeout, time_budget_s + DEADLINE_READ_MARGIN)``, so a deadline that the
-                server cannot keep surfaces as an ``APITimeoutError`` soon after.
             progress: Show a tqdm progress bar on ``sys.stderr`` while the server works: the
                 call then goes through :meth:`stylize_stream` (``progress_every`` and
-                ``preview_every`` may be passed too). Needs the ``progress`` extra
+                ``preview_every`` are passed on to it, though type checkers know them on
+                :meth:`stylize_stream` only). Needs the ``progress`` extra
                 (``pip install 'nst-client[progress]'``).
-            **extra_params: Further server parameters, sent as given.
+            **params: The request parameters (``StylizeParams``, each documented with its unit
+                in ``nst_client._params``), the image fields (``StylizeImages``:
+                ``init_image``, ``content_mask``, ``style_masks``, sent top-level), and further
+                server parameters, sent as given.
 
         Returns:
             The :class:`StylizeResult`.
@@ -260,29 +140,15 @@ class StyleTransferClient:
             APIResponseValidationError: A 200 answer without a decodable image, or with a
                 malformed ``history``; with ``progress``, a malformed stream.
         """
-        # Every named parameter of this signature, by name (one list, _core.STYLIZE_PARAMS).
-        known = _core.pick(locals(), _core.STYLIZE_PARAMS)
-        images = _core.pick(locals(), _core.STYLIZE_IMAGES)
         if progress:
             require_tqdm()  # fail before a minutes-long job is started
-            return consume(self.stylize_stream(content, style, **images, **known, **extra_params), progress=True)
-        data, params = _core.stylize_body(content, style, **images, params={**known, **extra_params})
-        response = self._request("POST", f"/predictions/{self.model}", data=data,
-                                 read_timeout=_core.read_timeout_for(params, self.timeout))
-        return _core.stylize_result(_core.json_object(response.content, response.headers, response), response)
+            return consume(self.stylize_stream(content, style, **params), progress=True)
+        response = self._send(self._stylize_request(content, style, params))
+        return stylize_result(json_object(response.content, response.headers, response), response)
 
-    def stylize_stream(
-        self,
-        content: ImageInput,
-        style: StyleInput,
-        *,
-        progress_every: Optional[int] = None,
-        preview_every: Optional[int] = None,
-        init_image: Optional[ImageInput] = None,
-        content_mask: Optional[ImageInput] = None,
-        style_masks: Optional[Union[List[ImageInput], Tuple[ImageInput, ...]]] = None,
-        **params: Any,
-    ) -> Iterator[StreamEvent]:
+    @keyword_signature(StreamArgs)
+    def stylize_stream(self, content: ImageInput, style: StyleInput,
+                       **params: Unpack[StreamArgs]) -> Iterator[StreamEvent]:
         """Like :meth:`stylize`, but yield progress (and preview) events while the server works.
 
         The request is the one :meth:`stylize` sends, with ``params.stream = true`` and the
@@ -304,14 +170,11 @@ class StyleTransferClient:
         Args:
             content: Content image, as for :meth:`stylize`.
             style: One style image or a list/tuple of them, as for :meth:`stylize`.
-            progress_every: Iterations between progress events (>= 1; server default 10).
-            preview_every: Iterations between preview events (>= 0; ``0``, the server
-                default, sends none).
-            init_image: As for :meth:`stylize`.
-            content_mask: As for :meth:`stylize`.
-            style_masks: As for :meth:`stylize`.
-            **params: Any other keyword parameter of :meth:`stylize` (``steps``,
-                ``image_size``, ...), or further server parameters, sent the same way.
+            **params: The keywords of :meth:`stylize` (request parameters, image fields, further
+                server parameters), and the two intervals (``StreamParams``):
+                ``progress_every``, iterations between progress events (>= 1; server default
+                10), and ``preview_every``, iterations between preview events (>= 0; ``0``, the
+                server default, sends none).
 
         Returns:
             An iterator of :class:`ProgressEvent` and :class:`PreviewEvent` in the server's
@@ -328,11 +191,7 @@ class StyleTransferClient:
             APIResponseValidationError: A malformed event, or a stream that ended without
                 a result event (while iterating).
         """
-        data, sent = _core.stylize_body(
-            content, style, init_image=init_image, content_mask=content_mask, style_masks=style_masks,
-            params=_core.stream_params(params, progress_every, preview_every))
-        response = self._request("POST", f"/predictions/{self.model}", data=data,
-                                 read_timeout=_core.read_timeout_for(sent, self.timeout), stream=True)
+        response = self._send(self._stylize_request(content, style, params, stream=True))
         return _iter_events(response)
 
     def health(self) -> Dict[str, Any]:
@@ -346,8 +205,8 @@ class StyleTransferClient:
             APIConnectionError: No answer.
             APIResponseValidationError: The body is not a JSON object.
         """
-        response = self._request("GET", "/ping")
-        return _core.json_object(response.content, response.headers, response)
+        response = self._send(self._health_request())
+        return json_object(response.content, response.headers, response)
 
     def info(self) -> ModelInfo:
         """Describe the served model: ``GET {management_url}/models/{model}?customized=true``.
@@ -369,9 +228,8 @@ class StyleTransferClient:
                 ``management_url``).
             APIResponseValidationError: The answer is not a model description.
         """
-        response = self._request("GET", f"/models/{self.model}?customized=true",
-                                 base_url=self.management_url, credentials=self._management.get())
-        return _core.model_info(response.content, response.headers, response)
+        response = self._send(self._info_request())
+        return model_info(response.content, response.headers, response)
 
     def close(self) -> None:
         """Close the underlying HTTP session. Safe to call more than once."""
@@ -383,54 +241,30 @@ class StyleTransferClient:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        auth = "set" if self._credentials.token else "none"
-        return f"StyleTransferClient(base_url={self.base_url!r}, model={self.model!r}, token={auth})"
+    def _send(self, request: Request) -> requests.Response:
+        """Send ``request`` through the retry loop (``_retry.attempts``): the first answer below
+        400; else its error is raised. With ``request.stream`` the body is left unread and the
+        caller must close the response."""
+        response: requests.Response = run(attempts(request, self.max_retries, self.connect_timeout),
+                                          lambda headers: self._attempt(request, headers), _sleep)
+        return response
 
-    # ------------------------------------------------------------------ internals
-
-    def _request(self, method: str, path: str, *, data: Optional[bytes] = None,
-                 read_timeout: Optional[float] = None, stream: bool = False,
-                 base_url: Optional[str] = None, credentials: Optional[Credentials] = None) -> requests.Response:
-        """Send with the retry policy of ``_core.Attempts``; return the first answer below
-        400, else raise its error.
-
-        Args:
-            method: HTTP method.
-            path: Path below ``base_url`` (with its query).
-            data: JSON body.
-            read_timeout: Seconds; the client's ``timeout`` when ``None``.
-            stream: Leave the body unread (``requests``' ``stream=True``); the caller must
-                close the returned response.
-            base_url: API root; the inference ``base_url`` when ``None``.
-            credentials: Whose token to send; the inference key when ``None``.
-        """
-        read_timeout = self.timeout if read_timeout is None else read_timeout
-        url = (base_url or self.base_url) + path
-        credentials = credentials or self._credentials
-        attempts = Attempts(self.max_retries, credentials)
-        while True:
-            headers = _core.request_headers(credentials, json_body=data is not None, stream=stream)
+    def _attempt(self, request: Request, headers: Dict[str, str]) -> Outcome:
+        """Send ``request`` once and report what came back (an error answer's body read and closed)."""
+        try:
+            response = self._session.request(
+                request.method, request.url, data=request.data, headers=headers,
+                timeout=(self.connect_timeout, request.read_timeout), stream=request.stream,
+            )
+        except requests.exceptions.RequestException as exc:
+            kind, detail = _failure(exc)
+            return Outcome(failure=kind, detail=detail, cause=exc)
+        if response.status_code < 400:
+            return Outcome(response=response)
+        with response:
             try:
-                response = self._session.request(
-                    method, url, data=data, headers=headers,
-                    timeout=(self.connect_timeout, read_timeout), stream=stream,
-                )
-            except requests.exceptions.RequestException as exc:
-                kind, detail = _failure(exc)
-                failed = _core.transport_error(kind, url, detail, connect_timeout=self.connect_timeout,
-                                               read_timeout=read_timeout)
-                delay = attempts.after_failure(kind, failed, exc)
-            else:
-                if response.status_code < 400:
-                    return response
-                with response:
-                    try:
-                        content = response.content
-                    except requests.exceptions.RequestException:
-                        content = b""  # the error body broke off: the status still says enough
-                    error = _core.status_error(response.status_code, response.headers, content,
-                                               response.reason, response)
-                delay = attempts.after_status(error)
-            if delay > 0:
-                _sleep(delay)
+                content = response.content
+            except requests.exceptions.RequestException:
+                content = b""  # the error body broke off: the status still says enough
+            return Outcome(error=status_error(response.status_code, response.headers, content,
+                                              response.reason, response))

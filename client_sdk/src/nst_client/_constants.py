@@ -10,8 +10,13 @@ DEFAULT_MODEL = "nst"
 
 # Environment variables, in the order they are consulted (after explicit arguments).
 ENV_BASE_URL = "NST_URL"
+ENV_MANAGEMENT_URL = "NST_MANAGEMENT_URL"
 ENV_TOKEN = "NST_TOKEN"
 ENV_KEY_FILE = "NST_KEY_FILE"
+
+# TorchServe's management API listens on this port by default; ``management_url`` defaults to
+# the inference URL's scheme and host with this port.
+DEFAULT_MANAGEMENT_PORT = 8081
 
 # TorchServe writes this file into the directory it was started from.
 DEFAULT_KEY_FILE = "key_file.json"
@@ -48,6 +53,8 @@ DEFAULT_CLI_PREVIEW_EVERY = 10
 PREVIEW_FILENAME = "preview_{iteration:05d}.jpg"
 # The optional extra that brings tqdm (stylize(progress=True), CLI --progress).
 PROGRESS_EXTRA_INSTALL = "pip install 'nst-client[progress]'"
+# The optional extra that brings httpx (AsyncStyleTransferClient).
+ASYNC_EXTRA_INSTALL = "pip install 'nst-client[async]'"
 
 # TorchServe answers a bad/missing token with HTTP 400 and this "type".
 TORCHSERVE_INVALID_KEY_TYPE = "InvalidKeyException"

@@ -17,14 +17,19 @@
         └── ServerError               >= 500
             └── ServiceUnavailableError   503
 
-Which answer maps to which class is decided in one place, ``nst_client._core``, for both
-clients. ``response`` attributes hold the HTTP library's response: a ``requests.Response``
-from ``StyleTransferClient``, an ``httpx.Response`` from ``AsyncStyleTransferClient``.
+Which answer maps to which class is decided here too, once, for both clients
+(:func:`status_error`, :func:`stream_error`, :func:`transport_error`). ``response`` attributes
+hold the HTTP library's response: a ``requests.Response`` from ``StyleTransferClient``, an
+``httpx.Response`` from ``AsyncStyleTransferClient``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import enum
+import json
+from typing import Any, Mapping, Optional, Type
+
+from ._constants import MAX_ERROR_TEXT, TORCHSERVE_INVALID_KEY_TYPE
 
 __all__ = [
     "NSTError",
@@ -155,3 +160,144 @@ class ServerError(APIStatusError):
 
 class ServiceUnavailableError(ServerError):
     """HTTP 503: e.g. no worker available, or TorchServe's ``Prediction failed``."""
+
+
+# -------------------------------------------- which answer or failure is which error
+
+
+def _status_class(status_code: int, code: Optional[str]) -> Type[APIStatusError]:
+    if code == TORCHSERVE_INVALID_KEY_TYPE or status_code in (401, 403):
+        return AuthenticationError
+    if status_code in (400, 422):
+        return BadRequestError
+    if status_code == 404:
+        return NotFoundError
+    if status_code == 413:
+        return PayloadTooLargeError
+    if status_code == 429:
+        return RateLimitError
+    if status_code == 503:
+        return ServiceUnavailableError
+    if status_code >= 500:
+        return ServerError
+    return APIStatusError
+
+
+def _opt_str(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
+
+
+def error_from_body(status: int, body: Any, *, headers: Optional[Mapping[str, str]] = None,
+                    response: Any = None, fallback: str = "HTTP error") -> APIStatusError:
+    """The :class:`APIStatusError` subclass for ``status`` with the details found in ``body``.
+
+    Understands the handler's ``{"error": {"code", "message", "field", "request_id"}}`` body
+    and TorchServe's own ``{"code": <int>, "type": "...", "message": "..."}`` body; a string
+    ``body`` (non-JSON answer) becomes the message.
+
+    Args:
+        status: HTTP status (or an ``error`` event's ``status``).
+        body: Decoded JSON, or the text of a non-JSON answer.
+        headers: Response headers (``X-Request-ID`` is used when the body names no request id).
+        response: The ``requests``/``httpx`` response, attached to the error.
+        fallback: The message when the body has none (e.g. the reason phrase).
+
+    Returns:
+        The error (not raised).
+    """
+    code: Optional[str] = None
+    field: Optional[str] = None
+    request_id: Optional[str] = None
+    message: Optional[str] = (body.strip() or None) if isinstance(body, str) else None
+
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):  # our handler
+            code = _opt_str(err.get("code"))
+            message = _opt_str(err.get("message"))
+            field = _opt_str(err.get("field"))
+            request_id = _opt_str(err.get("request_id"))
+        elif isinstance(err, str):
+            message = err
+        else:  # TorchServe frontend: "code" is the HTTP status, "type" the exception name
+            code = _opt_str(body.get("type"))
+            message = _opt_str(body.get("message"))
+        request_id = request_id or _opt_str(body.get("request_id"))
+    if headers is not None:
+        request_id = request_id or headers.get("X-Request-ID")
+    cls = _status_class(status, code)
+    return cls(message or fallback, status_code=status, code=code, field=field, request_id=request_id,
+               body=body, response=response)
+
+
+def status_error(status: int, headers: Mapping[str, str], content: bytes, reason: Optional[str],
+                 response: Any = None) -> APIStatusError:
+    """The error for an HTTP 4xx/5xx answer.
+
+    Args:
+        status: The HTTP status code.
+        headers: Response headers (case-insensitive mapping).
+        content: The whole response body.
+        reason: The reason phrase (the message when the body has none).
+        response: The transport's response object, attached as ``error.response``.
+
+    Returns:
+        The matching subclass (not raised); ``body`` is the decoded JSON, else the text cut to
+        ``MAX_ERROR_TEXT`` characters.
+    """
+    try:
+        body: Any = json.loads(content)
+    except ValueError:
+        body = content.decode("utf-8", errors="replace")[:MAX_ERROR_TEXT]
+    return error_from_body(status, body, headers=headers, response=response, fallback=reason or "HTTP error")
+
+
+def stream_error(event: Mapping[str, Any], response: Any = None) -> APIStatusError:
+    """The error for an in-band ``error`` event.
+
+    The event (``{"event": "error", "error": {"code", "message", "field"}, "status": int}``)
+    arrives after a 200 header, so its ``status`` (500 when absent or below 400) picks the
+    class exactly as an HTTP status would.
+    """
+    status = event.get("status")
+    if not isinstance(status, int) or isinstance(status, bool) or status < 400:
+        status = 500
+    return error_from_body(status, dict(event), response=response, fallback="error event in the stream")
+
+
+class Failure(enum.Enum):
+    """A transport failure, as each client classifies its HTTP library's exceptions."""
+
+    CONNECT_TIMEOUT = "connect_timeout"  # no connection within connect_timeout (retried)
+    CONNECT = "connect"  # refused, reset, DNS, closed before an answer (retried)
+    READ_TIMEOUT = "read_timeout"  # no answer within the read timeout (never retried)
+    OTHER = "other"  # anything else the library reports (never retried)
+
+def transport_error(kind: Failure, url: str, detail: Any = None, *, connect_timeout: float = 0.0,
+                    read_timeout: float = 0.0) -> APIConnectionError:
+    """The error for a request that got no HTTP answer.
+
+    Args:
+        kind: What went wrong.
+        url: The request URL.
+        detail: The library's reason, shown in the message.
+        connect_timeout: Seconds, for the connect-timeout message.
+        read_timeout: Seconds, for the read-timeout message.
+
+    Returns:
+        :class:`APITimeoutError` for timeouts, else :class:`APIConnectionError` (not raised).
+    """
+    if kind is Failure.CONNECT_TIMEOUT:
+        return APITimeoutError(f"Connecting to {url} timed out after {connect_timeout:g} s", url=url)
+    if kind is Failure.READ_TIMEOUT:
+        return APITimeoutError(f"No answer from {url} within {read_timeout:g} s", url=url)
+    if kind is Failure.CONNECT:
+        return APIConnectionError(f"Could not connect to {url}: {detail}", url=url)
+    return APIConnectionError(f"Request to {url} failed: {detail}", url=url)
+
+
+def stream_transport_error(stalled: bool, url: str, detail: Any = None) -> APIConnectionError:
+    """The error for a stream that stalled (``APITimeoutError``) or broke off mid-body."""
+    if stalled:
+        return APITimeoutError(f"The stream from {url} stalled (no data within the read timeout)", url=url)
+    return APIConnectionError(f"The stream from {url} broke off: {detail}", url=url)

@@ -1,4 +1,4 @@
-"""Conversions between user image inputs, raw bytes, base64 and PIL images."""
+"""The image inputs ``stylize`` accepts, and conversions between them, raw bytes, base64 and PIL images."""
 
 from __future__ import annotations
 
@@ -7,13 +7,20 @@ import binascii
 import io
 import os
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, List, Tuple, Union
 
 from PIL import Image
 
-from ._types import ImageInput
+__all__ = ["ImageInput", "StyleInput", "to_image_bytes", "b64encode", "b64decode", "open_image", "save_encoded",
+           "FORMAT_BY_SUFFIX"]
 
-__all__ = ["to_image_bytes", "b64encode", "b64decode", "open_image", "save_encoded", "FORMAT_BY_SUFFIX"]
+#: What ``stylize`` accepts for ``content`` and each style, mask or init image: a file path,
+#: encoded image bytes, or a PIL image (sent as PNG).
+ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image]
+
+#: ``stylize``'s ``style``: one image (sent as a base64 string) or a list/tuple of images
+#: (sent as a JSON list of base64 strings, even with a single element).
+StyleInput = Union[ImageInput, List[ImageInput], Tuple[ImageInput, ...]]
 
 # File suffix -> format name used by the service ("png" | "jpeg").
 FORMAT_BY_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}

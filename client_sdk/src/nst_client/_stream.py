@@ -1,25 +1,26 @@
-"""Streamed progress: the typed events and the tqdm progress bar.
-
-The NDJSON stream is decoded into these events by ``nst_client._core.EventDecoder``, for both
-clients.
+"""Streamed progress: the typed events, the NDJSON decoder that makes them from a streamed
+answer (for both clients), and their consumers (:func:`consume`, :func:`aconsume`, the tqdm bar).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, AsyncIterable, Callable, Dict, Iterable, Optional, Union
+from typing import Any, AsyncIterable, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 from PIL import Image
 
-from ._constants import PROGRESS_EXTRA_INSTALL
-from ._exceptions import APIResponseValidationError, MissingDependencyError
-from ._types import StylizeResult
+from ._constants import MAX_ERROR_TEXT, NDJSON_CONTENT_TYPE, PROGRESS_EXTRA_INSTALL
+from ._exceptions import APIResponseValidationError, MissingDependencyError, stream_error
+from ._images import b64decode, open_image, save_encoded
+from ._results import StylizeResult
 
-__all__ = ["ProgressEvent", "PreviewEvent", "ResultEvent", "StreamEvent"]
+__all__ = ["ProgressEvent", "PreviewEvent", "ResultEvent", "StreamEvent", "EventDecoder", "parse_event",
+           "consume", "aconsume", "require_tqdm"]
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,6 @@ class PreviewEvent:
     @cached_property
     def image(self) -> Image.Image:
         """The preview as a loaded ``PIL.Image.Image`` (decoded on first access)."""
-        from ._images import open_image
-
         return open_image(self.image_bytes)
 
     def save(self, path: Union[str, os.PathLike[str]]) -> Path:
@@ -78,8 +77,6 @@ class PreviewEvent:
             ValueError: Pillow does not know the suffix.
             OSError: The file cannot be written.
         """
-        from ._images import save_encoded
-
         return save_encoded(self.image_bytes, "jpeg", path, lambda: self.image)
 
 
@@ -96,6 +93,145 @@ class ResultEvent:
 
 #: One event of :meth:`StyleTransferClient.stylize_stream`.
 StreamEvent = Union[ProgressEvent, PreviewEvent, ResultEvent]
+
+
+def media_type(headers: Mapping[str, str]) -> str:
+    """The lower-cased media type of ``Content-Type`` without parameters (``""`` if absent)."""
+    return headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+def _int(obj: Mapping[str, Any], key: str) -> int:
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f'"{key}" is not an integer')
+    return value
+
+
+def _float(obj: Mapping[str, Any], key: str, *, optional: bool = False) -> Optional[float]:
+    value = obj.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f'"{key}" is not a number')
+    return float(value)
+
+
+def parse_event(obj: Mapping[str, Any], response: Any = None) -> Optional[StreamEvent]:
+    """Turn one decoded NDJSON line into an event.
+
+    Args:
+        obj: The decoded line.
+        response: The streaming response (attached to a raised error).
+
+    Returns:
+        The event, or ``None`` for an event type this SDK does not know (skipped, so a newer
+        server can add events).
+
+    Raises:
+        APIStatusError: ``obj`` is an ``error`` event (the subclass its ``status`` maps to).
+        ValueError: A known event lacks a field or has one of the wrong type.
+    """
+    kind = obj.get("event")
+    if kind == "progress":
+        losses = obj.get("losses")
+        if not isinstance(losses, dict):
+            raise ValueError('"losses" is not an object')
+        return ProgressEvent(
+            iteration=_int(obj, "iteration"), of=_int(obj, "of"), losses=dict(losses),
+            elapsed_s=float(_float(obj, "elapsed_s") or 0.0), eta_s=_float(obj, "eta_s", optional=True),
+        )
+    if kind == "preview":
+        image = obj.get("image")
+        if not isinstance(image, str) or not image:
+            raise ValueError('preview has no "image" string')
+        return PreviewEvent(iteration=_int(obj, "iteration"), width=_int(obj, "width"),
+                            height=_int(obj, "height"), image_bytes=b64decode(image))
+    if kind == "result":
+        body = {k: v for k, v in obj.items() if k != "event"}
+        return ResultEvent(StylizeResult.from_response(body))
+    if kind == "error":
+        raise stream_error(obj, response)
+    return None
+
+
+class EventDecoder:
+    """The events of a 200 streamed answer, from its body bytes in any chunking.
+
+    Feed each chunk as it arrives to :meth:`feed` and the end of the body to :meth:`close`.
+    An ``application/x-ndjson`` body is split into lines (``\\n`` or ``\\r\\n``; blank lines
+    skipped), each a JSON event; an ``application/json`` body (a server or proxy that did not
+    stream) is read whole as the plain stylize answer and gives just its :class:`ResultEvent`.
+    After the result event :attr:`done` is set and further bytes are ignored.
+
+    Args:
+        headers: The response headers (``Content-Type`` picks the mode).
+        response: The transport's response, attached to raised errors.
+    """
+
+    def __init__(self, headers: Mapping[str, str], response: Any = None) -> None:
+        self.plain = media_type(headers) == "application/json"
+        self.response = response
+        self.done = False
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> List[StreamEvent]:
+        """The events completed by ``chunk``, in order.
+
+        Raises:
+            APIStatusError: An ``error`` event.
+            APIResponseValidationError: A line that is not a JSON object, or a malformed event.
+        """
+        if self.done or not chunk:
+            return []
+        self._buffer += chunk
+        if self.plain:
+            return []
+        cut = self._buffer.rfind(b"\n") + 1
+        complete, self._buffer = self._buffer[:cut], self._buffer[cut:]
+        return self._lines(complete)
+
+    def close(self) -> List[StreamEvent]:
+        """The events left at the end of the body (a last line without newline, or the plain
+        JSON answer).
+
+        Raises:
+            APIResponseValidationError: As :meth:`feed`, or the body ended without a result event.
+            APIStatusError: An ``error`` event.
+        """
+        rest, self._buffer = self._buffer, b""
+        events = [] if self.done else self._lines(rest)
+        if not self.done:
+            raise APIResponseValidationError("The stream ended without a result event", response=self.response)
+        return events
+
+    def _lines(self, data: bytes) -> List[StreamEvent]:
+        lines = [data] if self.plain else data.splitlines()
+        events: List[StreamEvent] = []
+        for line in lines:
+            if self.done:
+                break
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                raise APIResponseValidationError(
+                    f"Stream line is not JSON ({NDJSON_CONTENT_TYPE} expected)",
+                    response=self.response, body=line[:MAX_ERROR_TEXT]) from exc
+            if not isinstance(obj, dict):
+                raise APIResponseValidationError("Stream line is not a JSON object", response=self.response, body=obj)
+            if self.plain:
+                obj = {**obj, "event": "result"}
+            try:
+                event = parse_event(obj, self.response)
+            except ValueError as exc:
+                raise APIResponseValidationError(
+                    f"Malformed {obj.get('event')!r} event: {exc}", response=self.response, body=obj) from exc
+            if event is not None:
+                events.append(event)
+            if isinstance(event, ResultEvent):
+                self.done = True
+        return events
 
 
 def require_tqdm() -> Any:

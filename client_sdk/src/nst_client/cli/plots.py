@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Union
 
-from ._exceptions import MissingDependencyError
+from .._exceptions import MissingDependencyError
 
 __all__ = ["PLOT_EXTRA_INSTALL", "LOSS_TERMS", "require_matplotlib", "plot_formats", "plot_history"]
 

@@ -1,4 +1,5 @@
-"""Public value types."""
+"""What a 2xx answer means: :class:`StylizeResult` and :class:`ModelInfo`, and the parsing of the
+bodies they come from (a body that breaks the contract is an ``APIResponseValidationError``)."""
 
 from __future__ import annotations
 
@@ -7,39 +8,15 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 from PIL import Image
 
-__all__ = [
-    "ImageInput",
-    "StyleInput",
-    "StylizeResult",
-    "ModelInfo",
-    "InitMode",
-    "ColorControl",
-    "Pooling",
-    "OptimizerName",
-    "RenderMode",
-    "OutputFormat",
-]
+from ._constants import MAX_ERROR_TEXT
+from ._exceptions import APIResponseValidationError
+from ._images import b64decode, open_image, save_encoded
 
-#: What ``stylize`` accepts for ``content`` and each style, mask or init image: a file path,
-#: encoded image bytes, or a PIL image (sent as PNG).
-ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image]
-
-#: ``stylize``'s ``style``: one image (sent as a base64 string) or a list/tuple of images
-#: (sent as a JSON list of base64 strings, even with a single element).
-StyleInput = Union[ImageInput, List[ImageInput], Tuple[ImageInput, ...]]
-
-# Allowed values of the string-valued request parameters. The CLI derives its ``choices``
-# from these (``typing.get_args``), so they are the single source of truth in the SDK.
-InitMode = Literal["content", "noise", "style", "image"]
-ColorControl = Literal["none", "luminance", "histogram"]
-Pooling = Literal["max", "avg"]
-OptimizerName = Literal["lbfgs", "adam"]
-RenderMode = Literal["stylize", "reconstruct_content", "reconstruct_style"]
-OutputFormat = Literal["png", "jpeg"]
+__all__ = ["StylizeResult", "ModelInfo", "json_object", "stylize_result", "model_info"]
 
 
 @dataclass(frozen=True)
@@ -98,8 +75,6 @@ class StylizeResult:
             ValueError: ``image`` is missing, not base64, or not a decodable image; or
                 ``history`` is present but not a list of JSON objects.
         """
-        from ._images import b64decode, open_image
-
         image_b64 = body.get("image")
         if not isinstance(image_b64, str) or not image_b64:
             raise ValueError('response has no "image" string')
@@ -137,8 +112,6 @@ class StylizeResult:
     @cached_property
     def image(self) -> Image.Image:
         """The output as a loaded ``PIL.Image.Image`` (decoded on first access)."""
-        from ._images import open_image
-
         return open_image(self.image_bytes)
 
     def save(self, path: Union[str, os.PathLike[str]]) -> Path:
@@ -158,8 +131,6 @@ class StylizeResult:
             ValueError: Pillow does not know the suffix.
             OSError: The file cannot be written.
         """
-        from ._images import save_encoded
-
         return save_encoded(self.image_bytes, self.format, path, lambda: self.image)
 
 
@@ -260,3 +231,55 @@ class ModelInfo:
         return {"model": self.model, "version": self.version, "weights": self.weights, "layers": self.layers,
                 "device": self.device,
                 "limits": self.limits, "defaults": self.defaults, "workers": self.workers}
+
+
+def json_object(content: bytes, headers: Mapping[str, str], response: Any = None) -> Dict[str, Any]:
+    """Decode a 2xx body that must be a JSON object.
+
+    Raises:
+        APIResponseValidationError: The body is not JSON, or not an object.
+    """
+    try:
+        body = json.loads(content)
+    except ValueError as exc:
+        raise APIResponseValidationError(
+            f"Expected a JSON object, got {headers.get('Content-Type')!r}", response=response,
+            body=content.decode("utf-8", errors="replace")[:MAX_ERROR_TEXT]) from exc
+    if not isinstance(body, dict):
+        raise APIResponseValidationError("Expected a JSON object", response=response, body=body)
+    return body
+
+
+def stylize_result(body: Dict[str, Any], response: Any = None) -> StylizeResult:
+    """The :class:`StylizeResult` of a 200 stylize answer.
+
+    Raises:
+        APIResponseValidationError: No decodable image, or a malformed ``history``.
+    """
+    try:
+        return StylizeResult.from_response(body)
+    except ValueError as exc:
+        raise APIResponseValidationError(f"Malformed stylize response: {exc}", response=response, body=body) from exc
+
+
+def model_info(content: bytes, headers: Mapping[str, str], response: Any = None) -> ModelInfo:
+    """The :class:`ModelInfo` of a 200 ``GET /models/<name>?customized=true`` answer.
+
+    Raises:
+        APIResponseValidationError: The body is not a non-empty JSON list of model descriptions,
+            or ``customizedMetadata`` is not a JSON object (or a string holding one).
+    """
+    try:
+        body = json.loads(content)
+    except ValueError as exc:
+        raise APIResponseValidationError(
+            f"Expected a JSON list of model descriptions, got {headers.get('Content-Type')!r}",
+            response=response, body=content.decode("utf-8", errors="replace")[:MAX_ERROR_TEXT]) from exc
+    if not isinstance(body, list) or not body or not isinstance(body[0], dict):
+        raise APIResponseValidationError("Expected a non-empty JSON list of model descriptions",
+                                         response=response, body=body)
+    try:
+        return ModelInfo.from_description(body[0])
+    except ValueError as exc:
+        raise APIResponseValidationError(f"Malformed model description: {exc}", response=response,
+                                         body=body) from exc

@@ -1,0 +1,102 @@
+"""What the CLI prints: ``--json`` documents (one per command, an error included), usage errors
+under ``--json``, and the text of a failure on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import json
+import sys
+from typing import IO, Any, Dict, NoReturn, Optional
+
+from .._constants import DEFAULT_KEY_FILE, ENV_KEY_FILE, ENV_TOKEN
+from .._exceptions import APIStatusError, AuthenticationError, NSTError
+from .._results import StylizeResult
+from ._exit import EXIT_USAGE, exit_code, exit_row
+
+__all__ = ["JSON_ERRORS", "Parser", "print_json", "fail", "fmt_losses", "result_doc"]
+
+# Set while main() runs with --json: usage errors are then printed as a JSON document too.
+JSON_ERRORS: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("nst_client_cli_json", default=None)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors become a JSON document under ``--json``."""
+
+    def error(self, message: str) -> NoReturn:
+        command = JSON_ERRORS.get()
+        if command is None:
+            super().error(message)
+        print_json(_error_doc(command or None, EXIT_USAGE, "usage", "UsageError", f"{self.prog}: {message}"))
+        sys.exit(EXIT_USAGE)
+
+
+def print_json(doc: Dict[str, Any], stream: Optional[IO[str]] = None) -> None:
+    print(json.dumps(doc, indent=2, default=str), file=stream or sys.stdout)
+
+
+def _error_doc(command: Optional[str], code: int, kind: str, type_name: str, message: str,
+               **details: Any) -> Dict[str, Any]:
+    error = {"kind": kind, "type": type_name, "message": message}
+    error.update({k: v for k, v in details.items() if v is not None})
+    return {"ok": False, "command": command, "exit_code": code, "error": error}
+
+
+def _exc_doc(command: Optional[str], exc: BaseException) -> Dict[str, Any]:
+    row = exit_row(exc)
+    details: Dict[str, Any] = {}
+    if isinstance(exc, APIStatusError):
+        details = {"status_code": exc.status_code, "code": exc.code, "field": exc.field,
+                   "request_id": exc.request_id, "message": exc.message}
+    doc = _error_doc(command, row.code, row.name, type(exc).__name__, str(exc))
+    doc["error"].update({k: v for k, v in details.items() if v is not None})
+    hint = _hint(exc)
+    if hint:
+        doc["error"]["hint"] = hint
+    return doc
+
+
+def _hint(exc: BaseException) -> Optional[str]:
+    if isinstance(exc, AuthenticationError):
+        return (f"pass --token, set ${ENV_TOKEN}, or point --key-file/${ENV_KEY_FILE} at "
+                f"TorchServe's {DEFAULT_KEY_FILE}")
+    return None
+
+
+def fail(args: argparse.Namespace, exc: BaseException, message: Optional[str]) -> int:
+    """Report ``exc`` (stderr text, or the JSON document on stdout) and return its exit code."""
+    code = exit_code(exc)
+    if args.json:
+        doc = _exc_doc(args.command, exc)
+        if message:
+            doc["error"]["message"] = message
+        print_json(doc)
+        return code
+    if message:
+        print(f"nst-client: {message}", file=sys.stderr)
+        return code
+    label = "error" if isinstance(exc, (NSTError, OSError)) else type(exc).__name__
+    print(f"nst-client: {label}: {exc}", file=sys.stderr)
+    hint = _hint(exc)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    return code
+
+
+def fmt_losses(losses: Dict[str, Any]) -> str:
+    """``"content=1 style=2.5 ..."`` (4 significant digits), ``"-"`` for none."""
+    parts = []
+    for k, v in losses.items():
+        parts.append(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}")
+    return " ".join(parts) or "-"
+
+
+def result_doc(result: StylizeResult) -> Dict[str, Any]:
+    """The fields of a result in a ``stylize`` document and a sweep cell."""
+    return {
+        "format": result.format, "width": result.width, "height": result.height,
+        "iterations": result.iterations, "stopped": result.stopped, "losses": result.losses,
+        "weights": result.weights, "device": result.device, "cache": result.cache,
+        "timings_ms": result.timings_ms, "params": result.params,
+    }
+
