@@ -1,11 +1,14 @@
-"""What a stylization reports: one :class:`Iterate` per evaluation, and the :class:`Stylized` result."""
+"""What a stylization reports: one :class:`Iterate` per evaluation, the :class:`Stylized` result, and
+the :class:`Recorder` that keeps the history and calls the progress callback."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 import torch
+
+from .plan import Level, Plan
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class Stylized:
     sizes: list[tuple[int, int]] = field(default_factory=list)
     """``(height, width)`` of each level run, coarse to fine."""
     stopped: str = "steps"
-    """Why the run ended: ``"steps"`` (all iterations ran) or ``"time_budget"``."""
+    """Why the run ended: ``"steps"`` (all iterations ran), ``"time_budget"`` or ``"cancelled"``."""
     cache_hits: int = 0
     cache_misses: int = 0
     """Style-cache lookups of this run (one per style image and level)."""
@@ -58,3 +61,27 @@ class Stylized:
         if not (self.cache_hits or self.cache_misses):
             return None
         return "miss" if self.cache_misses else "hit"
+
+
+class Recorder:
+    """The history of a run (one :class:`Iterate` per iteration) and its progress callback."""
+
+    def __init__(self, plan: Plan, callback: Callable[[Iterate], None] | None) -> None:
+        self.steps, self.levels, self.callback = plan.options.steps, len(plan.levels), callback
+        self.history: list[Iterate] = []
+        self.done = 0
+        """Iterations completed by the levels before the current one."""
+
+    def report(self, k: int, losses: dict[str, float], scored: torch.Tensor, level: Level) -> None:
+        """Losses after ``k`` updates of ``level``; ``k = 0`` (the level's start) goes only to
+        the callback, and only at the first level (the run's initial image)."""
+        it = Iterate(iteration=self.done + k, steps=self.steps, losses=losses, level=level.index, levels=self.levels)
+        if k > 0:
+            self.history.append(it)
+        if self.callback is not None and (k > 0 or level.index == 0):
+            self.callback(replace(it, image=scored.detach()))
+
+    def restate_last(self, losses: dict[str, float]) -> None:
+        """Replace the last entry by the losses of the returned (full-size) image."""
+        self.history[-1] = Iterate(iteration=self.done, steps=self.steps, losses=losses, level=self.levels - 1,
+                                   levels=self.levels)

@@ -13,9 +13,10 @@ What to run is a :class:`nst.plan.Plan` (the levels, their sizes and iterations)
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ from .losses import (
 from .masks import MaskError, label_regions, region_colors, resize_regions
 from .options import INITS, StylizeOptions, normalized
 from .plan import Level, Plan, check_inputs, make_plan
-from .records import Iterate, Stylized
+from .records import Iterate, Recorder, Stylized
 from .vgg import FeatureExtractor, VGGFeatures, feature_size
 
 DEFAULT_OPTIONS = StylizeOptions()
@@ -189,30 +190,6 @@ class _Inputs:
         return content, styles, targets
 
 
-class _Recorder:
-    """The history of a run (one :class:`Iterate` per iteration) and its progress callback."""
-
-    def __init__(self, plan: Plan, callback: Callable[[Iterate], None] | None) -> None:
-        self.steps, self.levels, self.callback = plan.options.steps, len(plan.levels), callback
-        self.history: list[Iterate] = []
-        self.done = 0
-        """Iterations completed by the levels before the current one."""
-
-    def report(self, k: int, losses: dict[str, float], scored: torch.Tensor, level: Level) -> None:
-        """Losses after ``k`` updates of ``level``; ``k = 0`` (the level's start) goes only to
-        the callback, and only at the first level (the run's initial image)."""
-        it = Iterate(iteration=self.done + k, steps=self.steps, losses=losses, level=level.index, levels=self.levels)
-        if k > 0:
-            self.history.append(it)
-        if self.callback is not None and (k > 0 or level.index == 0):
-            self.callback(replace(it, image=scored.detach()))
-
-    def restate_last(self, losses: dict[str, float]) -> None:
-        """Replace the last entry by the losses of the returned (full-size) image."""
-        self.history[-1] = Iterate(iteration=self.done, steps=self.steps, losses=losses, level=self.levels - 1,
-                                   levels=self.levels)
-
-
 def stylize(
     content: torch.Tensor,
     style: torch.Tensor | Sequence[torch.Tensor],
@@ -226,6 +203,7 @@ def stylize(
     cache: StyleCache | None = None,
     style_keys: Sequence[Hashable] | None = None,
     plan: Plan | None = None,
+    cancel: threading.Event | None = None,
 ) -> Stylized:
     """Render ``content`` in the style of ``style`` (one image or several, blended).
 
@@ -249,6 +227,9 @@ def stylize(
         plan: the :class:`nst.plan.Plan` of ``options`` for these images, already checked (the
             HTTP layer makes it while validating a request, with the layers checked against
             this network); ``None``: checked and made here.
+        cancel: when set (from any thread), the run stops before its next iteration and
+            returns the image so far, full size, with ``stopped == "cancelled"`` (the first
+            level always runs one iteration, as with ``time_budget_s``).
 
     Returns:
         A :class:`Stylized` with the ``(1, 3, H, W)`` image clamped to ``[0, 1]``.
@@ -271,14 +252,15 @@ def stylize(
         blend = check_inputs(options, len(styles), has_init_image=init_image is not None)
         plan = make_plan(_size(content), [_size(s) for s in styles], options, blend=blend)
     inputs = _prepare(features, plan, content, styles, content_mask, style_masks, cache, style_keys)
-    recorder = _Recorder(plan, callback)
+    recorder = Recorder(plan, callback)
     deadline = None if plan.options.time_budget_s is None else time.monotonic() + plan.options.time_budget_s
-    image, ran = _run_levels(inputs, recorder, init_image, deadline)
+    stopping = _Stopping(deadline, cancel)
+    image, ran = _run_levels(inputs, recorder, init_image, stopping)
     if plan.options.color_control == "luminance":
         image = color.combine_luminance(image, content)
     return Stylized(image=image, iterations=recorder.done, losses=dict(recorder.history[-1].losses),
                     history=recorder.history, sizes=[level.size for level in ran],
-                    stopped="steps" if recorder.done == plan.options.steps else "time_budget",
+                    stopped=stopping.reason,
                     cache_hits=inputs.cache_hits, cache_misses=inputs.cache_misses)
 
 
@@ -317,10 +299,10 @@ def _prepare(features: VGGFeatures, plan: Plan, content: torch.Tensor, styles: l
     return _Inputs(features, plan, target_content, styles, content_regions, style_regions, cache, style_keys)
 
 
-def _run_levels(inputs: _Inputs, recorder: _Recorder, init_image: torch.Tensor | None,
-                deadline: float | None) -> tuple[torch.Tensor, list[Level]]:
+def _run_levels(inputs: _Inputs, recorder: Recorder, init_image: torch.Tensor | None,
+                stopping: _Stopping) -> tuple[torch.Tensor, list[Level]]:
     """Optimize the plan's levels coarse to fine, each warm-started from the previous one's
-    result, until done or ``deadline`` (a ``time.monotonic()`` value). Returns the full-size
+    result, until done or ``stopping`` says to stop. Returns the full-size
     ``(1, 3, H, W)`` image and the levels run."""
     plan, opts = inputs.plan, inputs.plan.options
     image: torch.Tensor | None = None
@@ -333,10 +315,10 @@ def _run_levels(inputs: _Inputs, recorder: _Recorder, init_image: torch.Tensor |
                 start = color.luminance(start)
         else:
             start = resize(image, level.size)  # warm start from the coarser level's result
-        image, completed = _optimize(start, targets, opts, level, recorder, deadline)
+        image, completed = _optimize(start, targets, opts, level, recorder, stopping)
         ran.append(level)
         recorder.done += completed
-        if completed < level.steps:  # out of time
+        if completed < level.steps:  # out of time, or cancelled
             final = targets if level is plan.levels[-1] else inputs.level(plan.levels[-1])[2]
             if completed == 0 or final is not targets:
                 # The answer is full size, and its losses are those of the image returned.
@@ -348,10 +330,32 @@ def _run_levels(inputs: _Inputs, recorder: _Recorder, init_image: torch.Tensor |
     return image, ran
 
 
-def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, level: Level, recorder: _Recorder,
-              deadline: float | None) -> tuple[torch.Tensor, int]:
+@dataclass
+class _Stopping:
+    """When a run ends early: at a ``time.monotonic()`` deadline (before an iteration that
+    would likely end after it, estimated from the level's iterations so far) or once a cancel
+    event is set. ``reason`` is what :attr:`Stylized.stopped` reports."""
+
+    deadline: float | None
+    cancel: threading.Event | None
+    reason: str = "steps"
+
+    def now(self, started: float, completed: int) -> bool:
+        """Whether to stop before the next iteration of a level that began at ``started``."""
+        if self.cancel is not None and self.cancel.is_set():
+            self.reason = "cancelled"
+        elif self.deadline is not None:
+            now = time.monotonic()
+            per_iteration = (now - started) / completed if completed else 0.0
+            if now + per_iteration > self.deadline:
+                self.reason = "time_budget"
+        return self.reason != "steps"
+
+
+def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, level: Level, recorder: Recorder,
+              stopping: _Stopping) -> tuple[torch.Tensor, int]:
     """Run up to ``level.steps`` iterations from ``start`` (fewer if the next one would likely
-    end after ``deadline``; the first level always runs one), reporting each evaluation to
+    be cut short by ``stopping``; the first level always runs one), reporting each evaluation to
     ``recorder``. Returns the clamped result and the iterations completed."""
     image = start.detach().clone().requires_grad_(True)
     if opts.optimizer == "lbfgs":
@@ -379,11 +383,8 @@ def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, le
     started = time.monotonic()
     completed = 0
     while completed < level.steps:
-        if deadline is not None and (completed or level.index > 0):
-            now = time.monotonic()
-            per_iteration = (now - started) / completed if completed else 0.0
-            if now + per_iteration > deadline:
-                break
+        if (completed or level.index > 0) and stopping.now(started, completed):
+            break
         # torch types the closure as returning a float; both optimizers take (and L-BFGS returns) the loss tensor.
         optimizer.step(closure)  # type: ignore[arg-type]
         completed += 1
