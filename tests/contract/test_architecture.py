@@ -14,12 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {
     "nst": ROOT / "handler" / "nst",
     "nst_http": ROOT / "handler" / "nst_http",
+    "nst_jobs": ROOT / "handler" / "nst_jobs",
     "nst_client": ROOT / "client_sdk" / "src" / "nst_client",
 }
 #: What each room must not import (top-level module names).
 FORBIDDEN = {
     "nst": {"nst_http", "nst_handler", "ts", "requests", "httpx", "http"},
     "nst_http": {"nst_handler", "ts", "requests", "httpx"},
+    "nst_jobs": {"torch", "torchvision", "nst", "nst_http", "nst_handler", "ts", "requests", "httpx"},
     "nst_client": {"torch", "torchvision", "nst", "nst_http", "nst_handler", "ts"},
 }
 MAX_LINES = 400
