@@ -73,9 +73,12 @@ weights: install
 
 # Strict by default: the archive serves the weights asked for, or is not built (FALLBACK is
 # for `make demo`).
+# Every package beside the handler (nst, nst_http, nst_jobs) goes into the archive.
+HANDLER_PACKAGES := $(patsubst %/__init__.py,%,$(wildcard handler/*/__init__.py))
+
 archive: weights
 	rm -rf $(STAGE) && mkdir -p $(STAGE)
-	cp -r handler/nst handler/nst_http $(STAGE)/ && rm -rf $(STAGE)/*/__pycache__
+	cp -r $(HANDLER_PACKAGES) $(STAGE)/ && rm -rf $(STAGE)/*/__pycache__
 	cp $(MODEL_STORE)/vgg_features.json $(STAGE)/ && cp docs/credits.md $(STAGE)/CREDITS.md
 	$(BIN)/torch-model-archiver --model-name nst --version 1.0 --force \
 	  --handler handler/nst_handler.py \

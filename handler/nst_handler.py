@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +30,11 @@ from nst.stylize import stylize
 from nst.weights import PROVENANCE_FILE, load_features, read_provenance
 from nst_http import kserve, response
 from nst_http.batch import Row
-from nst_http.errors import RequestError, from_engine_error, internal_error
+from nst_http.desk import JobDesk
+from nst_http.errors import PHRASES, RequestError, from_engine_error, internal_error
+from nst_http.jobs import SUBMIT, JobSettings, parse_job
 from nst_http.params import Limits, parse_params
-from nst_http.request import parse_request
+from nst_http.request import decode_body, parse_request
 from ts.handler_utils.utils import send_intermediate_predict_response
 from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
@@ -72,6 +79,10 @@ class NSTHandler(BaseHandler):
         self.device = torch.device(f"cuda:{gpu_id}" if torch.cuda.is_available() and gpu_id is not None else "cpu")
         weights_path = model_dir / context.manifest["model"]["serializedFile"]
         self.features = load_features(weights_path, self.provenance).to(self.device)
+        self.desk = JobDesk(JobSettings(**config.get("jobs", {})), f"{socket.gethostname()}:{_worker_slot()}",
+                            str(self.device), on_state=lambda state: self._metric("NSTJobs", 1, State=state),
+                            on_wait=lambda s: self._metric("NSTJobQueueSeconds", s, kind=MetricTypes.GAUGE,
+                                                           unit="Seconds"))
         logger.info("NST model loaded: weights %s (%s, %s input) on %s, %d torch threads", self.provenance.label,
                     self.provenance.network, self.provenance.input_convention, self.device, torch.get_num_threads())
         self.initialized = True
@@ -98,9 +109,16 @@ class NSTHandler(BaseHandler):
         for row in data:
             start = time.perf_counter()
             try:
-                row.request = parse_request(kserve.row_body(row.envelope, row.index, row.raw), defaults=self.defaults,
-                                            limits=self.limits, network=self.provenance.network)
-                kserve.check_row(row.envelope, row.request.serving.stream)
+                body = decode_body(kserve.row_body(row.envelope, row.index, row.raw))
+                row.job = parse_job(body)
+                kserve.check_row(row.envelope, job=row.job is not None)
+                if row.job is None or row.job.action == SUBMIT:
+                    row.request = parse_request(body, defaults=self.defaults, limits=self.limits,
+                                                network=self.provenance.network)
+                    kserve.check_row(row.envelope, stream=row.request.serving.stream)
+                    if row.job is not None and row.request.serving.stream:
+                        raise RequestError(400, "invalid_choice", "params.stream with a job: watch a job with its "
+                                           "status calls", "params.stream")
             except RequestError as exc:
                 row.answer = exc
             except Exception:
@@ -110,10 +128,23 @@ class NSTHandler(BaseHandler):
         return data
 
     def inference(self, data: list[Row], *args: Any, **kwargs: Any) -> list[Row]:
-        """Stylize every valid row; an unexpected failure of one row becomes a 500 for it alone."""
+        """Answer every valid row: a job call at once, a submit once queued, a plain request once
+        its job (queued like every other) has run. A failure of one row is its answer alone."""
         for row in data:
-            if row.answer is None:
-                row.answer = self._run(row)
+            if row.answer is not None:
+                continue
+            try:
+                run = partial(self._run, row)
+                if row.job is None:
+                    row.answer = self.desk.wait(run)
+                elif row.job.action == SUBMIT:
+                    row.answer = self.desk.submit(run)
+                    row.status = 202
+                else:
+                    row.answer = self.desk.call(row.job)
+            except Exception:
+                logger.exception("request %s failed", row.request_id)
+                row.answer = internal_error(row.request_id)
         return data
 
     def postprocess(self, data: list[Row]) -> list[Any]:
@@ -141,7 +172,11 @@ class NSTHandler(BaseHandler):
         self.context.set_response_content_type(row.index, "application/json")
         if isinstance(row.answer, RequestError):
             self.context.set_response_status(row.answer.status, row.answer.phrase, row.index)
+            for key, value in row.answer.headers.items():
+                self.context.set_response_header(row.index, key, value)
             return json.dumps(row.answer.body(request_id=row.request_id))
+        if row.status != 200:
+            self.context.set_response_status(row.status, PHRASES.get(row.status, ""), row.index)
         return json.dumps(row.answer)
 
     def describe_handle(self) -> str:
@@ -151,14 +186,24 @@ class NSTHandler(BaseHandler):
                            "device": str(self.device), "limits": asdict(self.limits),
                            "defaults": self.effective_defaults})
 
-    def _streamer(self, row: Row, started: float) -> Callable[[Iterate], None]:
-        """A stylize() callback that sends the row's stream events as NDJSON chunks through
-        TorchServe's intermediate responses (each resets ``responseTimeout``)."""
+    def _watcher(self, row: Row, job_id: str, cancel: threading.Event, started: float) -> Callable[[Iterate], None]:
+        """A stylize() callback that records the job's progress in the store (and, for a
+        submitted job, a preview every ``progress_every`` iterations), sets ``cancel`` when the
+        store says the job was cancelled, and with ``stream`` sends the row's events as NDJSON
+        chunks through TorchServe's intermediate responses (each resets ``responseTimeout``)."""
         assert row.request is not None
         request = row.request
+        submitted = row.job is not None
 
         def callback(it: Iterate) -> None:
-            for event in response.stream_events(request, it, time.perf_counter() - started):
+            elapsed = time.perf_counter() - started
+            events = response.stream_events(request, it, elapsed)
+            preview = next((e for e in events if e["event"] == "preview"), None)
+            if preview is None and submitted and it.iteration % request.serving.progress_every == 0 and it.image is not None:
+                preview = response.preview_event(it)
+            if self.desk.report(job_id, response.progress_event(it, elapsed), preview):
+                cancel.set()
+            for event in events if request.serving.stream else ():
                 if not row.streaming:
                     self.context.set_response_content_type(row.index, response.NDJSON)
                     row.streaming = True
@@ -174,16 +219,17 @@ class NSTHandler(BaseHandler):
         dimensions += [Dimension(k, v) for k, v in dims.items()]
         self.context.metrics.add_metric(name, value, unit, None, dimensions, kind)
 
-    def _run(self, row: Row) -> dict[str, Any] | RequestError:
-        """Run the engine on one checked row and build its answer."""
+    def _run(self, row: Row, job_id: str) -> dict[str, Any] | RequestError:
+        """Run the engine on one checked row (job ``job_id``) and build its answer."""
         request = row.request
         assert request is not None
         try:
             start = time.perf_counter()
             content, styles, images = request.tensors(self.device)
+            cancel = threading.Event()
             result = stylize(content, styles, self.features, request.options(), **images, plan=request.plan,
-                             cache=self.style_cache, style_keys=request.style_keys(),
-                             callback=self._streamer(row, start) if request.serving.stream else None)
+                             cache=self.style_cache, style_keys=request.style_keys(), cancel=cancel,
+                             callback=self._watcher(row, job_id, cancel, start))
             optimized = time.perf_counter()
             image = encode_image(result.image, request.serving.output_format)
             encoded = time.perf_counter()
@@ -204,3 +250,12 @@ class NSTHandler(BaseHandler):
                     result.iterations, sum(timings.values()))
         return response.result_body(request, result, image, timings_ms=timings, weights=self.provenance.label,
                                     device=str(self.device), request_id=row.request_id)
+
+
+def _worker_slot() -> str:
+    """This worker's place among TorchServe's workers (its socket name, which a restarted worker
+    gets again), so that a restarted worker can report its predecessor's jobs failed."""
+    argv = sys.argv
+    if "--sock-name" in argv[:-1]:
+        return argv[argv.index("--sock-name") + 1]
+    return f"pid-{os.getpid()}"

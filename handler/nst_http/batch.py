@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import RequestError
+from .jobs import JobCall
 from .request import StyleRequest
 
 
@@ -19,8 +20,12 @@ class Row:
     """:data:`nst_http.kserve.KSERVE_V1`, ``KSERVE_V2`` or ``None`` (plain HTTP)."""
     request_id: str | None
     """TorchServe's id of the HTTP request the row came in."""
+    job: JobCall | None = None
+    """What its ``job`` field asks (``None``: a plain request, run as a job it waits for)."""
     request: StyleRequest | None = None
     answer: dict[str, Any] | RequestError | None = None
+    status: int = 200
+    """The HTTP status of a successful answer (202 for an accepted job)."""
     decode_ms: float = 0.0
     streaming: bool = False
     """Whether its first stream chunk (and with it status 200) has gone out."""

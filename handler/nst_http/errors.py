@@ -9,19 +9,23 @@ from nst.masks import MaskError
 from nst.options import OptionError
 
 #: Reason phrases of the statuses this contract answers with.
-PHRASES = {400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server Error", 507: "Insufficient Storage"}
+PHRASES = {202: "Accepted", 400: "Bad Request", 404: "Not Found", 409: "Conflict", 413: "Payload Too Large",
+           500: "Internal Server Error", 503: "Service Unavailable", 507: "Insufficient Storage"}
 
 #: Top-level fields of the request body; every image is base64. An engine error about one of
 #: them names it as is, any other field as ``params.<name>``.
-BODY_FIELDS = ("content", "style", "params", "init_image", "content_mask", "style_masks")
+BODY_FIELDS = ("content", "style", "params", "init_image", "content_mask", "style_masks", "job")
 
 
 class RequestError(Exception):
     """A request the server refuses; becomes ``{"error": {code, message, field}}`` with ``status``."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = dict(headers or {})
+        """Response headers to send with it (``Retry-After`` with a 503)."""
 
     @property
     def phrase(self) -> str:

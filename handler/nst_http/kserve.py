@@ -62,15 +62,18 @@ def row_body(envelope: str | None, idx: int, row: Any) -> Any:
     return row.get("body", row.get("data")) if isinstance(row, dict) else row
 
 
-def check_row(envelope: str | None, serving_stream: bool) -> None:
-    """Refuse what an envelope cannot carry: a stream (one answer per request).
+def check_row(envelope: str | None, *, stream: bool = False, job: bool = False) -> None:
+    """Refuse what an envelope cannot carry: a stream (one answer per request), a job call.
 
     Raises:
-        RequestError: 400 ``params.stream``.
+        RequestError: 400 ``params.stream`` or ``job``.
     """
-    if envelope and serving_stream:
+    if envelope and stream:
         raise RequestError(400, "invalid_choice", "params.stream is not available through a KServe envelope (one "
                            "answer per request); use POST /predictions/nst", "params.stream")
+    if envelope and job:
+        raise RequestError(400, "invalid_choice", "jobs are not available through a KServe envelope; use POST "
+                           "/predictions/nst", "job")
 
 
 def enveloped(envelope: str, answers: Sequence[dict[str, Any] | RequestError],

@@ -137,8 +137,12 @@ def _image_list(value: Any, field: str, limits: Limits) -> list[Image.Image]:
     return [decode_b64_image(v, f"{field}[{i}]", limits) for i, v in enumerate(value)]
 
 
-def _body_object(body: Any) -> dict[str, Any]:
-    """The body as a JSON object with the required fields and no unknown ones."""
+def decode_body(body: Any) -> dict[str, Any]:
+    """The request body (JSON text or bytes, or already parsed) as a JSON object.
+
+    Raises:
+        RequestError: 400 ``invalid_json`` or ``invalid_body``.
+    """
     if isinstance(body, (bytes, bytearray, str)):
         try:
             body = json.loads(body)
@@ -148,6 +152,13 @@ def _body_object(body: Any) -> dict[str, Any]:
             raise bad("invalid_json", f"request body is not valid JSON: {exc}", None) from None
     if not isinstance(body, dict):
         raise bad("invalid_body", f"request body must be a JSON object, got {type(body).__name__}", None)
+    return body
+
+
+def _body_object(body: Any) -> dict[str, Any]:
+    """The body as a JSON object with the required fields and no unknown ones (``job`` is
+    :mod:`nst_http.jobs`'s, read before)."""
+    body = {k: v for k, v in decode_body(body).items() if k != "job"}
     unknown = sorted(set(body) - set(BODY_FIELDS))
     if unknown:
         raise bad("unknown_field", f"unknown field {unknown[0]!r}; known: {', '.join(BODY_FIELDS)}", unknown[0])

@@ -1,0 +1,114 @@
+"""The job desk of one worker: every request runs as a job, through one queue per device.
+
+A plain request (synchronous or streamed) is a job its client waits for on the connection; a
+submitted one (``job.action = "submit"``) answers 202 at once and runs in the background, and
+any worker of the machine answers its status, result and cancel calls from the shared store
+(:mod:`nst_jobs`). TorchServe-free: the handler passes in how to run one request.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from nst_jobs.runner import Runner
+from nst_jobs.store import CANCEL_REASONS, CANCELLED, FAILED, LEASE_EXPIRED, RUNNING, SUCCEEDED, JobStore
+
+from .errors import RequestError, internal_error
+from .jobs import CANCEL, RESULT, JobCall, JobSettings, failure, job_body, not_finished, queue_full, unknown_job
+
+logger = logging.getLogger(__name__)
+
+Answer = dict[str, Any] | RequestError
+#: Runs one request as the job whose id it is given, and returns its answer.
+Run = Callable[[str], Answer]
+
+
+class JobDesk:
+    """Jobs for one worker process.
+
+    Args:
+        settings: ``handler.jobs`` of ``model-config.yaml``.
+        worker: this worker's name, the same after a restart (its jobs left unfinished by a
+            previous process are reported ``failed`` here).
+        device: the device jobs run on (one optimization at a time per device, machine-wide).
+        on_state: called (for metrics) as a job is ``queued`` by a submit, starts ``running``,
+            and ends: ``succeeded``, ``failed``, ``cancelled`` or ``lease_expired``.
+        on_wait: called with the seconds a job waited in the queue before it ran.
+    """
+
+    def __init__(self, settings: JobSettings, worker: str, device: str, *,
+                 on_state: Callable[[str], None] = lambda state: None,
+                 on_wait: Callable[[float], None] = lambda seconds: None) -> None:
+        self.settings, self.worker = settings, worker
+        directory = Path(settings.dir or Path(tempfile.gettempdir()) / "nst-jobs")
+        self.store = JobStore(directory / "jobs.sqlite3", ttl_s=settings.result_ttl_s)
+        lost = self.store.fail_worker(worker, "the worker running this job stopped (it died or restarted) before "
+                                      "the job ended")
+        if lost:
+            logger.warning("jobs %s of this worker's previous process reported failed", ", ".join(lost))
+        self.runner = Runner(self.store, directory, device)
+        self.on_state, self.on_wait = on_state, on_wait
+
+    def wait(self, run: Run) -> Answer:
+        """Run a plain request as a job (no lease: its client waits on the connection) after the
+        jobs queued before it, and return its answer."""
+        job = self.store.create(self.worker)
+        return self.runner.submit(partial(self._execute, job.id, run)).result() or internal_error(None)
+
+    def submit(self, run: Run) -> Answer:
+        """Queue a job: ``{"job": JobStatus}`` (answer it 202), or 503 ``queue_full``."""
+        if self.store.active() >= self.settings.max_queued_jobs:
+            return queue_full(self.settings.max_queued_jobs, self.settings.retry_after_s)
+        job = self.store.create(self.worker, lease_s=self.settings.lease_s)
+        self.runner.submit(partial(self._execute, job.id, run))
+        self.on_state("queued")
+        return job_body(job, self.store.position(job.id))
+
+    def call(self, call: JobCall) -> Answer:
+        """A status, result or cancel call; each renews the job's lease."""
+        assert call.id is not None
+        job = self.store.cancel(call.id) if call.action == CANCEL else self.store.get(call.id)
+        if job is None:
+            return unknown_job(call.id)
+        self.store.renew(call.id)
+        if call.action == RESULT:
+            return failure(job) or not_finished(job) or job.result or internal_error(None)
+        return job_body(job, self.store.position(call.id))
+
+    def report(self, job_id: str, progress: dict[str, Any], preview: dict[str, Any] | None) -> bool:
+        """Record a running job's progress (and preview); whether it has been asked to stop."""
+        return self.store.report(job_id, progress=progress, preview=preview) in CANCEL_REASONS
+
+    def _execute(self, job_id: str, run: Run) -> Answer | None:
+        """Run job ``job_id`` (on the runner's thread) and record how it ended; ``None`` when it
+        was cancelled before it started."""
+        started = self.store.start(job_id)
+        job = self.store.get(job_id)
+        if not started or job is None:  # cancelled while queued
+            self.on_state(LEASE_EXPIRED if job is not None and job.cancel == LEASE_EXPIRED else CANCELLED)
+            return None
+        self.on_state(RUNNING)
+        if job.started_s is not None:
+            self.on_wait(job.started_s - job.created_s)
+        answer = run(job_id)
+        if isinstance(answer, RequestError):
+            self.store.finish(job_id, FAILED, error={"status": answer.status, **answer.body()})
+            state = FAILED
+        else:
+            state = CANCELLED if answer.get("stopped") == "cancelled" else SUCCEEDED
+            self.store.finish(job_id, state, result=answer)
+            ended = self.store.get(job_id)
+            if state == CANCELLED and ended is not None and ended.cancel == LEASE_EXPIRED:
+                state = LEASE_EXPIRED
+        self.on_state(state)
+        return answer
+
+    def close(self) -> None:
+        """Let the queued jobs finish, then close the store."""
+        self.runner.close()
+        self.store.close()

@@ -1,0 +1,121 @@
+"""Jobs through ``POST /predictions/nst``: the request's ``job`` field and the job answers.
+
+``{"job": {"action": "submit"}}`` beside a stylize body accepts it as a job (202, the job's
+status); ``{"job": {"action": "status" | "result" | "cancel", "id": ...}}`` alone asks about one.
+``docs/api.md`` ("Jobs") and ``docs/openapi.yaml`` document the shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nst_jobs.store import CANCELLED, FAILED, QUEUED, Job
+
+from .errors import RequestError, bad
+
+SUBMIT, STATUS, RESULT, CANCEL = "submit", "status", "result", "cancel"
+ACTIONS = (SUBMIT, STATUS, RESULT, CANCEL)
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """How the server keeps jobs; set under ``handler.jobs`` in ``model-config.yaml``."""
+
+    dir: str | None = None
+    """Folder of the job store (``jobs.sqlite3``) and the device lock files, shared by the
+    machine's workers; ``None``: ``nst-jobs`` in the system's temporary folder."""
+    lease_s: float = 10.0
+    """Seconds a submitted job lives without a status or result call; then it is cancelled."""
+    result_ttl_s: float = 3600.0
+    """Seconds a finished job's result is kept."""
+    max_queued_jobs: int = 8
+    """Most jobs queued or running on the machine; a submit past it gets 503 ``queue_full``."""
+    retry_after_s: int = 10
+    """The ``Retry-After`` of a 503 ``queue_full``, seconds."""
+
+
+@dataclass(frozen=True)
+class JobCall:
+    """What the ``job`` field asks: an action, and the job's id (``None`` for a submit)."""
+
+    action: str
+    id: str | None = None
+
+
+def parse_job(body: dict[str, Any]) -> JobCall | None:
+    """The body's ``job`` field, checked (``None`` without one). A status, result or cancel
+    body holds nothing else.
+
+    Raises:
+        RequestError: 400 naming ``job``, ``job.action``, ``job.id`` or a field that a job
+            call does not take.
+    """
+    if "job" not in body:
+        return None
+    job = body["job"]
+    if not isinstance(job, dict):
+        raise bad("invalid_type", f"job must be a JSON object, got {type(job).__name__}", "job")
+    unknown = sorted(set(job) - {"action", "id"})
+    if unknown:
+        raise bad("unknown_field", f"unknown field job.{unknown[0]}; known: action, id", f"job.{unknown[0]}")
+    action = job.get("action")
+    if action not in ACTIONS:
+        raise bad("invalid_choice", f"job.action must be one of {list(ACTIONS)}, got {action!r}", "job.action")
+    if action == SUBMIT:
+        if "id" in job:
+            raise bad("invalid_choice", "job.id is chosen by the server: a submit has none", "job.id")
+        return JobCall(SUBMIT)
+    if not isinstance(job.get("id"), str) or not job["id"]:
+        raise bad("missing_field", f"job.id (a job id string) is required for job.action = {action!r}", "job.id")
+    extra = sorted(set(body) - {"job"})
+    if extra:
+        raise bad("unknown_field", f"a job {action} takes only the job field; got {extra[0]}", extra[0])
+    return JobCall(action, job["id"])
+
+
+def unknown_job(job_id: str) -> RequestError:
+    """404: no such job (never accepted, or its result expired)."""
+    return RequestError(404, "unknown_job", f"no job {job_id!r}: unknown, or its result has expired", "job.id")
+
+
+def queue_full(limit: int, retry_after_s: int) -> RequestError:
+    """503: ``limit`` jobs are already queued or running; ``Retry-After: retry_after_s``."""
+    return RequestError(503, "queue_full", f"{limit} jobs are queued or running, the most this server takes; "
+                        f"retry after {retry_after_s} s", headers={"Retry-After": str(retry_after_s)})
+
+
+def not_finished(job: Job) -> RequestError | None:
+    """409 when ``job`` has no result to fetch yet (or never will: cancelled while queued);
+    ``None`` when it has one (or an error to answer with instead)."""
+    if job.state == CANCELLED and job.result is None:
+        return RequestError(409, "job_cancelled", f"job {job.id} was cancelled before it started: it has no image",
+                            "job.id")
+    if not job.done:
+        return RequestError(409, "job_not_finished", f"job {job.id} is {job.state}; poll its status, then fetch "
+                            "the result once it is done", "job.id")
+    return None
+
+
+def failure(job: Job) -> RequestError | None:
+    """The error a failed job answers its result call with (its own status and body)."""
+    if job.state != FAILED or job.error is None:
+        return None
+    error = job.error["error"]
+    return RequestError(int(job.error.get("status", 500)), error["code"], error["message"], error.get("field"))
+
+
+def job_body(job: Job, position: int | None) -> dict[str, Any]:
+    """``{"job": JobStatus}``: the job's state, its place in the queue while queued, its latest
+    progress and preview, and its error once failed."""
+    progress = job.progress or {}
+    preview = job.preview
+    error = None if job.error is None else job.error["error"]
+    return {"job": {
+        "id": job.id, "state": job.state, "position": position if job.state == QUEUED else None,
+        "iteration": progress.get("iteration"), "of": progress.get("of"), "losses": progress.get("losses"),
+        "eta_s": progress.get("eta_s"),
+        "preview": None if preview is None else {k: preview[k] for k in ("width", "height", "image")},
+        "cancel_requested": job.cancel is not None, "lease_s": job.lease_s, "created_s": job.created_s,
+        "started_s": job.started_s, "finished_s": job.finished_s, "error": error,
+    }}
