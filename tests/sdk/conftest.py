@@ -38,6 +38,17 @@ def _success_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+def _job_body(state: str = "queued", job_id: str = "j-1", **fields: Any) -> dict[str, Any]:
+    """A ``{"job": JobStatus}`` answer (submit, status, cancel) following the contract."""
+    status: dict[str, Any] = {
+        "id": job_id, "state": state, "position": 0 if state == "queued" else None, "iteration": None,
+        "of": None, "losses": None, "eta_s": None, "preview": None, "cancel_requested": False,
+        "lease_s": 60.0, "created_s": 1700000000.0, "started_s": None, "finished_s": None, "error": None,
+    }
+    status.update(fields)
+    return {"job": status}
+
+
 @dataclass
 class Recorded:
     method: str
@@ -204,6 +215,12 @@ def _write_key_file(path: Path, key: str) -> Path:
 def success_body() -> Callable[..., dict[str, Any]]:
     """``success_body(**overrides)`` builds a contract-conformant 200 body."""
     return _success_body
+
+
+@pytest.fixture
+def job() -> Callable[..., dict[str, Any]]:
+    """``job(state, job_id, **fields)`` builds a ``{"job": JobStatus}`` answer."""
+    return _job_body
 
 
 @pytest.fixture

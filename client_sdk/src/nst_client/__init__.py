@@ -9,7 +9,8 @@ Example::
         result.save("out.png")
 
 :class:`AsyncStyleTransferClient` is the same client for ``asyncio`` (the ``async`` extra:
-``pip install 'nst-client[async]'``); ``info()`` on either describes the served model.
+``pip install 'nst-client[async]'``); ``info()`` on either describes the served model, and
+``submit()`` starts a :class:`Job` to follow, cancel or fetch later.
 """
 
 from ._async import AsyncStyleTransferClient
@@ -21,6 +22,7 @@ from ._exceptions import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    JobNotFinishedError,
     KeyFileError,
     MissingDependencyError,
     NotFoundError,
@@ -31,6 +33,7 @@ from ._exceptions import (
     ServiceUnavailableError,
 )
 from ._images import ImageInput, StyleInput
+from ._jobs import AsyncJob, Job, JobStatus
 from ._params import ColorControl, InitMode, OptimizerName, OutputFormat, Pooling, RenderMode, StylizeParams
 from ._results import ModelInfo, StylizeResult
 from ._stream import PreviewEvent, ProgressEvent, ResultEvent, StreamEvent
@@ -42,6 +45,9 @@ __all__ = [
     "AsyncStyleTransferClient",
     "StylizeResult",
     "ModelInfo",
+    "Job",
+    "AsyncJob",
+    "JobStatus",
     "StreamEvent",
     "ProgressEvent",
     "PreviewEvent",
@@ -65,6 +71,7 @@ __all__ = [
     "BadRequestError",
     "AuthenticationError",
     "NotFoundError",
+    "JobNotFinishedError",
     "PayloadTooLargeError",
     "RateLimitError",
     "ServerError",

@@ -15,6 +15,7 @@ from ._base_client import BaseClient
 from ._constants import ASYNC_EXTRA_INSTALL
 from ._exceptions import Failure, MissingDependencyError, status_error, stream_transport_error
 from ._images import ImageInput, StyleInput
+from ._jobs import AsyncJob, job_status
 from ._params import StreamArgs, StylizeArgs, keyword_signature
 from ._request import Request
 from ._results import ModelInfo, StylizeResult, json_object, model_info, stylize_result
@@ -157,6 +158,19 @@ class AsyncStyleTransferClient(BaseClient):
         request = await asyncio.to_thread(self._stylize_request, content, style, params, stream=True)
         return _aiter_events(await self._send(request))
 
+    @keyword_signature(StylizeArgs)
+    async def submit(self, content: ImageInput, style: StyleInput, **params: Unpack[StylizeArgs]) -> AsyncJob:
+        """Submit a job, as :meth:`StyleTransferClient.submit` (same request, retries and
+        errors); the :class:`AsyncJob`'s calls are coroutines."""
+        request = await asyncio.to_thread(self._submit_request, content, style, params)
+        response = await self._send(request)
+        status = job_status(json_object(response.content, response.headers, response), response)
+        return AsyncJob(self, status.id, status)
+
+    def job(self, job_id: str) -> AsyncJob:
+        """The :class:`AsyncJob` with this id (nothing is sent), as :meth:`StyleTransferClient.job`."""
+        return AsyncJob(self, job_id)
+
     async def health(self) -> Dict[str, Any]:
         """``GET /ping``, as :meth:`StyleTransferClient.health` (same result and errors)."""
         response = await self._send(self._health_request())
@@ -181,7 +195,7 @@ class AsyncStyleTransferClient(BaseClient):
     async def _send(self, request: Request) -> httpx.Response:
         """Send ``request`` through the retry loop (``_retry.attempts``), as the sync client's
         ``_send``; with ``request.stream`` the caller must ``aclose()`` the response."""
-        response: httpx.Response = await arun(attempts(request, self.max_retries, self.connect_timeout),
+        response: httpx.Response = await arun(attempts(request, self._retries(request), self.connect_timeout),
                                               lambda headers: self._attempt(request, headers), _sleep)
         return response
 

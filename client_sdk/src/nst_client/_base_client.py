@@ -21,7 +21,7 @@ from ._constants import (
     ENV_MANAGEMENT_URL,
 )
 from ._images import ImageInput, StyleInput
-from ._request import Request, read_timeout_for, split_stylize_args, stylize_body
+from ._request import Request, job_body, read_timeout_for, split_stylize_args, stylize_body
 
 __all__ = ["BaseClient", "management_url_for"]
 
@@ -112,8 +112,47 @@ class BaseClient:
         """
         images, params = split_stylize_args(kwargs, stream=stream)
         data, sent = stylize_body(content, style, **images, params=params)
-        return Request("POST", f"{self.base_url}/predictions/{self.model}", self._credentials,
+        return Request("POST", self._predictions_url(), self._credentials,
                        read_timeout_for(sent, self.timeout), data, stream=stream)
+
+    def _submit_request(self, content: ImageInput, style: StyleInput, kwargs: Mapping[str, Any]) -> Request:
+        """``POST /predictions/<model>`` submitting ``stylize(content, style, **kwargs)`` as a job:
+        the same body with ``job = {"action": "submit"}``, answered at once (read timeout
+        ``timeout``, not shortened by ``time_budget_s``).
+
+        Raises:
+            TypeError, FileNotFoundError, ValueError: Bad local input (see ``stylize``); a job
+                is never streamed (``stream`` given).
+        """
+        images, params = split_stylize_args(kwargs)
+        if params.get("stream") is not None:
+            raise ValueError("stream: a job is not streamed; follow it with status() or events()")
+        data, _ = stylize_body(content, style, **images, params=params, job={"action": "submit"})
+        return Request("POST", self._predictions_url(), self._credentials, self.timeout, data)
+
+    def _job_request(self, action: str, job_id: str, *, timeout: Optional[float] = None,
+                     max_retries: Optional[int] = None) -> Request:
+        """``POST /predictions/<model>`` with ``{"job": {"action": action, "id": job_id}}``.
+
+        Args:
+            action: ``"status"``, ``"result"`` or ``"cancel"``.
+            job_id: The job's id.
+            timeout: Read timeout of this call (default: the client's ``timeout``).
+            max_retries: Retries of this call (default: the client's ``max_retries``).
+
+        Raises:
+            ValueError: ``job_id`` is not a non-empty string.
+        """
+        return Request("POST", self._predictions_url(), self._credentials,
+                       self.timeout if timeout is None else float(timeout), job_body(action, job_id),
+                       max_retries=max_retries)
+
+    def _retries(self, request: Request) -> int:
+        """How many times ``request`` may be retried: its own ``max_retries``, else the client's."""
+        return self.max_retries if request.max_retries is None else request.max_retries
+
+    def _predictions_url(self) -> str:
+        return f"{self.base_url}/predictions/{self.model}"
 
     def _health_request(self) -> Request:
         """``GET /ping`` on the inference API."""

@@ -16,6 +16,7 @@ from ._base_client import BaseClient
 from ._constants import STREAM_CHUNK_SIZE
 from ._exceptions import Failure, status_error, stream_transport_error
 from ._images import ImageInput, StyleInput
+from ._jobs import Job, job_status
 from ._params import StreamArgs, StylizeArgs, keyword_signature
 from ._request import Request
 from ._results import ModelInfo, StylizeResult, json_object, model_info, stylize_result
@@ -194,6 +195,48 @@ class StyleTransferClient(BaseClient):
         response = self._send(self._stylize_request(content, style, params, stream=True))
         return _iter_events(response)
 
+    @keyword_signature(StylizeArgs)
+    def submit(self, content: ImageInput, style: StyleInput, **params: Unpack[StylizeArgs]) -> Job:
+        """Submit ``stylize(content, style, **params)`` as a job: the server answers at once
+        (202) with the job's id and place in the queue; follow it with the :class:`Job`.
+
+        The body is :meth:`stylize`'s with ``job = {"action": "submit"}``. A full queue
+        (503 ``queue_full``) is retried after its ``Retry-After``, within ``max_retries``.
+
+        Example::
+
+            job = client.submit("photo.jpg", "starry_night.jpg", image_size=512, steps=300)
+            print(job.id, job.last_status.position)
+            job.wait(timeout=3600).save("out.png")
+
+        Args:
+            content: Content image, as for :meth:`stylize`.
+            style: One style image or a list/tuple of them, as for :meth:`stylize`.
+            **params: The keywords of :meth:`stylize` (request parameters, image fields,
+                further server parameters); a job is never streamed.
+
+        Returns:
+            The :class:`Job`, its ``last_status`` the submit's answer.
+
+        Raises:
+            TypeError, FileNotFoundError, ValueError: As for :meth:`stylize`.
+            ServiceUnavailableError: The queue stayed full (``code == "queue_full"``).
+            APIStatusError, APIConnectionError: As for :meth:`stylize`.
+            APIResponseValidationError: The answer holds no job status.
+        """
+        response = self._send(self._submit_request(content, style, params))
+        status = job_status(json_object(response.content, response.headers, response), response)
+        return Job(self, status.id, status)
+
+    def job(self, job_id: str) -> Job:
+        """The :class:`Job` with this id, e.g. to follow it again after a reconnect or from
+        another process. Nothing is sent: its ``status()`` tells whether the server knows it.
+
+        Raises:
+            ValueError: ``job_id`` is not a non-empty string.
+        """
+        return Job(self, job_id)
+
     def health(self) -> Dict[str, Any]:
         """Call ``GET /ping``.
 
@@ -245,7 +288,7 @@ class StyleTransferClient(BaseClient):
         """Send ``request`` through the retry loop (``_retry.attempts``): the first answer below
         400; else its error is raised. With ``request.stream`` the body is left unread and the
         caller must close the response."""
-        response: requests.Response = run(attempts(request, self.max_retries, self.connect_timeout),
+        response: requests.Response = run(attempts(request, self._retries(request), self.connect_timeout),
                                           lambda headers: self._attempt(request, headers), _sleep)
         return response
 

@@ -61,3 +61,8 @@ TORCHSERVE_INVALID_KEY_TYPE = "InvalidKeyException"
 
 # How much of a non-JSON error body is kept in the error message (characters).
 MAX_ERROR_TEXT = 500
+
+# Jobs: seconds between two status polls of Job.wait()/events() (each poll renews the job's
+# lease), and the read timeout of the best-effort cancel the CLI sends on Ctrl-C (no retries).
+DEFAULT_JOB_POLL_S = 1.0
+CLI_CANCEL_TIMEOUT = 5.0

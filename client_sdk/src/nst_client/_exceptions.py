@@ -11,7 +11,8 @@
     └── APIStatusError                any HTTP 4xx/5xx answer
         ├── BadRequestError           400, 422
         ├── AuthenticationError       401, 403, and TorchServe's 400 InvalidKeyException
-        ├── NotFoundError             404
+        ├── NotFoundError             404 (a job: ``unknown_job``, an unknown or expired id)
+        ├── JobNotFinishedError       409 ``job_not_finished``/``job_cancelled``: a job without a result
         ├── PayloadTooLargeError      413
         ├── RateLimitError            429
         └── ServerError               >= 500
@@ -42,6 +43,7 @@ __all__ = [
     "BadRequestError",
     "AuthenticationError",
     "NotFoundError",
+    "JobNotFinishedError",
     "PayloadTooLargeError",
     "RateLimitError",
     "ServerError",
@@ -146,6 +148,18 @@ class NotFoundError(APIStatusError):
     """HTTP 404, e.g. TorchServe's ``ModelNotFoundException`` for an unknown model name."""
 
 
+class JobNotFinishedError(APIStatusError):
+    """HTTP 409 to a job's ``result()``: the job has no image to give.
+
+    ``code`` says why: ``"job_not_finished"`` (still queued or running: poll ``status()`` or
+    ``wait()``) or ``"job_cancelled"`` (cancelled before it started, so it never made one).
+    """
+
+
+#: The ``error.code`` values of a 409 answer that mean :class:`JobNotFinishedError`.
+JOB_NOT_FINISHED_CODES = frozenset({"job_not_finished", "job_cancelled"})
+
+
 class PayloadTooLargeError(APIStatusError):
     """HTTP 413: the request body exceeds the server's size limit."""
 
@@ -172,6 +186,8 @@ def _status_class(status_code: int, code: Optional[str]) -> Type[APIStatusError]
         return BadRequestError
     if status_code == 404:
         return NotFoundError
+    if status_code == 409 and code in JOB_NOT_FINISHED_CODES:
+        return JobNotFinishedError
     if status_code == 413:
         return PayloadTooLargeError
     if status_code == 429:

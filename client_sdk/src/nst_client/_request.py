@@ -4,6 +4,8 @@ the input images).
 * :func:`stylize_body`: the stylize JSON body from the arguments; which keywords go into
   ``params`` and which are top-level image fields follows from ``nst_client._params``;
 * :func:`read_timeout_for`: its read timeout (``time_budget_s`` shortens it);
+* :func:`job_body`: the body of a job's status, result or cancel call (a submit is the stylize
+  body with ``job = {"action": "submit"}``);
 * :class:`Request`: one HTTP call as both transports send it, and :func:`request_headers`, the
   headers of each attempt (``Authorization`` from :class:`~nst_client._auth.Credentials`).
 """
@@ -21,8 +23,11 @@ from ._images import ImageInput, StyleInput, b64encode, to_image_bytes
 from ._params import STREAM_PARAMS, STYLIZE_IMAGES, STYLIZE_PARAMS, StylizeImages
 from ._version import __version__
 
-__all__ = ["Request", "USER_AGENT", "request_headers", "split_stylize_args", "stylize_body", "stream_params",
-           "read_timeout_for"]
+__all__ = ["Request", "USER_AGENT", "JOB_ACTIONS", "request_headers", "split_stylize_args", "stylize_body",
+           "stream_params", "read_timeout_for", "job_body"]
+
+#: The ``job.action`` of a call about an existing job (a submit is sent by :func:`stylize_body`).
+JOB_ACTIONS = ("status", "result", "cancel")
 
 USER_AGENT = f"nst-client/{__version__}"
 
@@ -39,6 +44,7 @@ class Request:
             chunks of it).
         data: The JSON body, or ``None``.
         stream: Ask for NDJSON events and leave the body unread for the caller.
+        max_retries: Retries of this call; ``None``: the client's ``max_retries``.
     """
 
     method: str
@@ -47,6 +53,7 @@ class Request:
     read_timeout: float
     data: Optional[bytes] = None
     stream: bool = False
+    max_retries: Optional[int] = None
 
     def headers(self) -> Dict[str, str]:
         """The headers of the next attempt (:func:`request_headers`)."""
@@ -92,6 +99,7 @@ def stylize_body(
     content_mask: Optional[ImageInput] = None,
     style_masks: Optional[Union[List[ImageInput], Tuple[ImageInput, ...]]] = None,
     params: Mapping[str, Any],
+    job: Optional[Mapping[str, Any]] = None,
 ) -> Tuple[bytes, Dict[str, Any]]:
     """The JSON request body of a stylize call (see ``docs/api.md``).
 
@@ -106,6 +114,8 @@ def stylize_body(
         content_mask: Top-level ``content_mask``.
         style_masks: Top-level ``style_masks``: one mask per style.
         params: The ``params`` object before ``None`` values are dropped.
+        job: The top-level ``job`` field, e.g. ``{"action": "submit"}`` (a job's submit), or
+            ``None`` (a synchronous or streamed call).
 
     Returns:
         ``(body, params)``: the UTF-8 JSON body, and the ``params`` object it carries.
@@ -142,6 +152,8 @@ def stylize_body(
         payload["content_mask"] = _encode(content_mask, "content_mask")
     if style_masks is not None:
         payload["style_masks"] = [_encode(m, f"style_masks[{i}]") for i, m in enumerate(style_masks)]
+    if job is not None:
+        payload["job"] = dict(job)
     try:
         data = json.dumps(payload, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -184,3 +196,19 @@ def split_stylize_args(kwargs: Mapping[str, Any], *, stream: bool = False) -> Tu
         intervals = {p.name: params.pop(p.name, None) for p in STREAM_PARAMS}
         params = stream_params(params, intervals["progress_every"], intervals["preview_every"])
     return images, params
+
+
+def job_body(action: str, job_id: str) -> bytes:
+    """The body of a call about an existing job: exactly ``{"job": {"action", "id"}}``.
+
+    Args:
+        action: One of :data:`JOB_ACTIONS`.
+        job_id: The id the submit answered with.
+
+    Raises:
+        ValueError: ``job_id`` is not a non-empty string.
+    """
+    assert action in JOB_ACTIONS, action
+    if not isinstance(job_id, str) or not job_id:
+        raise ValueError(f"job id must be a non-empty string, got {job_id!r}")
+    return json.dumps({"job": {"action": action, "id": job_id}}).encode("utf-8")

@@ -1,4 +1,5 @@
-"""``nst-client`` command line: ``stylize``, ``sweep``, ``health`` and ``info``.
+"""``nst-client`` command line: ``stylize``, ``sweep``, ``submit``, ``status``, ``wait``, ``cancel``,
+``health`` and ``info``.
 
 Every failure exits with the code of its error class (:data:`EXIT_CODES`, printed by
 ``nst-client --help`` and tabled in docs/sdk.md). With ``--json`` each command prints exactly
@@ -7,7 +8,8 @@ one JSON document on stdout, an error included.
 Rooms: this module parses and dispatches; ``_exit`` holds the exit codes, ``_output`` the
 ``--json`` documents and error reports, ``_flags`` the shared flags (the request parameters'
 derived from ``nst_client._params``); one module per command (``stylize``, ``sweep``, ``info``
-for ``health`` and ``info``); ``sheets`` and ``plots`` draw the pictures.
+for ``health`` and ``info``, ``jobs`` for ``submit``, ``status``, ``wait`` and ``cancel``);
+``sheets`` and ``plots`` draw the pictures.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 from .._client import StyleTransferClient
 from .._exceptions import NSTError
 from .._version import __version__
-from . import info, stylize, sweep
+from . import info, jobs, stylize, sweep
 from ._exit import (
     EXIT_AUTH,
     EXIT_BAD_RESPONSE,
@@ -28,6 +30,7 @@ from ._exit import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_MISSING_EXTRA,
+    EXIT_NOT_FINISHED,
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_RATE_LIMITED,
@@ -61,6 +64,7 @@ __all__ = [
     "EXIT_MISSING_EXTRA",
     "EXIT_RATE_LIMITED",
     "EXIT_BAD_RESPONSE",
+    "EXIT_NOT_FINISHED",
     "EXIT_INTERRUPTED",
     "SWEEP_MANIFEST",
     "SWEEP_SHEET",
@@ -78,9 +82,17 @@ class _Command(NamedTuple):
 _COMMANDS: Dict[str, _Command] = {
     "stylize": _Command(stylize.run, stylize.text),
     "sweep": _Command(sweep.run, sweep.text),
+    "submit": _Command(jobs.run_submit, jobs.status_text),
+    "status": _Command(jobs.run_status, jobs.status_text),
+    "wait": _Command(jobs.run_wait, jobs.wait_text),
+    "cancel": _Command(jobs.run_cancel, jobs.status_text),
     "health": _Command(info.run_health, info.health_text),
     "info": _Command(info.run_info, info.info_text),
 }
+
+
+#: The commands that take CONTENT STYLE...
+_TAKES_STYLES = ("stylize", "sweep", "submit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     stylize.add_parser(sub, common)
     sweep.add_parser(sub, common)
+    jobs.add_parsers(sub, common)
     info.add_parsers(sub, common)
     return parser
 
@@ -134,10 +147,10 @@ def _run(parser: argparse.ArgumentParser, argv: List[str]) -> int:
     if rest:
         # argparse gives a "*" positional its (possibly empty) share at the first run of
         # positionals, so STYLEs placed after options (CONTENT -o OUT STYLE) end up here.
-        if args.command not in ("stylize", "sweep") or any(r.startswith("-") for r in rest):
+        if args.command not in _TAKES_STYLES or any(r.startswith("-") for r in rest):
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         args.styles = [*args.styles, *rest]
-    if args.command in ("stylize", "sweep") and not (args.styles or args.extra_styles):
+    if args.command in _TAKES_STYLES and not (args.styles or args.extra_styles):
         parser.error(f"{args.command}: at least one style image is required (STYLE or --style PATH)")
     if args.command == "stylize" and (args.progress_every is not None or args.preview_every is not None) \
             and not (args.progress or args.save_previews is not None or args.animate is not None):

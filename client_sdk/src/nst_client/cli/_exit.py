@@ -15,6 +15,7 @@ from .._exceptions import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    JobNotFinishedError,
     KeyFileError,
     MissingDependencyError,
     NotFoundError,
@@ -27,7 +28,7 @@ __all__ = [
     "ExitCode", "EXIT_CODES", "exit_code", "exit_row", "exit_code_epilog",
     "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_AUTH", "EXIT_CONNECTION", "EXIT_SERVER", "EXIT_REJECTED",
     "EXIT_NOT_FOUND", "EXIT_TIMEOUT", "EXIT_MISSING_EXTRA", "EXIT_RATE_LIMITED", "EXIT_BAD_RESPONSE",
-    "EXIT_INTERRUPTED",
+    "EXIT_NOT_FINISHED", "EXIT_INTERRUPTED",
 ]
 
 EXIT_OK = 0
@@ -42,6 +43,7 @@ EXIT_TIMEOUT = 8
 EXIT_MISSING_EXTRA = 9
 EXIT_RATE_LIMITED = 10
 EXIT_BAD_RESPONSE = 11
+EXIT_NOT_FINISHED = 12
 EXIT_INTERRUPTED = 130
 
 
@@ -92,6 +94,8 @@ EXIT_CODES: Tuple[ExitCode, ...] = (
     ExitCode(EXIT_BAD_RESPONSE, "bad-response", (APIResponseValidationError,),
              "a 2xx answer that breaks the contract (no image, malformed stream, history asked for "
              "but not sent)"),
+    ExitCode(EXIT_NOT_FINISHED, "not-finished", (JobNotFinishedError,),
+             "409: the job has no image: not finished yet, or cancelled before it started"),
     ExitCode(EXIT_INTERRUPTED, "interrupted", (KeyboardInterrupt,), "Ctrl-C"),
 )
 

@@ -27,8 +27,8 @@ from ._output import Parser
 
 _T = TypeVar("_T")
 
-__all__ = ["common_parser", "add_request_args", "add_param_flag", "request_params", "styles", "style_input",
-           "image_args", "parse_extra", "parse_axis", "positive_int"]
+__all__ = ["common_parser", "add_inputs", "add_request_args", "add_param_flag", "request_params", "styles", "style_input",
+           "image_args", "request_args", "parse_extra", "parse_axis", "positive_int"]
 
 
 def parse_extra(text: str) -> Tuple[str, Any]:
@@ -193,6 +193,24 @@ def add_request_args(parser: argparse.ArgumentParser) -> None:
     p = parser.add_argument_group("request parameters")
     for param in PARAMS:
         add_param_flag(p, param)
+
+
+def add_inputs(parser: argparse.ArgumentParser) -> None:
+    """What a stylize request takes (``stylize``, ``submit``): CONTENT, STYLE(s), the image and
+    request-parameter flags, and ``--param``."""
+    parser.add_argument("content", metavar="CONTENT", help="content image file")
+    parser.add_argument("styles", nargs="*", metavar="STYLE",
+                        help="style image file(s); at least one in total with --style")
+    add_request_args(parser)
+    parser.add_argument_group("request parameters").add_argument(
+        "--param", dest="extra", action="append", type=parse_extra, default=[], metavar="KEY=VALUE",
+        help="extra server parameter (VALUE parsed as JSON if possible); repeatable")
+
+
+def request_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """Every keyword of the request from the flags: ``--param`` extras, the declared parameters
+    that are set, and the image fields."""
+    return {**dict(args.extra), **request_params(args), **image_args(args)}
 
 
 def request_params(args: argparse.Namespace) -> Dict[str, Any]:

@@ -7,14 +7,15 @@ import argparse
 import contextvars
 import json
 import sys
-from typing import IO, Any, Dict, NoReturn, Optional
+from pathlib import Path
+from typing import IO, Any, Dict, NoReturn, Optional, Union
 
 from .._constants import DEFAULT_KEY_FILE, ENV_KEY_FILE, ENV_TOKEN
 from .._exceptions import APIStatusError, AuthenticationError, NSTError
 from .._results import StylizeResult
 from ._exit import EXIT_USAGE, exit_code, exit_row
 
-__all__ = ["JSON_ERRORS", "Parser", "print_json", "fail", "fmt_losses", "result_doc"]
+__all__ = ["JSON_ERRORS", "Parser", "print_json", "fail", "fmt_losses", "result_doc", "check_out_dir"]
 
 # Set while main() runs with --json: usage errors are then printed as a JSON document too.
 JSON_ERRORS: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("nst_client_cli_json", default=None)
@@ -100,3 +101,12 @@ def result_doc(result: StylizeResult) -> Dict[str, Any]:
         "timings_ms": result.timings_ms, "params": result.params,
     }
 
+
+
+def check_out_dir(path: Union[str, Path], flag: str) -> Path:
+    """``path`` as a Path, after checking its directory exists (so nothing is sent in vain)."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{flag} {p}: directory {parent} does not exist")
+    return p

@@ -7,7 +7,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from PIL import Image
 
@@ -18,8 +18,10 @@ from .._images import ImageInput, open_image, to_image_bytes
 from .._params import STREAM_PARAMS
 from .._results import StylizeResult
 from .._stream import PreviewEvent, StreamEvent, consume, require_tqdm
-from ._flags import add_param_flag, add_request_args, image_args, parse_extra, request_params, style_input, styles
+from ._flags import add_inputs, add_param_flag, image_args, request_params, style_input, styles
+from ._output import check_out_dir as _check_out_dir
 from ._output import fmt_losses, result_doc
+from .jobs import stylize_as_job
 
 __all__ = ["add_parser", "run", "text"]
 
@@ -31,15 +33,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Render CONTENT in the style of one or more STYLE images and write the result "
                     "to OUT. Unset parameters are left to the server's defaults; see docs/api.md "
                     "for what each one means. LIST values are comma-separated, e.g. 0.7,0.3.")
-    st.add_argument("content", metavar="CONTENT", help="content image file")
-    st.add_argument("styles", nargs="*", metavar="STYLE",
-                    help="style image file(s); at least one in total with --style")
+    add_inputs(st)
     st.add_argument("-o", "--output", required=True, metavar="OUT",
                     help="output file; re-encoded by suffix if it differs from the server's format")
-    add_request_args(st)
-    st.add_argument_group("request parameters").add_argument(
-        "--param", dest="extra", action="append", type=parse_extra, default=[], metavar="KEY=VALUE",
-        help="extra server parameter (VALUE parsed as JSON if possible); repeatable")
 
     pics = st.add_argument_group("pictures")
     pics.add_argument("--compare", metavar="SHEET",
@@ -69,15 +65,6 @@ def run(args: argparse.Namespace, make_client: Callable[[], StyleTransferClient]
     """Run ``stylize``; return its JSON document (the text summary is :func:`text`'s)."""
     with make_client() as client:
         return _stylize(client, args)
-
-
-def _check_out_dir(path: Union[str, Path], flag: str) -> Path:
-    """``path`` as a Path, after checking its directory exists (so nothing is sent in vain)."""
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise FileNotFoundError(f"{flag} {p}: directory {parent} does not exist")
-    return p
 
 
 def _check_image_suffix(path: Path, flag: str) -> None:
@@ -148,7 +135,8 @@ def _stylize(client: StyleTransferClient, args: argparse.Namespace) -> Dict[str,
             preview_every=preview_every, **images, **params)
         result = consume(events, progress=args.progress, on_event=on_event)
     else:
-        result = client.stylize(args.content, style_input(paths), **images, **params)
+        # A job, so that Ctrl-C cancels it on the server (a synchronous request would run on).
+        result = stylize_as_job(client, args.content, style_input(paths), {**images, **params})
     elapsed = time.monotonic() - start
 
     files: Dict[str, str] = {"output": str(result.save(output))}
