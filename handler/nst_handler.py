@@ -196,14 +196,11 @@ class NSTHandler(BaseHandler):
         submitted = row.job is not None
 
         def callback(it: Iterate) -> None:
-            elapsed = time.perf_counter() - started
-            events = response.stream_events(request, it, elapsed)
-            preview = next((e for e in events if e["event"] == "preview"), None)
-            if preview is None and submitted and it.iteration % request.serving.progress_every == 0 and it.image is not None:
-                preview = response.preview_event(it)
-            if self.desk.report(job_id, response.progress_event(it, elapsed), preview):
+            progress = response.progress_event(it, time.perf_counter() - started)
+            preview = response.preview_event(it) if response.preview_due(request, it, submitted=submitted) else None
+            if self.desk.report(job_id, progress, preview):
                 cancel.set()
-            for event in events if request.serving.stream else ():
+            for event in response.stream_events(request, it, progress, preview) if request.serving.stream else ():
                 if not row.streaming:
                     self.context.set_response_content_type(row.index, response.NDJSON)
                     row.streaming = True

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nst_jobs.runner import Runner
-from nst_jobs.store import CANCEL_REASONS, CANCELLED, FAILED, LEASE_EXPIRED, RUNNING, SUCCEEDED, JobStore
+from nst_jobs.store import CANCELLED, FAILED, LEASE_EXPIRED, RUNNING, SUCCEEDED, JobStore
 
 from .errors import RequestError, internal_error
 from .jobs import CANCEL, RESULT, JobCall, JobSettings, failure, job_body, not_finished, queue_full, unknown_job
@@ -82,30 +82,26 @@ class JobDesk:
 
     def report(self, job_id: str, progress: dict[str, Any], preview: dict[str, Any] | None) -> bool:
         """Record a running job's progress (and preview); whether it has been asked to stop."""
-        return self.store.report(job_id, progress=progress, preview=preview) in CANCEL_REASONS
+        return self.store.report(job_id, progress=progress, preview=preview) is not None
 
     def _execute(self, job_id: str, run: Run) -> Answer | None:
         """Run job ``job_id`` (on the runner's thread) and record how it ended; ``None`` when it
         was cancelled before it started."""
-        started = self.store.start(job_id)
-        job = self.store.get(job_id)
-        if not started or job is None:  # cancelled while queued
-            self.on_state(LEASE_EXPIRED if job is not None and job.cancel == LEASE_EXPIRED else CANCELLED)
+        job = self.store.start(job_id)
+        if job is None:  # cancelled while queued
+            cancelled = self.store.get(job_id)
+            self.on_state(LEASE_EXPIRED if cancelled is not None and cancelled.cancel == LEASE_EXPIRED else CANCELLED)
             return None
         self.on_state(RUNNING)
-        if job.started_s is not None:
-            self.on_wait(job.started_s - job.created_s)
+        self.on_wait((job.started_s or job.created_s) - job.created_s)
         answer = run(job_id)
         if isinstance(answer, RequestError):
-            self.store.finish(job_id, FAILED, error={"status": answer.status, **answer.body()})
-            state = FAILED
+            ended = self.store.finish(job_id, FAILED, error={"status": answer.status, **answer.body()})
         else:
-            state = CANCELLED if answer.get("stopped") == "cancelled" else SUCCEEDED
-            self.store.finish(job_id, state, result=answer)
-            ended = self.store.get(job_id)
-            if state == CANCELLED and ended is not None and ended.cancel == LEASE_EXPIRED:
-                state = LEASE_EXPIRED
-        self.on_state(state)
+            ended = self.store.finish(job_id, CANCELLED if answer.get("stopped") == "cancelled" else SUCCEEDED,
+                                      result=answer)
+        assert ended is not None
+        self.on_state(LEASE_EXPIRED if ended.state == CANCELLED and ended.cancel == LEASE_EXPIRED else ended.state)
         return answer
 
     def close(self) -> None:

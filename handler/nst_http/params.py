@@ -11,7 +11,7 @@ as a level count) and the server's :class:`Limits`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from nst.images import OUTPUT_FORMATS, OutputFormat
@@ -46,25 +46,19 @@ class ServingOptions:
 
 
 @dataclass(frozen=True)
-class Param:
-    """One row of :data:`PARAMS`: a parameter as a request states it."""
+class Param(Spec):
+    """One row of :data:`PARAMS`: a parameter's :class:`nst.options.Spec` as a request states it
+    (its ``wire`` form where it has one), with its name and default as JSON."""
 
-    name: str
-    kind: type
-    default: Any
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] | None = None
-    item: type | None = None
-    nullable: bool = False
-    unit: str = ""
+    name: str = ""
+    default: Any = None
 
 
 def _param(name: str, default: Any, spec: Spec) -> Param:
     wire = spec.wire or spec
     default = spec.wire_default if spec.wire is not None else default
-    return Param(name, wire.kind, list(default) if isinstance(default, tuple) else default, wire.minimum,
-                 wire.maximum, wire.choices, wire.item, wire.nullable, wire.unit)
+    return Param(**{f.name: getattr(wire, f.name) for f in fields(Spec)}, name=name,
+                 default=list(default) if isinstance(default, tuple) else default)
 
 
 _SERVING = tuple(name for name, _, _ in declared(ServingOptions))

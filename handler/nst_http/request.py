@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -57,7 +58,7 @@ class StyleRequest:
         """How the answer is encoded and delivered."""
         return self.checked.serving
 
-    @property
+    @cached_property
     def params(self) -> dict[str, Any]:
         """The effective parameters (every one filled in), as the response echoes them."""
         return self.checked.echo()

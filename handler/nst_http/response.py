@@ -73,15 +73,26 @@ def preview_event(it: Iterate) -> dict[str, Any]:
             "image": base64.b64encode(encode_image(small, "jpeg", jpeg_quality=80)).decode("ascii")}
 
 
-def stream_events(request: StyleRequest, it: Iterate, elapsed_s: float) -> list[dict[str, Any]]:
-    """The events due after evaluation ``it``: ``progress`` every ``progress_every`` iterations
-    and at the last, ``preview`` every ``preview_every`` (none when 0)."""
+def preview_due(request: StyleRequest, it: Iterate, *, submitted: bool) -> bool:
+    """Whether evaluation ``it`` gets a preview: a stream's every ``preview_every`` iterations
+    (none when 0), a submitted job's (for its status) every ``progress_every``."""
+    serving = request.serving
+    if it.image is None:
+        return False
+    streamed = serving.stream and serving.preview_every and it.iteration % serving.preview_every == 0
+    return bool(streamed) or (submitted and it.iteration % serving.progress_every == 0)
+
+
+def stream_events(request: StyleRequest, it: Iterate, progress: dict[str, Any],
+                  preview: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Of the ``progress`` and ``preview`` events of evaluation ``it``, those a stream sends:
+    ``progress`` every ``progress_every`` iterations and at the last, ``preview`` every
+    ``preview_every`` (none when 0)."""
     serving, events = request.serving, []
     if it.iteration % serving.progress_every == 0 or it.iteration == it.steps:
-        events.append(progress_event(it, elapsed_s))
-    every = serving.preview_every
-    if every and it.iteration % every == 0 and it.image is not None:
-        events.append(preview_event(it))
+        events.append(progress)
+    if preview is not None and serving.preview_every and it.iteration % serving.preview_every == 0:
+        events.append(preview)
     return events
 
 

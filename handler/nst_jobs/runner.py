@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from .store import JobStore
 
@@ -64,7 +64,7 @@ class Runner:
             except Exception:  # a locked or unreadable store must not end the watchdog
                 logger.exception("job watchdog pass failed")
 
-    def close(self, **_: Any) -> None:
+    def close(self) -> None:
         """Stop the watchdog and let the queued jobs finish."""
         self._stop.set()
         self._executor.shutdown(wait=True)

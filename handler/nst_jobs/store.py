@@ -27,7 +27,6 @@ STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINAL = (SUCCEEDED, FAILED, CANCELLED)
 #: Why a job was cancelled.
 BY_CLIENT, LEASE_EXPIRED = "client", "lease_expired"
-CANCEL_REASONS = (BY_CLIENT, LEASE_EXPIRED)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -162,12 +161,13 @@ class JobStore:
             return int(self._db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?)",
                                         (QUEUED, RUNNING)).fetchone()[0])
 
-    def start(self, job_id: str, *, now: float | None = None) -> bool:
-        """Mark a queued job ``running``; ``False`` when it is no longer queued (cancelled)."""
+    def start(self, job_id: str, *, now: float | None = None) -> Job | None:
+        """Mark a queued job ``running`` and return it; ``None`` when it is no longer queued
+        (cancelled)."""
         with self._write() as db:
             changed = db.execute("UPDATE jobs SET state = ?, started_s = ? WHERE id = ? AND state = ?",
                                  (RUNNING, time.time() if now is None else now, job_id, QUEUED)).rowcount
-        return changed == 1
+        return self.get(job_id) if changed == 1 else None
 
     def report(self, job_id: str, *, progress: dict[str, Any] | None = None,
                preview: dict[str, Any] | None = None) -> str | None:
@@ -182,9 +182,10 @@ class JobStore:
         return None if row is None else row[0]
 
     def finish(self, job_id: str, state: str, *, result: dict[str, Any] | None = None,
-               error: dict[str, Any] | None = None, now: float | None = None) -> None:
+               error: dict[str, Any] | None = None, now: float | None = None) -> Job | None:
         """End a job: ``succeeded``/``cancelled`` with its response body, or ``failed`` with an
-        error body.
+        error body. Returns the job as it is then (``None`` for an unknown id); a job that had
+        already ended stays as it ended.
 
         Raises:
             ValueError: ``state`` is not a final state.
@@ -196,6 +197,7 @@ class JobStore:
                        "(?, ?)", (state, time.time() if now is None else now,
                                   None if result is None else json.dumps(result),
                                   None if error is None else json.dumps(error), job_id, QUEUED, RUNNING))
+        return self.get(job_id)
 
     def cancel(self, job_id: str, reason: str = BY_CLIENT, *, now: float | None = None) -> Job | None:
         """Ask for a job to stop: a queued one ends ``cancelled`` at once, a running one when its

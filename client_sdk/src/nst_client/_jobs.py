@@ -18,10 +18,9 @@ from typing import Any, AsyncIterator, Awaitable, Dict, Iterator, Optional, Prot
 
 from ._constants import DEFAULT_JOB_POLL_S
 from ._exceptions import APIResponseValidationError, APITimeoutError
-from ._images import b64decode
 from ._request import Request
 from ._results import StylizeResult, json_object, stylize_result
-from ._stream import PreviewEvent
+from ._stream import PreviewEvent, parse_event
 
 __all__ = ["JobStatus", "Job", "AsyncJob", "Watch", "JOB_STATES", "DONE_STATES", "job_status"]
 
@@ -114,11 +113,8 @@ class JobStatus:
         number = (int, float)
         iteration = _opt(obj, "iteration", int)
         preview = _opt(obj, "preview", dict)
-        if preview is not None:
-            width, height, image = preview.get("width"), preview.get("height"), preview.get("image")
-            if not (isinstance(width, int) and isinstance(height, int) and isinstance(image, str)):
-                raise ValueError('"preview" is not {"width": int, "height": int, "image": base64}')
-            preview = PreviewEvent(iteration or 0, width, height, b64decode(image))
+        if preview is not None:  # the same fields as a stream's preview event
+            preview = parse_event({**preview, "event": "preview", "iteration": iteration or 0})
         losses = _opt(obj, "losses", dict)
         error = _opt(obj, "error", dict)
         return cls(
