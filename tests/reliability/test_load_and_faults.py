@@ -56,7 +56,7 @@ def test_concurrent_clients_lose_and_mix_up_nothing(server):
 
 
 def test_killed_worker_is_a_5xx_then_the_retry_succeeds(server) -> None:
-    """SIGKILL the worker mid-request. TorchServe answers 507 "Worker died." and restarts the
+    """SIGKILL the worker mid-request. TorchServe answers 507 (or 500) "Worker died." and restarts the
     worker; a client without retries sees that 5xx, and the SDK's retry of the same (idempotent)
     request succeeds once the new worker is READY."""
     outcomes: dict[str, StylizeResult | ServerError] = {}
@@ -76,7 +76,9 @@ def test_killed_worker_is_a_5xx_then_the_retry_succeeds(server) -> None:
         os.kill(pid, signal.SIGKILL)
         thread.join(timeout=300)
     error = outcomes["no retries"]
-    assert isinstance(error, ServerError) and error.status_code == 507 and "Worker died" in error.message
+    # 507 when TorchServe has already reaped the killed process (exit code 137), else 500: its
+    # WorkerThread reads the exit value as the connection drops (WorkerThread.java, finally block).
+    assert isinstance(error, ServerError) and error.status_code in (500, 507) and "Worker died" in error.message
     retried = outcomes["with retries"]
     assert not isinstance(retried, Exception) and retried.iterations == 300, retried
     with StyleTransferClient(base_url=server.url, key_file=server.key_file) as client:

@@ -39,7 +39,7 @@ RETRYABLE_STATUS_CODES: FrozenSet[int] = frozenset({429, 502, 503, 504})
 # ...except TorchServe's 503 "Prediction failed": the handler itself broke on this request, so
 # sending the same minutes-long job again would most likely fail again.
 NON_RETRYABLE_TORCHSERVE_TYPES: FrozenSet[str] = frozenset({"InternalServerException"})
-# TorchServe answers 507 "Worker died." when the worker process dies mid-request (it then
+# TorchServe answers 507 (or 500) "Worker died." when the worker process dies mid-request (it then
 # restarts it): the request itself may be fine, so it is retried. Our own 507 (out_of_memory)
 # is not.
 RETRYABLE_TORCHSERVE_MESSAGES: FrozenSet[str] = frozenset({"Worker died."})
