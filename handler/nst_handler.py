@@ -79,8 +79,9 @@ class NSTHandler(BaseHandler):
         self.device = torch.device(f"cuda:{gpu_id}" if torch.cuda.is_available() and gpu_id is not None else "cpu")
         weights_path = model_dir / context.manifest["model"]["serializedFile"]
         self.features = load_features(weights_path, self.provenance).to(self.device)
-        self.desk = JobDesk(JobSettings(**config.get("jobs", {})), f"{socket.gethostname()}:{_worker_slot()}",
-                            str(self.device), on_state=lambda state: self._metric("NSTJobs", 1, State=state),
+        jobs = JobSettings.from_config(config.get("jobs") or {}, os.environ)
+        self.desk = JobDesk(jobs, f"{socket.gethostname()}:{_worker_slot()}", str(self.device),
+                            on_state=lambda state: self._metric("NSTJobs", 1, State=state),
                             on_wait=lambda s: self._metric("NSTJobQueueSeconds", s, kind=MetricTypes.GAUGE,
                                                            unit="Seconds"))
         logger.info("NST model loaded: weights %s (%s, %s input) on %s, %d torch threads", self.provenance.label,
@@ -111,7 +112,6 @@ class NSTHandler(BaseHandler):
             try:
                 body = decode_body(kserve.row_body(row.envelope, row.index, row.raw))
                 row.job = parse_job(body)
-                kserve.check_row(row.envelope, job=row.job is not None)
                 if row.job is None or row.job.action == SUBMIT:
                     row.request = parse_request(body, defaults=self.defaults, limits=self.limits,
                                                 network=self.provenance.network)
@@ -161,6 +161,8 @@ class NSTHandler(BaseHandler):
             self.context.set_response_content_type(0, "application/json")
             if failed is not None:
                 self.context.set_response_status(failed.status, failed.phrase, 0)
+                for key, value in failed.headers.items():
+                    self.context.set_response_header(0, key, value)
             return out
         return [self._answer(row) for row in data]
 

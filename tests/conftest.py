@@ -23,7 +23,8 @@ if str(ROOT / "handler") not in sys.path:
 import torch  # noqa: E402
 from nst.vgg import VGGFeatures  # noqa: E402
 from openapi_contract import ContractRecorder  # noqa: E402
-from torchserve_server import Server, client, model_store, server  # noqa: E402,F401 - session fixtures: one server for all
+from redis_server import redis_url  # noqa: E402,F401 - session fixture: one redis-server for all
+from torchserve_server import Server, client, kserve_layout, model_store, server  # noqa: E402,F401 - session fixtures: one server for all
 
 #: Tests whose HTTP traffic with the test server is checked against docs/openapi.yaml.
 CONTRACT_CHECKED = (ROOT / "tests" / "e2e", ROOT / "tests" / "reliability")

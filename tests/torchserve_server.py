@@ -91,6 +91,16 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return store
 
 
+@pytest.fixture(scope="session")
+def kserve_layout(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``make kserve-layout`` from the session's nst.mar: config/ and model-store/, as KServe's
+    TorchServe runtime mounts them."""
+    layout = tmp_path_factory.mktemp("kserve_layout")
+    subprocess.run(["make", "--no-print-directory", "-s", "kserve-layout", f"MODEL_STORE={model_store}",
+                    f"KSERVE_LAYOUT={layout}"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return layout
+
+
 @contextmanager
 def running_server(model_store: Path, workdir: Path, *, base_config: Path = ROOT / "config.properties",
                    extra: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None) -> Iterator[Server]:

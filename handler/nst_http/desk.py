@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from nst_jobs.runner import Runner
-from nst_jobs.store import CANCELLED, FAILED, LEASE_EXPIRED, RUNNING, SUCCEEDED, JobStore
+from nst_jobs.sqlite_store import SqliteJobStore
+from nst_jobs.store import CANCELLED, FAILED, LEASE_EXPIRED, RUNNING, SUCCEEDED, JobStore, machine_of
 
 from .errors import RequestError, internal_error
 from .jobs import CANCEL, RESULT, JobCall, JobSettings, failure, job_body, not_finished, queue_full, unknown_job
@@ -28,13 +29,26 @@ Answer = dict[str, Any] | RequestError
 Run = Callable[[str], Answer]
 
 
+def open_store(settings: JobSettings, directory: Path) -> JobStore:
+    """The job store ``settings`` choose: Redis at ``redis_url``, else SQLite in ``directory``.
+
+    Raises:
+        redis.ConnectionError: the Redis server does not answer.
+    """
+    if settings.redis_url:
+        from nst_jobs.redis_store import RedisJobStore  # only a Redis deployment needs the client
+
+        return RedisJobStore(settings.redis_url, prefix=settings.redis_prefix, ttl_s=settings.result_ttl_s)
+    return SqliteJobStore(directory / "jobs.sqlite3", ttl_s=settings.result_ttl_s)
+
+
 class JobDesk:
     """Jobs for one worker process.
 
     Args:
         settings: ``handler.jobs`` of ``model-config.yaml``.
-        worker: this worker's name, the same after a restart (its jobs left unfinished by a
-            previous process are reported ``failed`` here).
+        worker: this worker's name, ``"<host>:<slot>"``, the same after a restart (its jobs
+            left unfinished by a previous process are reported ``failed`` here).
         device: the device jobs run on (one optimization at a time per device, machine-wide).
         on_state: called (for metrics) as a job is ``queued`` by a submit, starts ``running``,
             and ends: ``succeeded``, ``failed``, ``cancelled`` or ``lease_expired``.
@@ -46,12 +60,14 @@ class JobDesk:
                  on_wait: Callable[[float], None] = lambda seconds: None) -> None:
         self.settings, self.worker = settings, worker
         directory = Path(settings.dir or Path(tempfile.gettempdir()) / "nst-jobs")
-        self.store = JobStore(directory / "jobs.sqlite3", ttl_s=settings.result_ttl_s)
+        self.store = open_store(settings, directory)
+        self.store.beat(worker)
         lost = self.store.fail_worker(worker, "the worker running this job stopped (it died or restarted) before "
                                       "the job ended")
         if lost:
             logger.warning("jobs %s of this worker's previous process reported failed", ", ".join(lost))
-        self.runner = Runner(self.store, directory, device)
+        self.runner = Runner(self.store, directory, device, worker=worker,
+                             heartbeat_timeout_s=settings.heartbeat_timeout_s)
         self.on_state, self.on_wait = on_state, on_wait
 
     def wait(self, run: Run) -> Answer:
@@ -62,7 +78,7 @@ class JobDesk:
 
     def submit(self, run: Run) -> Answer:
         """Queue a job: ``{"job": JobStatus}`` (answer it 202), or 503 ``queue_full``."""
-        if self.store.active() >= self.settings.max_queued_jobs:
+        if self.store.active(machine_of(self.worker)) >= self.settings.max_queued_jobs:
             return queue_full(self.settings.max_queued_jobs, self.settings.retry_after_s)
         job = self.store.create(self.worker, lease_s=self.settings.lease_s)
         self.runner.submit(partial(self._execute, job.id, run))

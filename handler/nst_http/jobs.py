@@ -7,8 +7,9 @@ status); ``{"job": {"action": "status" | "result" | "cancel", "id": ...}}`` alon
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_type_hints
 
 from nst_jobs.store import CANCELLED, FAILED, QUEUED, Job
 
@@ -20,11 +21,17 @@ ACTIONS = (SUBMIT, STATUS, RESULT, CANCEL)
 
 @dataclass(frozen=True)
 class JobSettings:
-    """How the server keeps jobs; set under ``handler.jobs`` in ``model-config.yaml``."""
+    """How the server keeps jobs; set under ``handler.jobs`` in ``model-config.yaml``, each one
+    overridable by an environment variable ``NST_JOBS_<NAME>`` (:meth:`from_config`)."""
 
     dir: str | None = None
-    """Folder of the job store (``jobs.sqlite3``) and the device lock files, shared by the
-    machine's workers; ``None``: ``nst-jobs`` in the system's temporary folder."""
+    """Folder of the SQLite job store (``jobs.sqlite3``) and of the device lock files, shared by
+    the machine's workers; ``None``: ``nst-jobs`` in the system's temporary folder."""
+    redis_url: str | None = None
+    """A Redis server that holds the jobs instead of SQLite, for replicas on many machines
+    (KServe), e.g. ``redis://nst-redis:6379/0``; ``None``: the SQLite store in ``dir``."""
+    redis_prefix: str = "nst:jobs:"
+    """The start of every Redis key of this model's jobs."""
     lease_s: float = 10.0
     """Seconds a submitted job lives without a status or result call; then it is cancelled."""
     result_ttl_s: float = 3600.0
@@ -33,6 +40,33 @@ class JobSettings:
     """Most jobs queued or running on the machine; a submit past it gets 503 ``queue_full``."""
     retry_after_s: int = 10
     """The ``Retry-After`` of a 503 ``queue_full``, seconds."""
+    heartbeat_timeout_s: float = 30.0
+    """Seconds without a worker's heartbeat (one a second) after which its unfinished jobs are
+    reported failed (a replica scaled down or lost)."""
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], environ: Mapping[str, str]) -> JobSettings:
+        """The settings of ``handler.jobs`` (``config``), each replaced by ``NST_JOBS_<NAME>``
+        from ``environ`` where that is set (an empty value sets ``None`` where ``None`` is
+        allowed), so that a deployment sets them without rebuilding the archive.
+
+        Raises:
+            ValueError: an unknown name in ``config``, or a value of the wrong type.
+        """
+        hints = get_type_hints(cls)
+        unknown = sorted(set(config) - set(hints))
+        if unknown:
+            raise ValueError(f"handler.jobs.{unknown[0]} is not a jobs setting; known: {', '.join(hints)}")
+        values = dict(config)
+        for name, hint in hints.items():
+            raw = environ.get(f"NST_JOBS_{name.upper()}")
+            if raw is not None:
+                convert = int if hint is int else float if hint is float else str
+                try:
+                    values[name] = None if raw == "" and hint == str | None else convert(raw)
+                except ValueError:
+                    raise ValueError(f"NST_JOBS_{name.upper()}={raw!r} is not a valid {convert.__name__}") from None
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -62,24 +62,23 @@ def row_body(envelope: str | None, idx: int, row: Any) -> Any:
     return row.get("body", row.get("data")) if isinstance(row, dict) else row
 
 
-def check_row(envelope: str | None, *, stream: bool = False, job: bool = False) -> None:
-    """Refuse what an envelope cannot carry: a stream (one answer per request), a job call.
+def check_row(envelope: str | None, *, stream: bool = False) -> None:
+    """Refuse what an envelope cannot carry: a stream (one answer per request). Job calls pass:
+    their answers (the job's status, its result) are answers like any other.
 
     Raises:
-        RequestError: 400 ``params.stream`` or ``job``.
+        RequestError: 400 ``params.stream``.
     """
     if envelope and stream:
         raise RequestError(400, "invalid_choice", "params.stream is not available through a KServe envelope (one "
                            "answer per request); use POST /predictions/nst", "params.stream")
-    if envelope and job:
-        raise RequestError(400, "invalid_choice", "jobs are not available through a KServe envelope; use POST "
-                           "/predictions/nst", "job")
 
 
 def enveloped(envelope: str, answers: Sequence[dict[str, Any] | RequestError],
               request_id: str | None) -> tuple[list[Any], RequestError | None]:
     """One entry per instance (v1) or input (v2) for the envelope to wrap, and the error that
-    sets the one HTTP request's status (the first failed row's; ``None``: 200).
+    sets the one HTTP request's status and headers (the first failed row's; ``None``: 200, also
+    for a job submit, which answers 202 without an envelope).
 
     A failed row's entry is our error body with ``error.status`` added, so that each row still
     says how it failed. Entries are dicts under ``kserve`` (the envelope answers

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 KSERVE_CONFIG = DEPLOY / "kserve" / "config.properties"
 INFERENCE_SERVICE = DEPLOY / "kserve" / "inferenceservice.yaml"
+REDIS = DEPLOY / "kserve" / "redis.yaml"
 
 #: Keys KServe's wrapper (kserve_wrapper/__main__.py in the runtime image) reads from the
 #: config by splitting each line at its first "=".
@@ -188,3 +189,25 @@ def test_docker_config_differs_from_the_repository_config_only_where_the_image_n
     assert all(urlsplit(docker[k]).hostname == "0.0.0.0" for k in ("inference_address", "management_address",
                                                                     "metrics_address"))
     assert docker["disable_token_authorization"] == "false"
+
+
+def test_the_replicas_share_the_redis_job_store_the_deploy_folder_runs(isvc):
+    """NST_JOBS_REDIS_URL in the predictor names redis.yaml's Service and port, and every
+    NST_JOBS_* variable it sets is a jobs setting the handler reads."""
+    from nst_http.jobs import JobSettings
+
+    env = {e["name"]: e["value"] for e in isvc["spec"]["predictor"]["model"]["env"]}
+    settings = JobSettings.from_config({}, env)  # refuses a value of the wrong type
+    assert all(name.removeprefix("NST_JOBS_").lower() in JobSettings.__dataclass_fields__
+               for name in env if name.startswith("NST_JOBS_"))
+    assert settings.redis_url is not None
+    url = urlsplit(settings.redis_url)
+    deployment, service = yaml.safe_load_all(REDIS.read_text())
+    assert (deployment["kind"], service["kind"]) == ("Deployment", "Service")
+    assert url.scheme == "redis" and url.hostname == service["metadata"]["name"]
+    assert url.port == service["spec"]["ports"][0]["port"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
+    assert container["ports"][0]["name"] == service["spec"]["ports"][0]["targetPort"]
+    args = container["args"]
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"  # a full store refuses, never drops

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,15 +92,6 @@ class KServeEndpoint:
         return requests.post(f"{self.server.url}{path}", json=payload, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def kserve_layout(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``make kserve-layout`` from the session's nst.mar: config/ and model-store/."""
-    layout = tmp_path_factory.mktemp("kserve_layout")
-    subprocess.run(["make", "--no-print-directory", "-s", "kserve-layout", f"MODEL_STORE={model_store}",
-                    f"KSERVE_LAYOUT={layout}"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    return layout
-
-
 @pytest.fixture(scope="module", params=["kserve", "kservev2"])
 def kserve(request: pytest.FixtureRequest, kserve_layout: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[KServeEndpoint]:
@@ -172,6 +163,30 @@ def test_streaming_is_refused_with_a_400(kserve):
     assert resp.status_code == 400, resp.text
     (answer,) = kserve.unwrap(resp.json(), 1)
     assert answer["error"]["field"] == "params.stream"
+
+
+def test_jobs_pass_through_the_envelope(kserve, plain_answer):
+    """Submit, status and result, each wrapped: the submit answers 200 (the envelope's one status)
+    with the job's status, and the result equals the plain request's answer."""
+    resp = kserve.post(kserve.wrap([request_body() | {"job": {"action": "submit"}}]))
+    assert resp.status_code == 200, resp.text
+    (accepted,) = kserve.unwrap(resp.json(), 1)
+    job_id = accepted["job"]["id"]
+    assert accepted["job"]["state"] in ("queued", "running")
+    deadline = time.monotonic() + 120
+    while True:
+        (status,) = kserve.unwrap(kserve.post(kserve.wrap([{"job": {"action": "status", "id": job_id}}])).json(), 1)
+        if status["job"]["state"] == "succeeded":
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    resp = kserve.post(kserve.wrap([{"job": {"action": "result", "id": job_id}}]), kserve.kserve_path)
+    assert resp.status_code == 200, resp.text
+    (answer,) = kserve.unwrap(resp.json(), 1)
+    assert pixels(answer["image"]) == pixels(plain_answer["image"])
+    unknown = kserve.post(kserve.wrap([{"job": {"action": "status", "id": "no-such-job"}}]))
+    assert unknown.status_code == 404
+    assert kserve.unwrap(unknown.json(), 1)[0]["error"]["code"] == "unknown_job"
 
 
 def _v2_input(**changes: Any) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """Jobs against the real TorchServe over real HTTP: submit, poll, result, cancel, the queue bound,
-an abandoned job's lease, a killed worker, two workers sharing one store."""
+an abandoned job's lease, a killed worker, two workers sharing one store. Every test runs twice:
+on the session's server (the SQLite store) and on a server whose jobs live in a real
+redis-server (``NST_JOBS_REDIS_URL``, as deploy/kserve sets it)."""
 
 from __future__ import annotations
 
@@ -8,15 +10,30 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
+from torchserve_server import Server, running_server
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 QUICK = {"image_size": 32, "steps": 3}
 SLOW = {"image_size": 128, "steps": 2000}  # minutes on a CPU: it only ends early
 LEASE_S = 10  # handler/model-config.yaml, handler.jobs.lease_s
+
+
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def server(request: pytest.FixtureRequest, server: Server, model_store: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The session's server (jobs in SQLite), then one whose jobs live in Redis."""
+    if request.param == "sqlite":
+        yield server
+        return
+    env = {"NST_JOBS_REDIS_URL": request.getfixturevalue("redis_url"), "NST_JOBS_REDIS_PREFIX": "e2e-jobs:"}
+    with running_server(model_store, tmp_path_factory.mktemp("torchserve_redis"), env=env) as srv:
+        yield srv
 
 
 def b64(name: str) -> str:

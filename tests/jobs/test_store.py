@@ -1,15 +1,19 @@
-"""The SQLite job store: states, queue positions, cancels, leases, dead workers, expiry, and
-several processes sharing one file."""
+"""The job stores, SQLite and Redis, through one suite: states, queue positions, cancels, leases,
+dead and silent workers, expiry, and several processes sharing one store. The Redis cases run
+against a real redis-server (tests/redis_server.py)."""
 
 from __future__ import annotations
 
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from nst_jobs.redis_store import RedisJobStore
+from nst_jobs.sqlite_store import SqliteJobStore
 from nst_jobs.store import (
     BY_CLIENT,
     CANCELLED,
@@ -24,11 +28,30 @@ from nst_jobs.store import (
 HANDLER = Path(__file__).resolve().parents[2] / "handler"
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    s = JobStore(tmp_path / "jobs" / "jobs.sqlite3", ttl_s=100.0)
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    """Each backend, empty: SQLite in a new file, Redis under a new key prefix."""
+    if request.param == "sqlite":
+        s: JobStore = SqliteJobStore(tmp_path / "jobs" / "jobs.sqlite3", ttl_s=100.0)
+    else:
+        s = RedisJobStore(request.getfixturevalue("redis_url"), prefix=f"test-{uuid.uuid4().hex}:", ttl_s=100.0)
     yield s
     s.close()
+
+
+def reopen(store: JobStore) -> str:
+    """Python code that opens ``store`` again (as another worker process would) as ``store``."""
+    if isinstance(store, SqliteJobStore):
+        return f"from nst_jobs.sqlite_store import SqliteJobStore\nstore = SqliteJobStore(Path({str(store.path)!r}))\n"
+    assert isinstance(store, RedisJobStore)
+    return (f"from nst_jobs.redis_store import RedisJobStore\n"
+            f"store = RedisJobStore({store.url!r}, prefix={store.prefix!r})\n")
+
+
+def in_another_process(store: JobStore, code: str) -> subprocess.Popen[str]:
+    """Run ``code`` with ``store`` reopened in a new Python process."""
+    script = f"import sys; sys.path.insert(0, {str(HANDLER)!r})\nfrom pathlib import Path\n{reopen(store)}{code}"
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
 
 
 def test_a_job_runs_reports_and_keeps_its_result(store: JobStore) -> None:
@@ -53,12 +76,15 @@ def test_a_job_runs_reports_and_keeps_its_result(store: JobStore) -> None:
 
 
 def test_positions_follow_acceptance_order(store: JobStore) -> None:
-    a, b, c = (store.create("w1") for _ in range(3))
-    assert [store.position(j.id) for j in (a, b, c)] == [0, 1, 2] and store.active() == 3
+    a, b, elsewhere, c = (store.create(w) for w in ("m1:w1", "m1:w2", "m2:w1", "m1:w1"))
+    assert [store.position(j.id) for j in (a, b, c)] == [0, 1, 2] and store.active("m1") == 3
+    # Another machine's jobs run on its own devices: they are not ahead in this machine's queue.
+    assert store.position(elsewhere.id) == 0 and store.active("m2") == 1
     store.start(a.id)
     assert [store.position(j.id) for j in (a, b, c)] == [0, 1, 2]
     store.finish(a.id, SUCCEEDED, result={})
-    assert [store.position(j.id) for j in (b, c)] == [0, 1] and store.active() == 2
+    assert [store.position(j.id) for j in (b, c)] == [0, 1] and store.active("m1") == 2
+    assert store.position("no-such-job") == 0 and store.active("m3") == 0
 
 
 def test_cancel_ends_a_queued_job_at_once_and_flags_a_running_one(store: JobStore) -> None:
@@ -110,6 +136,26 @@ def test_the_jobs_of_a_dead_worker_fail_and_earlier_results_stay(store: JobStore
     assert other_job is not None and other_job.state == QUEUED
 
 
+def test_the_jobs_of_a_worker_that_stopped_beating_fail(store: JobStore) -> None:
+    """A replica scaled down or lost never restarts under its name: its silence fails its jobs."""
+    lost, alive, unknown = store.create("m1:w1"), store.create("m2:w1"), store.create("m3:w1")
+    store.start(lost.id)
+    store.beat("m1:w1", now=100.0)
+    store.beat("m2:w1", now=100.0)
+    assert store.fail_silent(30.0, now=125.0) == []
+    store.beat("m2:w1", now=125.0)
+    assert store.fail_silent(30.0, now=140.0) == [lost.id]
+    failed = store.get(lost.id)
+    assert failed is not None and failed.state == FAILED and failed.error is not None
+    assert failed.error["error"]["code"] == "worker_died" and "no heartbeat for 30 s" in failed.error["error"]["message"]
+    for kept in (alive, unknown):  # still beating; never beat (its own restart reports it)
+        job = store.get(kept.id)
+        assert job is not None and job.state == QUEUED
+    assert store.fail_silent(30.0, now=141.0) == []  # a worker is failed once, then forgotten
+    store.beat("m1:w1", now=150.0)  # ... until it beats again
+    assert store.fail_silent(30.0, now=160.0) == [alive.id]  # m2:w1 is silent now
+
+
 def test_finished_jobs_are_purged_after_their_ttl(store: JobStore) -> None:
     old, recent, unfinished = (store.create("w1", now=0.0) for _ in range(3))
     store.finish(old.id, SUCCEEDED, result={}, now=10.0)
@@ -118,35 +164,33 @@ def test_finished_jobs_are_purged_after_their_ttl(store: JobStore) -> None:
     assert store.get(old.id) is None and store.get(recent.id) is not None and store.get(unfinished.id) is not None
 
 
-def test_the_file_is_in_wal_mode(store: JobStore) -> None:
+def test_the_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
     with sqlite3.connect(store.path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-def _in_another_process(path: Path, code: str) -> str:
-    script = f"import sys; sys.path.insert(0, {str(HANDLER)!r})\nfrom nst_jobs.store import JobStore\n" \
-             f"store = JobStore(__import__('pathlib').Path({str(path)!r}))\n{code}"
-    return subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
+    store.close()
 
 
 def test_processes_share_jobs_and_cancels(store: JobStore) -> None:
     job = store.create("w1")
     store.start(job.id)
     # Another worker (process) answers the status and takes the cancel ...
-    out = _in_another_process(store.path, f"print(store.get({job.id!r}).state); store.cancel({job.id!r})")
-    assert out.strip() == RUNNING
+    other = in_another_process(store, f"print(store.get({job.id!r}).state); store.cancel({job.id!r})")
+    assert other.communicate()[0].strip() == RUNNING and other.returncode == 0
     # ... which the worker running the job sees at its next report.
     assert store.report(job.id, progress={"iteration": 1}) == BY_CLIENT
 
 
 def test_concurrent_writers_each_get_their_own_place(store: JobStore) -> None:
-    code = "ids = [store.create('w').id for _ in range(40)]; print(len(set(ids)))"
-    procs = [subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HANDLER)!r})\n"
-                               "from pathlib import Path\nfrom nst_jobs.store import JobStore\n"
-                               f"store = JobStore(Path({str(store.path)!r}))\n{code}"], stdout=subprocess.PIPE, text=True)
+    procs = [in_another_process(store, "ids = [store.create('m:w').id for _ in range(40)]; print(len(set(ids)))")
              for _ in range(3)]
     assert [p.communicate()[0].strip() for p in procs] == ["40"] * 3
     assert all(p.returncode == 0 for p in procs)
-    with sqlite3.connect(store.path) as db:
-        seqs = [r[0] for r in db.execute("SELECT seq FROM jobs")]
-    assert len(seqs) == len(set(seqs)) == 120 and store.active() == 120
+    assert store.active("m") == 120
+    if isinstance(store, SqliteJobStore):
+        with sqlite3.connect(store.path) as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM jobs")]
+    else:
+        assert isinstance(store, RedisJobStore)
+        ids = [key.rsplit(":", 1)[1] for key in store._redis.scan_iter(f"{store.prefix}job:*")]
+    assert sorted(store.position(job_id) for job_id in ids) == list(range(120))
