@@ -71,10 +71,19 @@ class Reply:
 
 
 class FakeServer:
-    """Records every request; answers with queued replies (the last one repeats)."""
+    """Records every request; answers with queued replies (the last one repeats).
+
+    Job calls follow the contract (docs/api.md, "Jobs") where a test scripts a plain answer: a
+    submit whose queued reply is a 200 JSON object other than ``{"job": ...}`` (a stylize
+    answer, maybe a broken one) answers 202 with a job that ends ``succeeded`` after the
+    reply's ``delay``, and whose result is that object; its status, result and cancel calls
+    answer from it without taking a reply. A submit answered with an error or with a scripted
+    ``{"job": ...}`` body, and calls about jobs it did not make, take the queued replies.
+    """
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
+        self.jobs: dict[str, tuple[dict[str, Any], float]] = {}  # jobs it ran: result, monotonic end
         self._replies: list[Reply] = []
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -100,6 +109,37 @@ class FakeServer:
                 return Reply(200, _success_body())
             return self._replies.pop(0) if len(self._replies) > 1 else self._replies[0]
 
+    def _job_reply(self, body: Any) -> Reply | None:
+        """The answer to a job call this server handles itself (see the class), or ``None``."""
+        call = body.get("job") if isinstance(body, dict) else None
+        if not isinstance(call, dict):
+            return None
+        with self._lock:
+            if call.get("action") == "submit":
+                nxt = self._replies[0] if self._replies else Reply(200, _success_body())
+                if not (nxt.status == 200 and isinstance(nxt.body, dict) and "job" not in nxt.body):
+                    return None
+                if len(self._replies) > 1:
+                    self._replies.pop(0)
+                job_id = f"fake-{len(self.jobs) + 1}"
+                self.jobs[job_id] = (nxt.body, time.monotonic() + nxt.delay)
+                return Reply(202, _job_body("queued", job_id, position=0, lease_s=10.0))
+            if call.get("id") not in self.jobs:
+                return None
+            result, done_at = self.jobs[call["id"]]
+            if time.monotonic() < done_at:
+                if call.get("action") == "result":
+                    return Reply(409, {"error": {"code": "job_not_finished", "message": "the job is running",
+                                                 "field": "job.id"}})
+                return Reply(200, _job_body("running", call["id"], lease_s=10.0, started_s=1700000000.5,
+                                            cancel_requested=call.get("action") == "cancel"))
+            if call.get("action") == "result":
+                return Reply(200, result)
+            steps = result.get("iterations")
+            return Reply(200, _job_body("succeeded", call["id"], iteration=steps, of=steps,
+                                        losses=result.get("losses"), lease_s=10.0, started_s=1700000000.5,
+                                        finished_s=1700000001.0))
+
     def _handler_class(self) -> type:
         server = self
 
@@ -118,7 +158,7 @@ class FakeServer:
                     parsed = None
                 with server._lock:
                     server.requests.append(Recorded(self.command, self.path, dict(self.headers), raw, parsed))
-                reply = server._next_reply()
+                reply = server._job_reply(parsed) or server._next_reply()
                 if reply.delay:
                     time.sleep(reply.delay)
                 if reply.chunks is not None:

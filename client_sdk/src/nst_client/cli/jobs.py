@@ -10,11 +10,11 @@ from typing import Any, Callable, Dict
 
 from .._client import StyleTransferClient
 from .._constants import CLI_CANCEL_TIMEOUT, DEFAULT_JOB_POLL_S, DEFAULT_TIMEOUT
-from .._exceptions import APIResponseValidationError, APITimeoutError, BadRequestError, NSTError
+from .._exceptions import APITimeoutError, BadRequestError, NSTError
 from .._images import StyleInput
 from .._jobs import Job, JobStatus
 from .._request import read_timeout_for
-from .._results import StylizeResult, stylize_result
+from .._results import StylizeResult
 from ._flags import add_inputs, common_parser, request_args, style_input, styles
 from ._output import check_out_dir, fmt_losses, result_doc
 
@@ -62,8 +62,7 @@ def stylize_as_job(client: StyleTransferClient, content: str, style: StyleInput,
     call would have had). On Ctrl-C or that timeout the job is cancelled (best effort) before
     the error goes on.
 
-    A server that answers the submit itself with the finished image (it ran it synchronously)
-    is taken at its word, and one without jobs (400 naming the ``job`` field) gets the plain
+    A server without jobs (one older than them: 400 naming the ``job`` field) gets the plain
     synchronous request.
     """
     try:
@@ -72,10 +71,6 @@ def stylize_as_job(client: StyleTransferClient, content: str, style: StyleInput,
         if exc.field != "job":
             raise
         return client.stylize(content, style, **kwargs)
-    except APIResponseValidationError as exc:
-        if not isinstance(exc.body, dict) or "job" in exc.body:
-            raise
-        return stylize_result(exc.body, exc.response)
     try:
         return job.wait(timeout=read_timeout_for(kwargs, client.timeout))
     except (KeyboardInterrupt, APITimeoutError):
