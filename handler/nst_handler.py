@@ -135,10 +135,11 @@ class NSTHandler(BaseHandler):
                 continue
             try:
                 run = partial(self._run, row)
+                work = row.request.plan.work if row.request is not None else 0
                 if row.job is None:
-                    row.answer = self.desk.wait(run)
+                    row.answer = self.desk.wait(run, work)
                 elif row.job.action == SUBMIT:
-                    row.answer = self.desk.submit(run)
+                    row.answer = self.desk.submit(run, work)
                     row.status = 202
                 else:
                     row.answer = self.desk.call(row.job)
@@ -198,7 +199,7 @@ class NSTHandler(BaseHandler):
         submitted = row.job is not None
 
         def callback(it: Iterate) -> None:
-            progress = response.progress_event(it, time.perf_counter() - started)
+            progress = response.progress_event(it, time.perf_counter() - started, request.plan)
             preview = response.preview_event(it) if response.preview_due(request, it, submitted=submitted) else None
             if self.desk.report(job_id, progress, preview):
                 cancel.set()
@@ -230,6 +231,7 @@ class NSTHandler(BaseHandler):
                              cache=self.style_cache, style_keys=request.style_keys(), cancel=cancel,
                              callback=self._watcher(row, job_id, cancel, start))
             optimized = time.perf_counter()
+            self.desk.measured(optimized - start, request.plan.work_done(result.iterations))
             image = encode_image(result.image, request.serving.output_format)
             encoded = time.perf_counter()
         except Exception as exc:

@@ -108,6 +108,24 @@ class Plan:
         """Every level's long side, coarse to fine (what a response echoes as ``scales``)."""
         return [level.side for level in self.levels]
 
+    @property
+    def work(self) -> int:
+        """Pixel-iterations of the whole run: the sum over levels of ``steps x h x w``. Every
+        layer of the network is a convolution over the image, so an iteration costs time in
+        proportion to its pixels, and a run in proportion to this (what run-time estimates
+        scale by)."""
+        return self.work_done(sum(level.steps for level in self.levels))
+
+    def work_done(self, iterations: int) -> int:
+        """Pixel-iterations of the first ``iterations`` iterations, counted across the levels
+        in order (as :class:`nst.records.Iterate` counts them)."""
+        done = 0
+        for level in self.levels:
+            steps = min(level.steps, max(iterations, 0))
+            done += steps * level.size[0] * level.size[1]
+            iterations -= steps
+        return done
+
 
 def make_plan(content_size: Size, style_sizes: Sequence[Size], options: StylizeOptions, *,
               long_side: int | None = None, blend: Sequence[float] | None = None) -> Plan:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,9 @@ from .errors import RequestError, internal_error
 from .jobs import CANCEL, RESULT, JobCall, JobSettings, failure, job_body, not_finished, queue_full, unknown_job
 
 logger = logging.getLogger(__name__)
+
+#: How much the latest run counts in the measured speed (:meth:`JobDesk.measured`).
+SPEED_WEIGHT = 0.5
 
 Answer = dict[str, Any] | RequestError
 #: Runs one request as the job whose id it is given, and returns its answer.
@@ -69,21 +73,38 @@ class JobDesk:
         self.runner = Runner(self.store, directory, device, worker=worker,
                              heartbeat_timeout_s=settings.heartbeat_timeout_s)
         self.on_state, self.on_wait = on_state, on_wait
+        self.seconds_per_work: float | None = None
+        """This worker's measured optimization speed, seconds per pixel-iteration (:meth:`measured`)."""
 
-    def wait(self, run: Run) -> Answer:
-        """Run a plain request as a job (no lease: its client waits on the connection) after the
-        jobs queued before it, and return its answer."""
-        job = self.store.create(self.worker)
+    def estimate_s(self, work: float) -> float | None:
+        """Seconds a run of ``work`` pixel-iterations (:attr:`nst.plan.Plan.work`) is expected
+        to take at this worker's measured speed; ``None`` before it has measured one."""
+        return None if self.seconds_per_work is None else work * self.seconds_per_work
+
+    def measured(self, seconds: float, work: float) -> None:
+        """Learn this worker's speed from a run: ``work`` pixel-iterations in ``seconds`` of
+        optimization (a running mean that weighs the latest run by :data:`SPEED_WEIGHT`)."""
+        if work <= 0 or seconds <= 0:
+            return
+        sample = seconds / work
+        old = self.seconds_per_work
+        self.seconds_per_work = sample if old is None else (1 - SPEED_WEIGHT) * old + SPEED_WEIGHT * sample
+
+    def wait(self, run: Run, work: float) -> Answer:
+        """Run a plain request of ``work`` pixel-iterations as a job (no lease: its client waits
+        on the connection) after the jobs queued before it, and return its answer."""
+        job = self.store.create(self.worker, estimate_s=self.estimate_s(work))
         return self.runner.submit(partial(self._execute, job.id, run)).result() or internal_error(None)
 
-    def submit(self, run: Run) -> Answer:
-        """Queue a job: ``{"job": JobStatus}`` (answer it 202), or 503 ``queue_full``."""
+    def submit(self, run: Run, work: float) -> Answer:
+        """Queue a job of ``work`` pixel-iterations: ``{"job": JobStatus}`` (answer it 202), or
+        503 ``queue_full``."""
         if self.store.active(machine_of(self.worker)) >= self.settings.max_queued_jobs:
             return queue_full(self.settings.max_queued_jobs, self.settings.retry_after_s)
-        job = self.store.create(self.worker, lease_s=self.settings.lease_s)
+        job = self.store.create(self.worker, lease_s=self.settings.lease_s, estimate_s=self.estimate_s(work))
         self.runner.submit(partial(self._execute, job.id, run))
         self.on_state("queued")
-        return job_body(job, self.store.position(job.id))
+        return job_body(job, self.store.ahead(job.id), time.time())
 
     def call(self, call: JobCall) -> Answer:
         """A status, result or cancel call; each renews the job's lease."""
@@ -94,7 +115,7 @@ class JobDesk:
         self.store.renew(call.id)
         if call.action == RESULT:
             return failure(job) or not_finished(job) or job.result or internal_error(None)
-        return job_body(job, self.store.position(call.id))
+        return job_body(job, self.store.ahead(call.id), time.time())
 
     def report(self, job_id: str, progress: dict[str, Any], preview: dict[str, Any] | None) -> bool:
         """Record a running job's progress (and preview); whether it has been asked to stop."""

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, get_type_hints
 
-from nst_jobs.store import CANCELLED, FAILED, QUEUED, Job
+from nst_jobs.store import CANCELLED, FAILED, QUEUED, RUNNING, Job
 
 from .errors import RequestError, bad
 
@@ -139,16 +139,38 @@ def failure(job: Job) -> RequestError | None:
     return RequestError(int(job.error.get("status", 500)), error["code"], error["message"], error.get("field"))
 
 
-def job_body(job: Job, position: int | None) -> dict[str, Any]:
-    """``{"job": JobStatus}``: the job's state, its place in the queue while queued, its latest
-    progress and preview, and its error once failed."""
+def remaining_s(job: Job, now: float) -> float | None:
+    """Seconds until ``job`` is expected to end: a running job's latest progress estimate (or
+    its acceptance estimate less the time it has run), a queued job's estimate; ``None``
+    where unknown."""
+    if job.done:
+        return 0.0
+    progress_eta = (job.progress or {}).get("eta_s")
+    if job.state == RUNNING and progress_eta is not None:
+        return float(progress_eta)
+    if job.estimate_s is None:
+        return None
+    return max(job.estimate_s - (now - job.started_s if job.started_s is not None else 0.0), 0.0)
+
+
+def job_body(job: Job, ahead: list[Job], now: float) -> dict[str, Any]:
+    """``{"job": JobStatus}``: the job's state, its place in the queue (``ahead``: the jobs
+    before it on its machine) while queued, its latest progress and preview, its error once
+    failed, and ``eta_s``: for a running job, :func:`remaining_s`; for a queued one, what the
+    jobs ahead have left plus its own estimate (``None`` where any is unknown)."""
     progress = job.progress or {}
     preview = job.preview
     error = None if job.error is None else job.error["error"]
+    eta: float | None = progress.get("eta_s")
+    if job.state == RUNNING:
+        eta = remaining_s(job, now)
+    elif job.state == QUEUED:
+        parts = [remaining_s(j, now) for j in [*ahead, job]]
+        eta = None if None in parts else round(sum(p for p in parts if p is not None), 3)
     return {"job": {
-        "id": job.id, "state": job.state, "position": position if job.state == QUEUED else None,
+        "id": job.id, "state": job.state, "position": len(ahead) if job.state == QUEUED else None,
         "iteration": progress.get("iteration"), "of": progress.get("of"), "losses": progress.get("losses"),
-        "eta_s": progress.get("eta_s"),
+        "eta_s": eta,
         "preview": None if preview is None else {k: preview[k] for k in ("width", "height", "image")},
         "cancel_requested": job.cancel is not None, "lease_s": job.lease_s, "created_s": job.created_s,
         "started_s": job.started_s, "finished_s": job.finished_s, "error": error,

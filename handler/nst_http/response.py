@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from nst.images import encode_image, fit_long_side
+from nst.plan import Plan
 from nst.records import Iterate, Stylized
 
 from .errors import RequestError
@@ -56,9 +57,12 @@ def result_body(request: StyleRequest, result: Stylized, image: bytes, *, timing
     return body
 
 
-def progress_event(it: Iterate, elapsed_s: float) -> dict[str, Any]:
-    """A ``progress`` event after ``elapsed_s`` seconds of the run, with an estimate of the rest."""
-    eta = elapsed_s / it.iteration * (it.steps - it.iteration) if it.iteration else None
+def progress_event(it: Iterate, elapsed_s: float, plan: Plan) -> dict[str, Any]:
+    """A ``progress`` event after ``elapsed_s`` seconds of ``plan``'s run, with an estimate of the
+    rest: the time so far scaled by the pixel-iterations left over those done
+    (:attr:`nst.plan.Plan.work`), so that the larger, slower fine levels count for what they cost."""
+    done = plan.work_done(it.iteration)
+    eta = elapsed_s * (plan.work - done) / done if done else None
     return {"event": "progress", "iteration": it.iteration, "of": it.steps, "losses": dict(it.losses),
             "elapsed_s": round(elapsed_s, 3), "eta_s": None if eta is None else round(eta, 3)}
 

@@ -74,7 +74,7 @@ redis.call('ZADD', KEYS[2], until_s, redis.call('HGET', KEYS[1], 'id'))
 return 1
 """
 
-_FLOATS = ("created_s", "started_s", "finished_s", "lease_s", "lease_until_s")
+_FLOATS = ("created_s", "started_s", "finished_s", "lease_s", "lease_until_s", "estimate_s")
 _JSON = ("progress", "preview", "result", "error")
 
 
@@ -112,13 +112,16 @@ class RedisJobStore(JobStore):
         worker = self._redis.hget(self._key("job", job_id), "worker")
         return None if worker is None else str(worker)
 
-    def create(self, worker: str, *, lease_s: float | None = None, now: float | None = None) -> Job:
+    def create(self, worker: str, *, lease_s: float | None = None, estimate_s: float | None = None,
+               now: float | None = None) -> Job:
         now = time.time() if now is None else now
         job_id = uuid.uuid4().hex
         seq = int(self._redis.incr(self._key("seq")))
         fields: dict[str, Any] = {"id": job_id, "seq": seq, "state": QUEUED, "worker": worker, "created_s": repr(now)}
         if lease_s is not None:
             fields |= {"lease_s": repr(float(lease_s)), "lease_until_s": repr(now + lease_s)}
+        if estimate_s is not None:
+            fields["estimate_s"] = repr(float(estimate_s))
         with self._redis.pipeline() as tx:  # MULTI/EXEC: the job appears with its indexes at once
             tx.hset(self._key("job", job_id), mapping=fields)
             tx.zadd(self._key("active", machine_of(worker)), {job_id: seq})
@@ -138,11 +141,12 @@ class RedisJobStore(JobStore):
         values |= {k: None if row.get(k) is None else json.loads(row[k]) for k in _JSON}
         return Job(id=row["id"], state=row["state"], worker=row["worker"], cancel=row.get("cancel"), **values)
 
-    def position(self, job_id: str) -> int:
+    def ahead(self, job_id: str) -> list[Job]:
         seq, worker = self._redis.hmget(self._key("job", job_id), ["seq", "worker"])
         if seq is None or worker is None:
-            return 0
-        return int(self._redis.zcount(self._key("active", machine_of(str(worker))), "-inf", f"({seq}"))
+            return []
+        ids = self._redis.zrangebyscore(self._key("active", machine_of(worker)), "-inf", f"({seq}")
+        return [job for job in map(self.get, ids) if job is not None]
 
     def active(self, machine: str) -> int:
         return int(self._redis.zcard(self._key("active", machine)))

@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     preview TEXT,
     result TEXT,
     error TEXT,
-    ttl_s REAL NOT NULL
+    ttl_s REAL NOT NULL,
+    estimate_s REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS workers (
@@ -41,6 +42,18 @@ CREATE TABLE IF NOT EXISTS workers (
 """
 #: A job's machine (:func:`.store.machine_of`) in SQL.
 _MACHINE = "CASE WHEN instr(worker, ':') > 0 THEN substr(worker, 1, instr(worker, ':') - 1) ELSE worker END"
+
+
+_COLUMNS = ("id, state, worker, created_s, started_s, finished_s, lease_s, lease_until_s, cancel, progress, preview, "
+            "result, error, estimate_s")
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    """A row of :data:`_COLUMNS` as a :class:`Job`."""
+    values = dict(zip(_COLUMNS.split(", "), row, strict=True))
+    for name in ("progress", "preview", "result", "error"):
+        values[name] = None if values[name] is None else json.loads(values[name])
+    return Job(**values)
 
 
 class SqliteJobStore(JobStore):
@@ -63,6 +76,9 @@ class SqliteJobStore(JobStore):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            if "estimate_s" not in columns:  # a file written before estimates
+                self._db.execute("ALTER TABLE jobs ADD COLUMN estimate_s REAL")
 
     def close(self) -> None:
         with self._lock:
@@ -80,36 +96,33 @@ class SqliteJobStore(JobStore):
                 raise
             self._db.execute("COMMIT")
 
-    def create(self, worker: str, *, lease_s: float | None = None, now: float | None = None) -> Job:
+    def create(self, worker: str, *, lease_s: float | None = None, estimate_s: float | None = None,
+               now: float | None = None) -> Job:
         now = time.time() if now is None else now
         job_id = uuid.uuid4().hex
         with self._write() as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            db.execute("INSERT INTO jobs (id, seq, state, worker, created_s, lease_s, lease_until_s, ttl_s) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO jobs (id, seq, state, worker, created_s, lease_s, lease_until_s, ttl_s, estimate_s) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (job_id, seq, QUEUED, worker, now, lease_s, None if lease_s is None else now + lease_s,
-                        self.ttl_s))
+                        self.ttl_s, estimate_s))
         job = self.get(job_id)
         assert job is not None
         return job
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
-            row = self._db.execute("SELECT id, state, worker, created_s, started_s, finished_s, lease_s, "
-                                   "lease_until_s, cancel, progress, preview, result, error FROM jobs WHERE id = ?",
-                                   (job_id,)).fetchone()
-        if row is None:
-            return None
-        *head, progress, preview, result, error = row
-        return Job(*head, *(None if v is None else json.loads(v) for v in (progress, preview, result, error)))
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _job(row)
 
-    def position(self, job_id: str) -> int:
+    def ahead(self, job_id: str) -> list[Job]:
+        columns = ", ".join(f"j.{c}" for c in _COLUMNS.split(", "))
         with self._lock:
-            row = self._db.execute(
-                f"SELECT COUNT(*) FROM jobs AS j, jobs AS this WHERE this.id = ? AND j.state IN (?, ?) "
+            rows = self._db.execute(
+                f"SELECT {columns} FROM jobs AS j, jobs AS this WHERE this.id = ? AND j.state IN (?, ?) "
                 f"AND j.seq < this.seq AND {_MACHINE.replace('worker', 'j.worker')} = "
-                f"{_MACHINE.replace('worker', 'this.worker')}", (job_id, QUEUED, RUNNING)).fetchone()
-        return int(row[0])
+                f"{_MACHINE.replace('worker', 'this.worker')} ORDER BY j.seq", (job_id, QUEUED, RUNNING)).fetchall()
+        return [_job(row) for row in rows]
 
     def active(self, machine: str) -> int:
         with self._lock:

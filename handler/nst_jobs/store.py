@@ -65,6 +65,8 @@ class Job:
     """The response body of a finished job (also of a cancelled one that has an image)."""
     error: dict[str, Any] | None
     """The error body of a failed job."""
+    estimate_s: float | None = None
+    """Seconds its run was expected to take when it was accepted (``None``: unknown)."""
 
     @property
     def done(self) -> bool:
@@ -89,18 +91,24 @@ class JobStore(ABC):
         """Close the connection."""
 
     @abstractmethod
-    def create(self, worker: str, *, lease_s: float | None = None, now: float | None = None) -> Job:
+    def create(self, worker: str, *, lease_s: float | None = None, estimate_s: float | None = None,
+               now: float | None = None) -> Job:
         """A new ``queued`` job accepted by ``worker``, with a lease of ``lease_s`` seconds
-        (``None``: none), placed after every job accepted before it."""
+        (``None``: none) and the seconds its run is expected to take, placed after every job
+        accepted before it."""
 
     @abstractmethod
     def get(self, job_id: str) -> Job | None:
         """The job, or ``None`` for an unknown (or purged) id."""
 
     @abstractmethod
+    def ahead(self, job_id: str) -> list[Job]:
+        """The jobs of the same machine (:func:`machine_of`) that run or wait before ``job_id``,
+        in acceptance order (none for an unknown id)."""
+
     def position(self, job_id: str) -> int:
-        """How many jobs of the same machine (:func:`machine_of`) run or wait before ``job_id``
-        (0: it runs, or runs next), in acceptance order."""
+        """How many jobs run or wait before ``job_id`` on its machine (0: it runs, or runs next)."""
+        return len(self.ahead(job_id))
 
     @abstractmethod
     def active(self, machine: str) -> int:

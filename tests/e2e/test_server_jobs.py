@@ -86,6 +86,7 @@ def test_a_job_is_accepted_at_once_and_its_result_is_the_synchronous_answer(serv
     sync = post(server, stylize_body(**QUICK)).json()
     accepted = submit(server, **QUICK)
     assert accepted["state"] in ("queued", "running") and accepted["lease_s"] == LEASE_S
+    assert accepted["eta_s"] is not None and accepted["eta_s"] >= 0  # the worker has measured its speed
     done = wait_until(server, accepted["id"], lambda j: j["state"] == "succeeded")
     assert (done["iteration"], done["of"]) == (3, 3)
     result = job(server, accepted["id"], "result")

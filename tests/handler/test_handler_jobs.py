@@ -119,6 +119,30 @@ def test_the_queue_is_bounded_and_a_queued_job_cancels_at_once(jobs_handler, mod
     wait_for(jobs_handler, model_dir, jobs_config, first["id"], lambda j: j["state"] == "cancelled")
 
 
+def test_a_queued_job_has_an_estimate_once_the_worker_has_measured_its_speed(jobs_handler, model_dir, jobs_config,
+                                                                            body, monkeypatch) -> None:
+    """Before any run the worker cannot tell (eta_s null); after one, a queued job's eta_s is
+    what the running job has left plus its own run at the measured speed."""
+    slow_stylize(monkeypatch, 0.05)
+    first = call(jobs_handler, model_dir, jobs_config, body | {"job": {"action": "submit"}})[0]["job"]
+    assert first["eta_s"] is None
+    done = wait_for(jobs_handler, model_dir, jobs_config, first["id"], lambda j: j["state"] == "succeeded")
+    speed = jobs_handler.desk.seconds_per_work
+    assert speed is not None and speed > 0
+    ran_s = done["finished_s"] - done["started_s"]
+    assert 0.5 * ran_s <= 3 * 32 * 24 * speed <= 1.5 * ran_s  # 3 iterations at 32x24 took about that
+    body["params"]["steps"] = 60
+    running = call(jobs_handler, model_dir, jobs_config, body | {"job": {"action": "submit"}})[0]["job"]
+    wait_for(jobs_handler, model_dir, jobs_config, running["id"], lambda j: (j["iteration"] or 0) >= 2)
+    queued = call(jobs_handler, model_dir, jobs_config, body | {"job": {"action": "submit"}})[0]["job"]
+    assert queued["state"] == "queued" and queued["position"] == 1
+    own = 60 * 32 * 24 * jobs_handler.desk.seconds_per_work
+    assert queued["eta_s"] is not None and own < queued["eta_s"] < own + 60 * 32 * 24 * speed * 3
+    for job_id in (queued["id"], running["id"]):
+        status(jobs_handler, model_dir, jobs_config, job_id, "cancel")
+    wait_for(jobs_handler, model_dir, jobs_config, running["id"], lambda j: j["state"] == "cancelled")
+
+
 def test_a_job_nobody_polls_is_cancelled_when_its_lease_runs_out(model_dir, root_dir, tmp_path, body,
                                                                monkeypatch) -> None:
     slow_stylize(monkeypatch, 0.2)

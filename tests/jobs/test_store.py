@@ -87,6 +87,15 @@ def test_positions_follow_acceptance_order(store: JobStore) -> None:
     assert store.position("no-such-job") == 0 and store.active("m3") == 0
 
 
+def test_the_jobs_ahead_come_in_order_with_their_estimates(store: JobStore) -> None:
+    a, b, c = (store.create("m1:w1", estimate_s=e) for e in (2.5, None, 4.0))
+    assert (a.estimate_s, b.estimate_s, c.estimate_s) == (2.5, None, 4.0)
+    assert [(j.id, j.estimate_s) for j in store.ahead(c.id)] == [(a.id, 2.5), (b.id, None)]
+    assert store.ahead(a.id) == [] and store.ahead("no-such-job") == []
+    store.start(a.id)
+    assert [j.state for j in store.ahead(c.id)] == [RUNNING, QUEUED]
+
+
 def test_cancel_ends_a_queued_job_at_once_and_flags_a_running_one(store: JobStore) -> None:
     queued, running = store.create("w1"), store.create("w1")
     store.start(running.id)

@@ -1,0 +1,61 @@
+"""Run-time estimates: a plan's pixel-iterations, the progress event's ETA, a queued job's ETA."""
+
+from __future__ import annotations
+
+import pytest
+from nst.options import StylizeOptions
+from nst.plan import make_plan
+from nst.records import Iterate
+from nst_http.jobs import job_body
+from nst_http.response import progress_event
+from nst_jobs.store import QUEUED, RUNNING, SUCCEEDED, Job
+
+
+def plan(steps: int = 30, scales: tuple[int, ...] = (200, 400)):
+    return make_plan((200, 400), [(64, 64)], StylizeOptions(steps=steps, scales=scales), long_side=400)
+
+
+def test_work_counts_each_level_s_pixels_times_its_iterations() -> None:
+    p = plan()
+    sizes_steps = [(level.size[0] * level.size[1], level.steps) for level in p.levels]
+    assert len(sizes_steps) == 2 and sizes_steps[0][0] < sizes_steps[1][0]
+    assert p.work == sum(px * steps for px, steps in sizes_steps)
+    first = p.levels[0].steps
+    assert p.work_done(0) == 0 and p.work_done(first) == sizes_steps[0][0] * first
+    assert p.work_done(first + 1) == sizes_steps[0][0] * first + sizes_steps[1][0]
+    assert p.work_done(10**6) == p.work
+
+
+def test_the_progress_eta_weighs_the_fine_level_by_its_pixels() -> None:
+    """Half the iterations done at the coarse level is far less than half the run."""
+    p = plan()
+    first = p.levels[0].steps
+    event = progress_event(Iterate(first, 30, {"total": 1.0}, 0, 2), 10.0, p)
+    per_iteration = 10.0 / first
+    assert event["eta_s"] > per_iteration * (30 - first) * 2  # the fine level is 4x the pixels
+    assert event["eta_s"] == pytest.approx(10.0 * (p.work - p.work_done(first)) / p.work_done(first), abs=1e-3)
+    assert progress_event(Iterate(0, 30, {"total": 1.0}), 0.5, p)["eta_s"] is None
+
+
+def job(state: str, estimate_s: float | None, **fields) -> Job:
+    values = dict(id="j", state=state, worker="m:w", created_s=100.0, started_s=None, finished_s=None, lease_s=10.0,
+                  lease_until_s=None, cancel=None, progress=None, preview=None, result=None, error=None,
+                  estimate_s=estimate_s)
+    return Job(**(values | fields))
+
+
+def test_a_queued_job_s_eta_adds_what_the_jobs_ahead_have_left() -> None:
+    running_with_progress = job(RUNNING, 50.0, started_s=100.0, progress={"eta_s": 7.5, "iteration": 3})
+    running_without = job(RUNNING, 50.0, started_s=100.0)
+    queued = job(QUEUED, 20.0)
+    me = job(QUEUED, 4.0)
+    body = job_body(me, [running_with_progress, queued], now=110.0)["job"]
+    assert (body["position"], body["eta_s"]) == (2, 7.5 + 20.0 + 4.0)
+    # Without progress yet: its estimate less the time it has run.
+    assert job_body(me, [running_without], now=130.0)["job"]["eta_s"] == 50.0 - 30.0 + 4.0
+    assert job_body(me, [job(QUEUED, None)], now=110.0)["job"]["eta_s"] is None  # one unknown: unknown
+    assert job_body(running_without, [], now=130.0)["job"]["eta_s"] == 20.0  # running, no progress yet
+    assert job_body(running_with_progress, [], now=130.0)["job"]["eta_s"] == 7.5
+    assert job_body(job(QUEUED, None), [], now=110.0)["job"]["eta_s"] is None
+    done = job_body(job(SUCCEEDED, 4.0, progress={"eta_s": 0.0}), [], now=110.0)["job"]
+    assert (done["position"], done["eta_s"]) == (None, 0.0)
