@@ -1,4 +1,5 @@
-"""Image decoding, resizing and encoding between Pillow and ``(1, 3, H, W)`` tensors in ``[0, 1]``."""
+"""Image decoding, resizing and encoding between Pillow and ``(1, 3, H, W)`` tensors in ``[0, 1]``,
+and the optimization's starting image."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import functional as TF
+
+from .options import INITS
 
 OutputFormat = Literal["png", "jpeg"]
 OUTPUT_FORMATS: tuple[str, ...] = ("png", "jpeg")
@@ -106,3 +109,29 @@ def encode_image(image: torch.Tensor, fmt: OutputFormat = "png", *, jpeg_quality
     else:
         to_pil(image).save(buf, format="JPEG", quality=jpeg_quality)
     return buf.getvalue()
+
+
+def initial_image(content: torch.Tensor, init: str, seed: int, *, style: torch.Tensor | None = None,
+                  init_image: torch.Tensor | None = None) -> torch.Tensor:
+    """Return the starting image, shaped like ``content`` ``(1, 3, H, W)``, on its device.
+
+    ``"noise"`` draws uniform ``[0, 1)`` noise from a CPU generator seeded with ``seed``, so the
+    same seed gives the same start on every device. ``"style"`` and ``"image"`` resize ``style``
+    / ``init_image`` to the content's size (aspect ratio not kept).
+
+    Raises:
+        ValueError: ``init="image"`` without ``init_image``, or an unknown ``init``.
+    """
+    size = (content.shape[-2], content.shape[-1])
+    if init == "content":
+        return content.detach().clone()
+    if init == "noise":
+        generator = torch.Generator().manual_seed(seed)
+        return torch.rand(content.shape, generator=generator).to(content.device)
+    if init == "style" and style is not None:
+        return resize(style.detach(), size).clone()
+    if init == "image":
+        if init_image is None:
+            raise ValueError('init="image" needs an init_image')
+        return resize(init_image.detach(), size).clone()
+    raise ValueError(f"init must be one of {INITS}, got {init!r}")

@@ -10,12 +10,19 @@ default weights therefore works for every image size and for ImageNet and random
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 # Guards the normalization against an all-zero target (a layer that is dead for this image).
 _EPS = 1e-8
+
+#: Rows and columns of a layer's feature grid (a tile's share; see :mod:`nst.tiling`).
+Owned = tuple[slice, slice]
+#: ``(h, w)`` of a feature grid.
+Size = tuple[int, int]
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
@@ -45,6 +52,24 @@ def _flatten(features: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return features.permute(0, 2, 3, 1).reshape(b, h * w, c), False
 
 
+class GramLoss(Protocol):
+    """What the tiled objective (:mod:`nst.tiled`) needs of a style loss
+    (:class:`StyleLoss`, :class:`GuidedStyleLoss`)."""
+
+    def of_gram(self, gram: torch.Tensor) -> torch.Tensor:
+        """The loss of a whole image whose Gram matrix (or matrices) is ``gram``."""
+        ...
+
+    def partial_gram(self, features: torch.Tensor, owned: Owned, layer_size: Size) -> torch.Tensor:
+        """The share of the whole grid's Gram matrix that ``features`` at ``owned`` contribute."""
+        ...
+
+    def partial_grad(self, features: torch.Tensor, owned: Owned, layer_size: Size,
+                     d_gram: torch.Tensor) -> torch.Tensor:
+        """The gradient for ``features`` at ``owned``, given the loss's gradient with respect to the Gram."""
+        ...
+
+
 class ContentLoss(nn.Module):
     """Normalized squared error to a content target (Gatys et al. 2016, eq. 1).
 
@@ -64,6 +89,13 @@ class ContentLoss(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Return the scalar loss for ``features`` shaped like the target."""
         return F.mse_loss(features, self.target) * self.scale
+
+    def part(self, features: torch.Tensor, owned: Owned) -> torch.Tensor:
+        """The share of :meth:`forward`'s loss that the positions ``owned`` (rows, columns of
+        the target's grid) contribute, for ``features`` of just those positions: the shares
+        of a partition add up to the whole loss (:mod:`nst.tiled`)."""
+        target = self.target[..., owned[0], owned[1]]
+        return (features - target).square().sum() * (self.scale / self.target.numel())
 
 
 class StyleLoss(nn.Module):
@@ -86,6 +118,26 @@ class StyleLoss(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Return the scalar loss for ``(1, C, H, W)`` features; ``H, W`` may differ from the style image's."""
         return _GramLoss.apply(features, self.target, self.scale)
+
+    def of_gram(self, gram: torch.Tensor) -> torch.Tensor:
+        """The loss of a whole image whose ``(1, C, C)`` Gram matrix is ``gram``."""
+        return (gram - self.target).square().mean() * self.scale
+
+    def partial_gram(self, features: torch.Tensor, owned: Owned, layer_size: Size) -> torch.Tensor:
+        """:func:`gram_share` (``owned`` is not needed: every position weighs the same)."""
+        return gram_share(features, layer_size)
+
+    def partial_grad(self, features: torch.Tensor, owned: Owned, layer_size: Size,
+                     d_gram: torch.Tensor) -> torch.Tensor:
+        """The gradient, for ``features`` at ``owned``, of a loss whose gradient with respect
+        to the whole Gram matrix is ``d_gram`` ``(1, C, C)``: ``(D + D^T) F / N`` with ``N``
+        the grid's positions (from ``G = F F^T / N``)."""
+        b, c, h, w = features.shape
+        sym = (d_gram + d_gram.transpose(1, 2)) / (layer_size[0] * layer_size[1])  # (1, C, C)
+        flat, channels_first = _flatten(features)
+        if channels_first:
+            return torch.bmm(sym, flat).reshape(b, c, h, w)
+        return torch.bmm(flat, sym).reshape(b, h, w, c).permute(0, 3, 1, 2)  # sym is symmetric
 
 
 class _GramLoss(torch.autograd.Function):
@@ -144,11 +196,31 @@ def guided_gram_matrix(features: torch.Tensor, masks: torch.Tensor) -> torch.Ten
         ``(R, C, C)``: for each region, the Gram matrix of ``features * mask`` divided by the
         mask's total weight, so it is a mean over the region like :func:`gram_matrix`.
     """
-    r = masks.shape[0]
-    c = features.shape[1]
-    guided = (features * masks).reshape(r, c, -1)  # (R, C, H*W)
-    weight = masks.reshape(r, 1, -1).sum(-1, keepdim=True).clamp_min(1e-8)  # (R, 1, 1)
-    return torch.bmm(guided, guided.transpose(1, 2)) / weight  # (R, C, C)
+    return guided_gram_share(features, masks, region_weights(masks))
+
+
+def gram_share(features: torch.Tensor, layer_size: Size) -> torch.Tensor:
+    """The ``(B, C, C)`` share of the Gram matrix (:func:`gram_matrix`) of a whole
+    ``layer_size`` feature grid that ``(B, C, h, w)`` ``features`` of some of its positions
+    contribute: the shares of a partition of the grid add up to its Gram matrix."""
+    h, w = features.shape[-2:]
+    return gram_matrix(features) * (h * w / (layer_size[0] * layer_size[1]))
+
+
+def region_weights(masks: torch.Tensor) -> torch.Tensor:
+    """``(R, 1, 1)``: each region's total weight in ``(R, 1, H, W)`` masks (what
+    :func:`guided_gram_matrix` divides by)."""
+    return masks.reshape(masks.shape[0], 1, -1).sum(-1, keepdim=True).clamp_min(1e-8)
+
+
+def guided_gram_share(features: torch.Tensor, masks: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The ``(R, C, C)`` share of :func:`guided_gram_matrix` over a whole grid that the
+    ``(1, C, h, w)`` ``features`` of some of its positions contribute, with ``masks``
+    ``(R, 1, h, w)`` at those positions and the regions' ``weights`` over the whole grid
+    (:func:`region_weights`)."""
+    r, c = masks.shape[0], features.shape[1]
+    guided = (features * masks).reshape(r, c, -1)  # (R, C, h*w)
+    return torch.bmm(guided, guided.transpose(1, 2)) / weights
 
 
 class GuidedStyleLoss(nn.Module):
@@ -174,5 +246,30 @@ class GuidedStyleLoss(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Return the scalar loss for ``(1, C, H, W)`` features at the masks' resolution."""
-        err = (guided_gram_matrix(features, self.masks) - self.target).square().mean(dim=(1, 2))  # (R,)
+        return self.of_gram(guided_gram_matrix(features, self.masks))
+
+    def of_gram(self, gram: torch.Tensor) -> torch.Tensor:
+        """The loss of a whole image whose ``(R, C, C)`` region-guided Grams are ``gram``."""
+        err = (gram - self.target).square().mean(dim=(1, 2))  # (R,)
         return (err * self.scale).mean()
+
+    def _weights(self, owned: Owned) -> tuple[torch.Tensor, torch.Tensor]:
+        """The masks at ``owned`` ``(R, 1, h, w)``, and each region's weight over the whole grid ``(R, 1, 1)``."""
+        return self.masks[..., owned[0], owned[1]], region_weights(self.masks)
+
+    def partial_gram(self, features: torch.Tensor, owned: Owned, layer_size: Size) -> torch.Tensor:
+        """:func:`guided_gram_share` of the positions ``owned``."""
+        return guided_gram_share(features, *self._weights(owned))
+
+    def partial_grad(self, features: torch.Tensor, owned: Owned, layer_size: Size,
+                     d_gram: torch.Tensor) -> torch.Tensor:
+        """The gradient, for ``features`` at ``owned``, of a loss whose gradient with respect
+        to the whole Grams is ``d_gram`` ``(R, C, C)``: the sum over regions of
+        ``m_r^2 (D_r + D_r^T) F / W_r``."""
+        masks, total = self._weights(owned)
+        r, c = masks.shape[0], features.shape[1]
+        h, w = features.shape[-2:]
+        sym = (d_gram + d_gram.transpose(1, 2)) / total  # (R, C, C)
+        flat = features.reshape(1, c, h * w).expand(r, c, h * w)
+        per_region = torch.bmm(sym, flat).reshape(r, c, h, w) * masks.square()  # (R, C, h, w)
+        return per_region.sum(0, keepdim=True)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .options import MAX_LEVELS, OptionError, StylizeOptions, normalized
+from .tiling import align
 from .vgg import min_side
 
 Size = tuple[int, int]
@@ -86,6 +87,9 @@ class Level:
     """``(h, w)`` of each style image at this level: ``style_scale`` x ``side`` on its long side."""
     steps: int
     """Iterations at this level."""
+    tile: int | None = None
+    """Side of the tiles every pass over this level's images runs in (:mod:`nst.tiled`),
+    pixels; ``None``: whole images."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,10 @@ def make_plan(content_size: Size, style_sizes: Sequence[Size], options: StylizeO
         raise OptionError("out_of_range", "scales",
                           f"the last scale ({sides[-1]}) must be the output's long side ({max(output)})")
     needed = min_side(opts.content_layers + opts.style_layers)
+    grid = align(opts.content_layers + opts.style_layers)
+    if opts.tile_size is not None and opts.tile_size < grid:
+        raise OptionError("out_of_range", "tile_size", f"{{field}} must be at least {grid} pixels (the pooling grid "
+                          f"of the deepest layer in use), got {opts.tile_size}")
     levels = []
     for index, (side, steps) in enumerate(zip(sides, split_steps(opts.steps, len(sides)))):
         size = output if side == max(output) else fit(output, side)
@@ -169,5 +177,6 @@ def make_plan(content_size: Size, style_sizes: Sequence[Size], options: StylizeO
                 raise OptionError("image_too_small", "style_scale" if opts.style_scale < 1 else "style",
                                   f"style image {i} would be {w}x{h} pixels at long side {side}; both sides must "
                                   f"be at least {needed} pixels (see {{field}})")
-        levels.append(Level(index=index, side=side, size=size, style_sizes=scaled, steps=steps))
+        tile = opts.tile_size if opts.tile_size is not None and opts.tile_size < max(size) else None
+        levels.append(Level(index=index, side=side, size=size, style_sizes=scaled, steps=steps, tile=tile))
     return Plan(options=opts, levels=tuple(levels), blend=tuple(blend))

@@ -1,8 +1,11 @@
 """What a stylization reports: one :class:`Iterate` per evaluation, the :class:`Stylized` result, and
-the :class:`Recorder` that keeps the history and calls the progress callback."""
+the :class:`Recorder` that keeps the history and calls the progress callback; and when a run
+stops early (:class:`Stopping`)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -85,3 +88,25 @@ class Recorder:
         """Replace the last entry by the losses of the returned (full-size) image."""
         self.history[-1] = Iterate(iteration=self.done, steps=self.steps, losses=losses, level=self.levels - 1,
                                    levels=self.levels)
+
+
+@dataclass
+class Stopping:
+    """When a run ends early: at a ``time.monotonic()`` deadline (before an iteration that
+    would likely end after it, estimated from the level's iterations so far) or once a cancel
+    event is set. ``reason`` is what :attr:`Stylized.stopped` reports."""
+
+    deadline: float | None
+    cancel: threading.Event | None
+    reason: str = "steps"
+
+    def now(self, started: float, completed: int) -> bool:
+        """Whether to stop before the next iteration of a level that began at ``started``."""
+        if self.cancel is not None and self.cancel.is_set():
+            self.reason = "cancelled"
+        elif self.deadline is not None:
+            now = time.monotonic()
+            per_iteration = (now - started) / completed if completed else 0.0
+            if now + per_iteration > self.deadline:
+                self.reason = "time_budget"
+        return self.reason != "steps"

@@ -19,11 +19,10 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from . import color
 from .cache import StyleCache
-from .images import resize
+from .images import initial_image, resize
 from .losses import (
     ContentLoss,
     GuidedStyleLoss,
@@ -33,9 +32,11 @@ from .losses import (
     tv_loss,
 )
 from .masks import MaskError, label_regions, region_colors, resize_regions
-from .options import INITS, StylizeOptions, normalized
+from .options import StylizeOptions, normalized
 from .plan import Level, Plan, check_inputs, make_plan
-from .records import Iterate, Recorder, Stylized
+from .records import Iterate, Recorder, Stopping, Stylized
+from .tiled import assembled_features, evaluate_tiled, image_grams
+from .tiling import tile_grid
 from .vgg import FeatureExtractor, VGGFeatures, feature_size
 
 DEFAULT_OPTIONS = StylizeOptions()
@@ -54,49 +55,34 @@ def _size(image: torch.Tensor) -> tuple[int, int]:
     return image.shape[-2], image.shape[-1]
 
 
-def initial_image(content: torch.Tensor, init: str, seed: int, *, style: torch.Tensor | None = None,
-                  init_image: torch.Tensor | None = None) -> torch.Tensor:
-    """Return the starting image, shaped like ``content`` ``(1, 3, H, W)``, on its device.
-
-    ``"noise"`` draws uniform ``[0, 1)`` noise from a CPU generator seeded with ``seed``, so the
-    same seed gives the same start on every device. ``"style"`` and ``"image"`` resize ``style``
-    / ``init_image`` to the content's size (aspect ratio not kept).
-
-    Raises:
-        ValueError: ``init="image"`` without ``init_image``, or an unknown ``init``.
-    """
-    size = _size(content)
-    if init == "content":
-        return content.detach().clone()
-    if init == "noise":
-        generator = torch.Generator().manual_seed(seed)
-        return torch.rand(content.shape, generator=generator).to(content.device)
-    if init == "style" and style is not None:
-        return resize(style.detach(), size).clone()
-    if init == "image":
-        if init_image is None:
-            raise ValueError('init="image" needs an init_image')
-        return resize(init_image.detach(), size).clone()
-    raise ValueError(f"init must be one of {INITS}, got {init!r}")
-
-
 class _Targets:
-    """Loss modules for one level: content features and (blended, maybe region-guided) Grams."""
+    """Loss modules for one level: content features and (blended, maybe region-guided) Grams.
+
+    With ``tile`` (pixels) every pass over an image of this level (the content's, the styles',
+    the optimized one's) runs tile by tile (:mod:`nst.tiled`): the same loss and gradient, with
+    peak memory bounded by one tile's crop.
+    """
 
     def __init__(self, features: VGGFeatures, opts: StylizeOptions, content: torch.Tensor,
                  styles: list[torch.Tensor], blend: Sequence[float],
                  content_regions: torch.Tensor | None, style_regions: list[torch.Tensor] | None,
-                 cache: StyleCache | None = None, style_keys: Sequence[Hashable] | None = None) -> None:
+                 cache: StyleCache | None = None, style_keys: Sequence[Hashable] | None = None,
+                 tile: int | None = None) -> None:
         self.cache_hits = self.cache_misses = 0
+        self.tile = tile
+        layers = opts.content_layers + opts.style_layers
+        self.tiles = None if tile is None else tile_grid(_size(content), tile, layers)
         with torch.no_grad():
-            content_feats = FeatureExtractor(features, opts.content_layers, opts.pooling)(content)
+            content_feats = assembled_features(FeatureExtractor(features, opts.content_layers, opts.pooling), content,
+                                               self.tiles)
             self.content = {n: ContentLoss(content_feats[n]) for n in opts.content_layers}
+            del content_feats
             style_grams = [
                 self._style_grams(features, opts, s, None if style_regions is None else style_regions[i],
                                   cache, None if style_keys is None else style_keys[i])
                 for i, s in enumerate(styles)
             ]
-            self.style: dict[str, nn.Module] = {}
+            self.style: dict[str, StyleLoss | GuidedStyleLoss] = {}
             for name in opts.style_layers:
                 grams = [g[name] for g in style_grams]
                 if content_regions is None:
@@ -114,8 +100,8 @@ class _Targets:
         checkpointing = opts.gradient_checkpointing
         if checkpointing is None:
             checkpointing = content.shape[-2] * content.shape[-1] > CHECKPOINT_PIXELS
-        self.extractor = FeatureExtractor(features, opts.content_layers + opts.style_layers, opts.pooling,
-                                          checkpointing=checkpointing)
+        self.extractor = FeatureExtractor(features, layers, opts.pooling, checkpointing=checkpointing)
+        self.style_extractor = FeatureExtractor(features, opts.style_layers, opts.pooling)
         layer_weights = opts.style_layer_weights or normalized([1.0] * len(opts.style_layers))
         self.layer_weights = dict(zip(opts.style_layers, layer_weights))
         self.opts = opts
@@ -135,17 +121,43 @@ class _Targets:
                 self.cache_hits += 1
                 return cached
             self.cache_misses += 1
-        feats = FeatureExtractor(features, opts.style_layers, opts.pooling)(style)
-        if regions is None:
-            grams = {n: gram_matrix(f) for n, f in feats.items()}
+        extractor = FeatureExtractor(features, opts.style_layers, opts.pooling)
+        if self.tile is not None:
+            grams = image_grams(extractor, style, tile_grid(_size(style), self.tile, opts.style_layers), regions)
         else:
-            grams = {n: guided_gram_matrix(f, resize_regions(regions, f.shape[-2:])) for n, f in feats.items()}
+            feats = extractor(style)
+            if regions is None:
+                grams = {n: gram_matrix(f) for n, f in feats.items()}
+            else:
+                grams = {n: guided_gram_matrix(f, resize_regions(regions, f.shape[-2:])) for n, f in feats.items()}
         if key is not None:
             assert cache is not None
             cache.put(key, grams)
         return grams
 
+    def evaluate(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of ``image`` (a leaf that requires a gradient) and its terms, with the
+        gradient added to ``image.grad``: one backward pass, or tile by tile."""
+        if self.tiles is None:
+            total, losses = self(image)
+            total.backward()
+            return total, losses
+        return self._tiled(image, backward=True)
+
+    def losses(self, image: torch.Tensor) -> dict[str, float]:
+        """The loss terms of ``image``, without a gradient."""
+        with torch.no_grad():
+            return self(image)[1] if self.tiles is None else self._tiled(image, backward=False)[1]
+
+    def _tiled(self, image: torch.Tensor, *, backward: bool) -> tuple[torch.Tensor, dict[str, float]]:
+        assert self.tiles is not None
+        o = self.opts
+        return evaluate_tiled(image, self.tiles, style_extractor=self.style_extractor, extractor=self.extractor,
+                              content=self.content, style=self.style, layer_weights=self.layer_weights,
+                              weights=(o.content_weight, o.style_weight, o.tv_weight), backward=backward)
+
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of ``image`` (untiled) as a tensor with its autograd graph, and its terms."""
         feats = self.extractor(image)
         # Content layers are averaged and style layers weighted to sum 1, so adding a layer
         # does not change a group's overall weight.
@@ -184,7 +196,7 @@ class _Inputs:
             resize_regions(r, size) for r, size in zip(self.style_regions, level.style_sizes)
         ]
         targets = _Targets(self.features, self.plan.options, content, styles, self.plan.blend, content_regions,
-                           style_regions, self.cache, self.style_keys)
+                           style_regions, self.cache, self.style_keys, tile=level.tile)
         self.cache_hits += targets.cache_hits
         self.cache_misses += targets.cache_misses
         return content, styles, targets
@@ -254,7 +266,7 @@ def stylize(
     inputs = _prepare(features, plan, content, styles, content_mask, style_masks, cache, style_keys)
     recorder = Recorder(plan, callback)
     deadline = None if plan.options.time_budget_s is None else time.monotonic() + plan.options.time_budget_s
-    stopping = _Stopping(deadline, cancel)
+    stopping = Stopping(deadline, cancel)
     image, ran = _run_levels(inputs, recorder, init_image, stopping)
     if plan.options.color_control == "luminance":
         image = color.combine_luminance(image, content)
@@ -300,7 +312,7 @@ def _prepare(features: VGGFeatures, plan: Plan, content: torch.Tensor, styles: l
 
 
 def _run_levels(inputs: _Inputs, recorder: Recorder, init_image: torch.Tensor | None,
-                stopping: _Stopping) -> tuple[torch.Tensor, list[Level]]:
+                stopping: Stopping) -> tuple[torch.Tensor, list[Level]]:
     """Optimize the plan's levels coarse to fine, each warm-started from the previous one's
     result, until done or ``stopping`` says to stop. Returns the full-size
     ``(1, 3, H, W)`` image and the levels run."""
@@ -323,37 +335,14 @@ def _run_levels(inputs: _Inputs, recorder: Recorder, init_image: torch.Tensor | 
             if completed == 0 or final is not targets:
                 # The answer is full size, and its losses are those of the image returned.
                 image = resize(image, plan.size)
-                with torch.no_grad():
-                    recorder.restate_last(final(image)[1])
+                recorder.restate_last(final.losses(image))
             break
     assert image is not None
     return image, ran
 
 
-@dataclass
-class _Stopping:
-    """When a run ends early: at a ``time.monotonic()`` deadline (before an iteration that
-    would likely end after it, estimated from the level's iterations so far) or once a cancel
-    event is set. ``reason`` is what :attr:`Stylized.stopped` reports."""
-
-    deadline: float | None
-    cancel: threading.Event | None
-    reason: str = "steps"
-
-    def now(self, started: float, completed: int) -> bool:
-        """Whether to stop before the next iteration of a level that began at ``started``."""
-        if self.cancel is not None and self.cancel.is_set():
-            self.reason = "cancelled"
-        elif self.deadline is not None:
-            now = time.monotonic()
-            per_iteration = (now - started) / completed if completed else 0.0
-            if now + per_iteration > self.deadline:
-                self.reason = "time_budget"
-        return self.reason != "steps"
-
-
 def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, level: Level, recorder: Recorder,
-              stopping: _Stopping) -> tuple[torch.Tensor, int]:
+              stopping: Stopping) -> tuple[torch.Tensor, int]:
     """Run up to ``level.steps`` iterations from ``start`` (fewer if the next one would likely
     be cut short by ``stopping``; the first level always runs one), reporting each evaluation to
     ``recorder``. Returns the clamped result and the iterations completed."""
@@ -372,8 +361,7 @@ def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, le
     def closure() -> torch.Tensor:
         nonlocal evaluations
         optimizer.zero_grad(set_to_none=True)
-        total, losses = objective(image)
-        total.backward()
+        total, losses = objective.evaluate(image)
         recorder.report(evaluations, losses, image, level)
         evaluations += 1
         return total
@@ -393,6 +381,5 @@ def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, le
                 image.clamp_(0.0, 1.0)
     result = image.detach().clamp(0.0, 1.0)
     if completed:  # the losses reported last are those of the returned (clamped) image
-        with torch.no_grad():
-            recorder.report(completed, objective(result)[1], result, level)
+        recorder.report(completed, objective.losses(result), result, level)
     return result, completed

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import pytest
 from nst.options import StylizeOptions
 from nst.plan import make_plan
@@ -37,11 +40,11 @@ def test_the_progress_eta_weighs_the_fine_level_by_its_pixels() -> None:
     assert progress_event(Iterate(0, 30, {"total": 1.0}), 0.5, p)["eta_s"] is None
 
 
-def job(state: str, estimate_s: float | None, **fields) -> Job:
-    values = dict(id="j", state=state, worker="m:w", created_s=100.0, started_s=None, finished_s=None, lease_s=10.0,
-                  lease_until_s=None, cancel=None, progress=None, preview=None, result=None, error=None,
-                  estimate_s=estimate_s)
-    return Job(**(values | fields))
+def job(state: str, estimate_s: float | None, **fields: Any) -> Job:
+    accepted = Job(id="j", state=state, worker="m:w", created_s=100.0, started_s=None, finished_s=None, lease_s=10.0,
+                   lease_until_s=None, cancel=None, progress=None, preview=None, result=None, error=None,
+                   estimate_s=estimate_s)
+    return replace(accepted, **fields)
 
 
 def test_a_queued_job_s_eta_adds_what_the_jobs_ahead_have_left() -> None:
