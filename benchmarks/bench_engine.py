@@ -26,6 +26,9 @@ and memory only, which do not depend on the weights' values, on seeded random VG
 4. ``memory``: peak memory of a few iterations at 512 and 1024 px, and 2048 px with gradient
    checkpointing, each in a fresh process (RSS on the CPU, ``torch.cuda.max_memory_allocated``
    on a GPU), plus the L-BFGS history that a long run adds on top (computed: 2 x history x image).
+5. ``large``: large images (``benchmarks/large.py``): seconds per iteration and peak memory at
+   1024, 2048 and 4096 px, whole and tiled, within an 8 GiB budget (``--large-budget-mb``),
+   each against the plan's estimate, and the tiling overhead at 1024 px.
 
 Usage: ``python benchmarks/bench_engine.py [--quick] [--only floor peers quality memory]
 [--device cpu|cuda]`` (``make bench``; ``--quick`` runs every section at toy sizes in well under
@@ -51,14 +54,16 @@ sys.path.insert(0, str(ROOT / "handler"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import peers  # noqa: E402
+from large import large_probe, section_large  # noqa: E402
 from memory import memory_probe, section_memory  # noqa: E402
 from nst.cache import StyleCache  # noqa: E402
 from nst.images import decode_image, to_pil, to_tensor  # noqa: E402
 from nst.stylize import Iterate, StylizeOptions, _Targets, stylize  # noqa: E402
 from nst.vgg import LAYER_INDEX, FeatureExtractor, VGGFeatures, build_vgg19_features  # noqa: E402
 from nst.weights import make_random, resolve  # noqa: E402
+from results import publish  # noqa: E402
 
-SECTIONS = ("floor", "levers", "peers", "quality", "memory")
+SECTIONS = ("floor", "levers", "peers", "quality", "memory", "large")
 CONTENT = ROOT / "examples" / "contents" / "tubingen.jpg"
 STYLE = ROOT / "examples" / "styles" / "starry_night.jpg"
 
@@ -317,17 +322,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--probe-memory", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-large", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--tile", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--budget-mb", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--large-budget-mb", type=int, default=8192, help="large section: the worker's budget, MiB")
+    parser.add_argument("--large-sizes", type=int, nargs="+", default=[1024, 2048, 4096],
+                        help="large section: sizes, pixels (the first also runs with 512 px tiles)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.probe_memory:
         print(json.dumps(memory_probe(args.probe_memory, args.iters, args.checkpointing, device)))
         return 0
+    if args.probe_large:
+        print(json.dumps(large_probe(args.probe_large, args.tile, args.budget_mb, args.iters, device)))
+        return 0
+    first = args.large_sizes[0]
+    large_cases: list[tuple[int, int | None, int | None]] = [(first, None, None), (first, first // 2, None)]
+    large_cases += [(size, None, None) for size in args.large_sizes[1:2]]  # 2048 whole: about 10 GiB here
+    large_cases += [(size, None, args.large_budget_mb) for size in args.large_sizes[1:]]
     memory_cases = [(512, False), (1024, False), (1024, True), (2048, False), (2048, True)]
     memory_iters = 3
     if args.quick:
         args.sizes, args.iters, args.peer_size, args.peer_seconds = [64], 3, 64, 2.0
         args.ttq_size, args.ttq_steps, args.ttq_levels, args.ttq_scaled_steps = 64, 10, 2, 10
         memory_cases, memory_iters = [(64, False), (64, True)], 2
+        large_cases = [(256, None, None), (256, 128, None), (512, None, 2048)]
     features = build_vgg19_features(make_random(0).state).to(device)  # speed and memory only
     # Real weights only for the sections about results (fetching HED's takes a few seconds).
     real = resolve(args.weights) if {"peers", "quality"} & set(args.only) else None
@@ -339,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/bench_engine.py " + " ".join(argv if argv is not None else sys.argv[1:])
     titles = {"floor": "Engine against the floor", "levers": "Levers on the floor pass",
               "peers": "Peers, same wall time",
-              "quality": "Time to quality", "memory": "Peak memory"}
+              "quality": "Time to quality", "memory": "Peak memory", "large": "Large images"}
     for name in args.only:
         started = time.perf_counter()
         if name == "floor":
@@ -354,15 +373,14 @@ def main(argv: list[str] | None = None) -> int:
             assert real is not None
             body = section_quality(real_features, device, args.ttq_size, args.ttq_steps, args.ttq_levels,
                                    args.ttq_scaled_steps, real.label)
-        else:
+        elif name == "memory":
             body = section_memory(device, memory_cases, memory_iters, StylizeOptions().lbfgs_history)
+        else:
+            body = section_large(device, large_cases, 2)
         report = (f"\n## {titles[name]} ({dt.date.today().isoformat()})\n\n"
                   f"Machine: {machine}. Command: `{command.strip()}` (section took "
                   f"{time.perf_counter() - started:.0f} s).\n\n{body}\n")
-        print(report, flush=True)
-        if not args.quick:
-            with (ROOT / "benchmarks" / "RESULTS.md").open("a") as f:
-                f.write(report)
+        publish(report, quick=args.quick)
     return 0
 
 

@@ -33,12 +33,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "handler"))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from nst.images import to_tensor  # noqa: E402
 from nst.stylize import stylize  # noqa: E402
 from nst.weights import PROVENANCE_FILE, WEIGHTS_FILE, load_features, read_provenance  # noqa: E402
 from nst_client import StyleTransferClient  # noqa: E402
 from nst_http.request import parse_request  # noqa: E402
+from results import publish  # noqa: E402
 from torchserve_server import running_server  # noqa: E402  (the end-to-end tests' server harness)
 
 CONTENT = ROOT / "examples" / "contents" / "tubingen.jpg"
@@ -135,10 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.burst} requests one after another:\n\n"
         f"| concurrent clients | requests | seconds | requests / s |\n|---|---|---|---|\n{rows}\n"
     )
-    print(report)
-    if not args.quick:
-        with (ROOT / "benchmarks" / "RESULTS.md").open("a") as f:
-            f.write(report)
+    publish(report, quick=args.quick)
     return 0
 
 

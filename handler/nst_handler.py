@@ -30,6 +30,7 @@ from nst.stylize import stylize
 from nst.weights import PROVENANCE_FILE, load_features, read_provenance
 from nst_http import kserve, response
 from nst_http.batch import Row
+from nst_http.budget import LoopClock, measure_budget, measure_speed
 from nst_http.desk import JobDesk
 from nst_http.errors import PHRASES, RequestError, from_engine_error, internal_error
 from nst_http.jobs import SUBMIT, JobSettings, parse_job
@@ -79,13 +80,17 @@ class NSTHandler(BaseHandler):
         self.device = torch.device(f"cuda:{gpu_id}" if torch.cuda.is_available() and gpu_id is not None else "cpu")
         weights_path = model_dir / context.manifest["model"]["serializedFile"]
         self.features = load_features(weights_path, self.provenance).to(self.device)
+        self.budget = measure_budget(self.limits.memory_budget_mb, self.device)
         jobs = JobSettings.from_config(config.get("jobs") or {}, os.environ)
         self.desk = JobDesk(jobs, f"{socket.gethostname()}:{_worker_slot()}", str(self.device),
                             on_state=lambda state: self._metric("NSTJobs", 1, State=state),
                             on_wait=lambda s: self._metric("NSTJobQueueSeconds", s, kind=MetricTypes.GAUGE,
                                                            unit="Seconds"))
-        logger.info("NST model loaded: weights %s (%s, %s input) on %s, %d torch threads", self.provenance.label,
-                    self.provenance.network, self.provenance.input_convention, self.device, torch.get_num_threads())
+        self.desk.measured(*measure_speed(self.features, self.device))  # a figure for the first estimates
+        logger.info("NST model loaded: weights %s (%s, %s input) on %s, %d torch threads, memory budget %.1f GiB "
+                    "(%.1f GiB held), %.3g s per megapixel-iteration", self.provenance.label, self.provenance.network,
+                    self.provenance.input_convention, self.device, torch.get_num_threads(), self.budget.total / 2**30,
+                    self.budget.baseline / 2**30, (self.desk.seconds_per_work or 0) * 1e6)
         self.initialized = True
 
     def handle(self, data: list[Any] | None, context: Any) -> list[Any]:
@@ -113,7 +118,7 @@ class NSTHandler(BaseHandler):
                 body = decode_body(kserve.row_body(row.envelope, row.index, row.raw))
                 row.job = parse_job(body)
                 if row.job is None or row.job.action == SUBMIT:
-                    row.request = parse_request(body, defaults=self.defaults, limits=self.limits,
+                    row.request = parse_request(body, defaults=self.defaults, limits=self.limits, budget=self.budget.working,
                                                 network=self.provenance.network)
                     kserve.check_row(row.envelope, stream=row.request.serving.stream)
                     if row.job is not None and row.request.serving.stream:
@@ -136,7 +141,11 @@ class NSTHandler(BaseHandler):
             try:
                 run = partial(self._run, row)
                 work = row.request.plan.work if row.request is not None else 0
-                if row.job is None:
+                if row.request is not None and row.request.serving.dry_run:
+                    row.answer = response.plan_body(row.request, seconds_per_work=self.desk.seconds_per_work,
+                                                     budget=self.budget, weights=self.provenance.label,
+                                                     device=str(self.device), request_id=row.request_id)
+                elif row.job is None:
                     row.answer = self.desk.wait(run, work)
                 elif row.job.action == SUBMIT:
                     row.answer = self.desk.submit(run, work)
@@ -189,7 +198,8 @@ class NSTHandler(BaseHandler):
                            "device": str(self.device), "limits": asdict(self.limits),
                            "defaults": self.effective_defaults})
 
-    def _watcher(self, row: Row, job_id: str, cancel: threading.Event, started: float) -> Callable[[Iterate], None]:
+    def _watcher(self, row: Row, job_id: str, cancel: threading.Event, started: float,
+                 clock: LoopClock) -> Callable[[Iterate], None]:
         """A stylize() callback that records the job's progress in the store (and, for a
         submitted job, a preview every ``progress_every`` iterations), sets ``cancel`` when the
         store says the job was cancelled, and with ``stream`` sends the row's events as NDJSON
@@ -199,6 +209,7 @@ class NSTHandler(BaseHandler):
         submitted = row.job is not None
 
         def callback(it: Iterate) -> None:
+            clock.tick(it)
             progress = response.progress_event(it, time.perf_counter() - started, request.plan)
             preview = response.preview_event(it) if response.preview_due(request, it, submitted=submitted) else None
             if self.desk.report(job_id, progress, preview):
@@ -226,12 +237,12 @@ class NSTHandler(BaseHandler):
         try:
             start = time.perf_counter()
             content, styles, images = request.tensors(self.device)
-            cancel = threading.Event()
+            cancel, clock = threading.Event(), LoopClock(request.plan)
             result = stylize(content, styles, self.features, request.options(), **images, plan=request.plan,
                              cache=self.style_cache, style_keys=request.style_keys(), cancel=cancel,
-                             callback=self._watcher(row, job_id, cancel, start))
+                             callback=self._watcher(row, job_id, cancel, start, clock))
             optimized = time.perf_counter()
-            self.desk.measured(optimized - start, request.plan.work_done(result.iterations))
+            self.desk.measured(*clock.measured())
             image = encode_image(result.image, request.serving.output_format)
             encoded = time.perf_counter()
         except Exception as exc:

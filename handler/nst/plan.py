@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .memory import MIN_HISTORY, MIN_TILE, fit_level
 from .options import MAX_LEVELS, OptionError, StylizeOptions, normalized
 from .tiling import align
 from .vgg import min_side
@@ -90,6 +91,17 @@ class Level:
     tile: int | None = None
     """Side of the tiles every pass over this level's images runs in (:mod:`nst.tiled`),
     pixels; ``None``: whole images."""
+    tiles: int = 1
+    """Tiles per pass over the image optimized."""
+    checkpointing: bool | None = None
+    """Gradient checkpointing; ``None``: by the run's own rule (:data:`nst.memory.CHECKPOINT_PIXELS`)."""
+    history: int = 0
+    """L-BFGS history pairs kept (the option's, or fewer to fit the memory budget); 0: the option's."""
+    peak_bytes: int = 0
+    """Expected peak of the optimization's own memory at this level, bytes (:mod:`nst.memory`)."""
+    cost: float = 1.0
+    """Pixels an iteration processes per pixel of the image: more than 1 for tiles (halos, a
+    second forward pass) and checkpointing."""
 
 
 @dataclass(frozen=True)
@@ -113,26 +125,36 @@ class Plan:
         return [level.side for level in self.levels]
 
     @property
-    def work(self) -> int:
-        """Pixel-iterations of the whole run: the sum over levels of ``steps x h x w``. Every
-        layer of the network is a convolution over the image, so an iteration costs time in
-        proportion to its pixels, and a run in proportion to this (what run-time estimates
-        scale by)."""
+    def work(self) -> float:
+        """Pixel-iterations of the whole run: the sum over levels of ``steps x h x w x cost``.
+        Every layer of the network is a convolution over the image, so an iteration costs time
+        in proportion to the pixels it processes, and a run in proportion to this (what
+        run-time estimates scale by)."""
         return self.work_done(sum(level.steps for level in self.levels))
 
-    def work_done(self, iterations: int) -> int:
+    def work_done(self, iterations: int) -> float:
         """Pixel-iterations of the first ``iterations`` iterations, counted across the levels
         in order (as :class:`nst.records.Iterate` counts them)."""
-        done = 0
+        done = 0.0
         for level in self.levels:
             steps = min(level.steps, max(iterations, 0))
-            done += steps * level.size[0] * level.size[1]
+            done += steps * level.size[0] * level.size[1] * level.cost
             iterations -= steps
         return done
 
+    @property
+    def peak_bytes(self) -> int:
+        """The largest level's expected peak, bytes (the levels run one after another)."""
+        return max(level.peak_bytes for level in self.levels)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
 
 def make_plan(content_size: Size, style_sizes: Sequence[Size], options: StylizeOptions, *,
-              long_side: int | None = None, blend: Sequence[float] | None = None) -> Plan:
+              long_side: int | None = None, blend: Sequence[float] | None = None,
+              budget: int | None = None) -> Plan:
     """Plan the levels of a run: sizes, per-level style sizes, iterations per level.
 
     Args:
@@ -143,12 +165,16 @@ def make_plan(content_size: Size, style_sizes: Sequence[Size], options: StylizeO
             output's.
         blend: the blend weights from :func:`check_inputs` (computed here when ``None``,
             without the init-image check).
+        budget: bytes the optimization may use (:func:`nst.memory.fit_level` fits each level
+            in it with tiles, checkpointing and a shorter L-BFGS history); ``None``: no budget.
 
     Raises:
         OptionError: ``scales`` not ending at the output's long side (``scales``), or an image
             too small at some level for the layers in use (code ``image_too_small``; field
             ``image_size`` for the output, ``scales`` for a coarser level, ``style_scale``
-            or ``style`` for a style image).
+            or ``style`` for a style image); a level that cannot fit ``budget`` even in the
+            smallest tiles (code ``over_memory_budget``, field ``image_size``, or
+            ``tile_size`` for tiles asked for).
     """
     opts = options.effective()
     if blend is None:
@@ -177,6 +203,19 @@ def make_plan(content_size: Size, style_sizes: Sequence[Size], options: StylizeO
                 raise OptionError("image_too_small", "style_scale" if opts.style_scale < 1 else "style",
                                   f"style image {i} would be {w}x{h} pixels at long side {side}; both sides must "
                                   f"be at least {needed} pixels (see {{field}})")
-        tile = opts.tile_size if opts.tile_size is not None and opts.tile_size < max(size) else None
-        levels.append(Level(index=index, side=side, size=size, style_sizes=scaled, steps=steps, tile=tile))
+        fitted = fit_level(size, opts.content_layers + opts.style_layers, opts.content_layers, budget=budget,
+                           history=opts.lbfgs_history if opts.optimizer == "lbfgs" else 0, tile=opts.tile_size,
+                           checkpointing=opts.gradient_checkpointing)
+        if fitted is None:
+            assert budget is not None
+            need = fit_level(size, opts.content_layers + opts.style_layers, opts.content_layers, budget=None,
+                             history=MIN_HISTORY, tile=opts.tile_size or MIN_TILE, checkpointing=False)
+            raise OptionError("over_memory_budget", "tile_size" if opts.tile_size else "image_size",
+                              f"level {index} ({size[1]}x{size[0]} pixels) needs about "
+                              f"{_gib(need.peak_bytes if need else 0)} "
+                              f"even in {opts.tile_size or MIN_TILE} px tiles, more than this server's memory budget "
+                              f"({_gib(budget)}); lower {{field}}")
+        levels.append(Level(index=index, side=side, size=size, style_sizes=scaled, steps=steps, tile=fitted.tile,
+                            tiles=fitted.tiles, checkpointing=fitted.checkpointing, history=fitted.history,
+                            peak_bytes=fitted.peak_bytes, cost=fitted.cost))
     return Plan(options=opts, levels=tuple(levels), blend=tuple(blend))

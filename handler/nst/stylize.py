@@ -32,6 +32,7 @@ from .losses import (
     tv_loss,
 )
 from .masks import MaskError, label_regions, region_colors, resize_regions
+from .memory import CHECKPOINT_PIXELS
 from .options import StylizeOptions, normalized
 from .plan import Level, Plan, check_inputs, make_plan
 from .records import Iterate, Recorder, Stopping, Stylized
@@ -41,8 +42,6 @@ from .vgg import FeatureExtractor, VGGFeatures, feature_size
 
 DEFAULT_OPTIONS = StylizeOptions()
 
-#: Levels with more pixels than this (1024 x 1024) use gradient checkpointing unless told otherwise.
-CHECKPOINT_PIXELS = 1024 * 1024
 
 
 def _check_image(image: torch.Tensor, name: str) -> None:
@@ -67,7 +66,7 @@ class _Targets:
                  styles: list[torch.Tensor], blend: Sequence[float],
                  content_regions: torch.Tensor | None, style_regions: list[torch.Tensor] | None,
                  cache: StyleCache | None = None, style_keys: Sequence[Hashable] | None = None,
-                 tile: int | None = None) -> None:
+                 tile: int | None = None, checkpointing: bool | None = None) -> None:
         self.cache_hits = self.cache_misses = 0
         self.tile = tile
         layers = opts.content_layers + opts.style_layers
@@ -97,11 +96,14 @@ class _Targets:
                 target = torch.einsum("sr,srij->rij", weight, torch.stack(grams))  # (R, C, C)
                 layer_size = feature_size(_size(content), name)
                 self.style[name] = GuidedStyleLoss(target, resize_regions(content_regions, layer_size))
-        checkpointing = opts.gradient_checkpointing
         if checkpointing is None:
-            checkpointing = content.shape[-2] * content.shape[-1] > CHECKPOINT_PIXELS
+            checkpointing = opts.gradient_checkpointing
+        if checkpointing is None:
+            checkpointing = tile is None and content.shape[-2] * content.shape[-1] > CHECKPOINT_PIXELS
         self.extractor = FeatureExtractor(features, layers, opts.pooling, checkpointing=checkpointing)
-        self.style_extractor = FeatureExtractor(features, opts.style_layers, opts.pooling)
+        # Pass 1 of a tiled evaluation stops at the deepest style layer.
+        self.style_extractor = None if self.tiles is None else FeatureExtractor(features, opts.style_layers,
+                                                                               opts.pooling)
         layer_weights = opts.style_layer_weights or normalized([1.0] * len(opts.style_layers))
         self.layer_weights = dict(zip(opts.style_layers, layer_weights))
         self.opts = opts
@@ -150,7 +152,7 @@ class _Targets:
             return self(image)[1] if self.tiles is None else self._tiled(image, backward=False)[1]
 
     def _tiled(self, image: torch.Tensor, *, backward: bool) -> tuple[torch.Tensor, dict[str, float]]:
-        assert self.tiles is not None
+        assert self.tiles is not None and self.style_extractor is not None
         o = self.opts
         return evaluate_tiled(image, self.tiles, style_extractor=self.style_extractor, extractor=self.extractor,
                               content=self.content, style=self.style, layer_weights=self.layer_weights,
@@ -196,7 +198,8 @@ class _Inputs:
             resize_regions(r, size) for r, size in zip(self.style_regions, level.style_sizes)
         ]
         targets = _Targets(self.features, self.plan.options, content, styles, self.plan.blend, content_regions,
-                           style_regions, self.cache, self.style_keys, tile=level.tile)
+                           style_regions, self.cache, self.style_keys, tile=level.tile,
+                           checkpointing=level.checkpointing)
         self.cache_hits += targets.cache_hits
         self.cache_misses += targets.cache_misses
         return content, styles, targets
@@ -351,7 +354,7 @@ def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, le
         # Negative tolerances so that exactly level.steps iterations run (with normalized
         # losses torch's defaults can stop a run after one evaluation).
         optimizer: torch.optim.Optimizer = torch.optim.LBFGS(
-            [image], lr=1.0, max_iter=1, history_size=opts.lbfgs_history,
+            [image], lr=1.0, max_iter=1, history_size=level.history or opts.lbfgs_history,
             tolerance_grad=-1.0, tolerance_change=-1.0,
         )
     else:

@@ -40,6 +40,9 @@ class ServingOptions:
     progress_every: int = option(10, int, minimum=1, maximum=1_000_000, unit="iterations")
     preview_every: int = option(0, int, minimum=0, maximum=1_000_000, unit="iterations")
     """0: no previews."""
+    dry_run: bool = option(False, bool)
+    """Answer at once with the plan (levels, tiles, estimated peak memory and seconds) instead
+    of running it; a request the run would refuse gets the same 4xx."""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -77,9 +80,9 @@ PARAMS: Mapping[str, Param] = {
 class Limits:
     """What one request may ask for; set under ``handler.limits`` in ``model-config.yaml``."""
 
-    max_image_side: int = 1024
+    max_image_side: int = 4096
     """Largest ``image_size`` (long side of the output), pixels; style images may be up to
-    twice this after ``style_scale``."""
+    twice this after ``style_scale``. Levels too large for the memory budget run in tiles."""
     max_steps: int = 2000
     """Largest ``steps``, iterations."""
     max_input_pixels: int = 25_000_000
@@ -88,6 +91,10 @@ class Limits:
     """Largest encoded input image, bytes (after base64 decoding)."""
     max_styles: int = 4
     """Most style images in one request."""
+    memory_budget_mb: int | None = None
+    """The worker's peak memory, MiB (resident memory on the CPU, allocated memory on CUDA),
+    within which every level is planned (:mod:`nst_http.budget`); ``None``: a third of the
+    machine's RAM on the CPU, 90% of the GPU's memory on CUDA."""
 
 
 DEFAULT_LIMITS = Limits()
@@ -175,6 +182,9 @@ def parse(raw: Any, *, defaults: Mapping[str, Any] | None = None, limits: Limits
     if options.style_scale * serving.image_size > 2 * limits.max_image_side:
         raise bad("out_of_range", f"params.style_scale x image_size must be at most {2 * limits.max_image_side} "
                   "pixels", "params.style_scale")
+    if serving.dry_run and serving.stream:
+        raise bad("invalid_choice", "params.dry_run answers with the plan at once: it cannot be streamed "
+                  "(drop params.stream)", "params.dry_run")
     return Params(serving, options)
 
 

@@ -196,12 +196,13 @@ def _digest(value: str) -> str:
 
 
 def parse_request(body: Any, *, defaults: Mapping[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS,
-                  network: str = DEFAULT_NETWORK) -> StyleRequest:
+                  network: str = DEFAULT_NETWORK, budget: int | None = None) -> StyleRequest:
     """Check one request body (parsed JSON, or raw bytes/str that should be JSON) and plan it.
 
     Parameters and the fields' presence are checked before any image is decoded, so a bad
     parameter costs nothing; the images' sizes are then checked by making the engine's plan.
-    ``network`` is the served one (see :func:`nst_http.params.parse`).
+    ``network`` is the served one (see :func:`nst_http.params.parse`); ``budget`` the bytes an
+    optimization may use (:func:`nst.plan.make_plan`).
 
     Raises:
         RequestError: the first problem found, naming its field.
@@ -233,7 +234,7 @@ def parse_request(body: Any, *, defaults: Mapping[str, Any] | None = None, limit
                       f"least {MIN_INPUT_SIDE}", field)
     try:
         plan = make_plan((content.height, content.width), [(s.height, s.width) for s in styles], checked.options,
-                         long_side=checked.serving.image_size, blend=blend)
+                         long_side=checked.serving.image_size, blend=blend, budget=budget)
     except OptionError as exc:
         raise from_option_error(exc) from None
 

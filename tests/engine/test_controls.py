@@ -67,8 +67,9 @@ class RecordingTargets(_Targets):
 
     made: list[RecordingTargets] = []
 
-    def __init__(self, features, opts, content, styles, blend, content_regions, style_regions, *args) -> None:
-        super().__init__(features, opts, content, styles, blend, content_regions, style_regions, *args)
+    def __init__(self, features, opts, content, styles, blend, content_regions, style_regions, *args,
+                 **kwargs) -> None:
+        super().__init__(features, opts, content, styles, blend, content_regions, style_regions, *args, **kwargs)
         self.content_shape = tuple(content.shape)
         self.style_shapes = [tuple(s.shape) for s in styles]
         RecordingTargets.made.append(self)

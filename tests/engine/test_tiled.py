@@ -3,6 +3,8 @@ gradient and short runs they give equal to the untiled ones (relative error unde
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from nst.masks import label_regions, region_colors, resize_regions
@@ -14,7 +16,7 @@ from nst.tiling import Field, align, halo, receptive_field, tile_grid
 from nst.vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, FeatureExtractor, VGGFeatures, feature_size
 
 LAYERS = DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS
-SHALLOW = {"content_layers": ("relu2_2",), "style_layers": ("relu1_1", "relu2_1", "relu3_1")}
+SHALLOW: dict[str, Any] = {"content_layers": ("relu2_2",), "style_layers": ("relu1_1", "relu2_1", "relu3_1")}
 
 
 def rand(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -101,8 +103,8 @@ def test_tiled_loss_and_gradient_equal_the_whole_image_s(features: VGGFeatures, 
     styles = [rand(1, 3, 80 + 8 * i, 72, seed=2 + i) for i in range(n_styles)]
     blend = opts.style_blend_weights or normalized([1.0] * n_styles)
     regions = guided(features, opts, content, styles) if masked else (None, None)
-    whole = _Targets(features, opts, content, styles, blend, *regions)
-    tiled = _Targets(features, opts, content, styles, blend, *regions, tile=side)
+    whole = _Targets(features, opts, content, styles, blend, regions[0], regions[1])
+    tiled = _Targets(features, opts, content, styles, blend, regions[0], regions[1], tile=side)
     assert tiled.tiles is not None and len(tiled.tiles) >= 4
     for name, loss in whole.content.items():  # content targets assembled from tiles
         assert rel(tiled.content[name].target, loss.target) < 1e-5

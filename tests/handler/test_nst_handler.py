@@ -98,7 +98,7 @@ def test_initialize(handler: NSTHandler, random_state) -> None:
     assert handler.initialized is True
     assert handler.device == torch.device("cpu")
     assert handler.provenance.label == "random-seed-0" and handler.provenance.source == "random"
-    assert handler.limits == Limits(max_image_side=1024, max_steps=2000, max_input_pixels=25_000_000,
+    assert handler.limits == Limits(max_image_side=4096, max_steps=2000, max_input_pixels=25_000_000,
                                     max_input_bytes=20_000_000)
     assert handler.defaults == TINY_DEFAULTS
     assert next(handler.features.parameters()).device.type == "cpu"

@@ -37,9 +37,11 @@ DEFAULTS = {
     "mode": "stylize",
     "return_history": False,
     "time_budget_s": None,
+    "tile_size": None,
     "stream": False,
     "progress_every": 10,
     "preview_every": 0,
+    "dry_run": False,
 }
 
 
@@ -105,7 +107,7 @@ def test_params_must_be_an_object() -> None:
 
 @pytest.mark.parametrize(
     "name, value",
-    [("steps", 0), ("steps", -1), ("steps", 2001), ("image_size", 15), ("image_size", 1025),
+    [("steps", 0), ("steps", -1), ("steps", 2001), ("image_size", 15), ("image_size", 4097),
      ("content_weight", -1.0), ("style_weight", -1), ("tv_weight", 1e13), ("style_weight", float("inf")),
      ("content_weight", float("-inf")), ("tv_weight", float("nan")), ("seed", -1), ("seed", 2**63)],
 )

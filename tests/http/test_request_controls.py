@@ -268,8 +268,8 @@ def test_return_history() -> None:
 
 def test_style_scale_limits(body: dict) -> None:
     # The style may be at most twice max_image_side pixels on its long side.
-    assert parse_params({"image_size": 1024, "style_scale": 2.0})["style_scale"] == 2.0
-    assert_400(_error(parse_params, {"image_size": 1024, "style_scale": 2.5}), "out_of_range", "params.style_scale")
+    assert parse_params({"image_size": 4096, "style_scale": 2.0})["style_scale"] == 2.0
+    assert_400(_error(parse_params, {"image_size": 4096, "style_scale": 2.5}), "out_of_range", "params.style_scale")
     small = Limits(max_image_side=64)
     assert parse_params({"image_size": 64, "style_scale": 2.0}, limits=small)["style_scale"] == 2.0
     assert_400(_error(parse_params, {"image_size": 64, "style_scale": 2.5}, limits=small), "out_of_range",
@@ -305,7 +305,7 @@ def test_options_map_every_param(body: dict, image_b64) -> None:
         "seed": 5, "content_layers": ["relu3_1"], "style_layers": ["relu1_1", "relu2_1"],
         "style_layer_weights": [1, 3], "style_blend_weights": [3, 1], "style_scale": 1.5,
         "color_control": "histogram", "pooling": "avg", "optimizer": "adam", "learning_rate": 0.1,
-        "lbfgs_history": 7, "scales": 2, "mode": "stylize", "time_budget_s": 30,
+        "lbfgs_history": 7, "scales": 2, "mode": "stylize", "time_budget_s": 30, "tile_size": 48,
     }
     options = parse_request(body).options()
     assert options == StylizeOptions(
@@ -313,7 +313,7 @@ def test_options_map_every_param(body: dict, image_b64) -> None:
         content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1"), style_layer_weights=(0.25, 0.75),
         style_blend_weights=(0.75, 0.25), style_scale=1.5, color_control="histogram", pooling="avg",
         optimizer="adam", learning_rate=0.1, lbfgs_history=7, scales=(32, 64), mode="stylize",
-        time_budget_s=30.0,
+        time_budget_s=30.0, tile_size=48,
     )
     # Every option was set away from its default, so a parameter options() dropped would show.
     default = StylizeOptions()

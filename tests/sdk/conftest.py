@@ -49,6 +49,30 @@ def _job_body(state: str = "queued", job_id: str = "j-1", **fields: Any) -> dict
     return {"job": status}
 
 
+def _plan_body(**overrides: Any) -> dict[str, Any]:
+    """A 200 dry-run answer (``PlanResponse``) following the contract: two levels, the first
+    whole and measured, the second tiled and not yet measured (its and the total's ``seconds``
+    null)."""
+    body: dict[str, Any] = {
+        "plan": {
+            "width": 4096, "height": 3072,
+            "levels": [
+                {"side": 1024, "width": 1024, "height": 768, "steps": 100, "tile": None, "tiles": 1,
+                 "lbfgs_history": 100, "peak_memory_bytes": 4_000_000_000, "seconds": 60.5},
+                {"side": 4096, "width": 4096, "height": 3072, "steps": 100, "tile": 1024, "tiles": 16,
+                 "lbfgs_history": 8, "peak_memory_bytes": 7_900_000_000, "seconds": None},
+            ],
+            "peak_memory_bytes": 7_900_000_000, "memory_budget_bytes": 8_589_934_592, "seconds": None,
+        },
+        "params": {"image_size": 4096, "steps": 200, "scales": [1024, 4096], "dry_run": True, "tile_size": None},
+        "weights": "hed-bsds500-vgg16",
+        "device": "cpu",
+        "request_id": "abc",
+    }
+    body.update(overrides)
+    return body
+
+
 @dataclass
 class Recorded:
     method: str
@@ -255,6 +279,12 @@ def _write_key_file(path: Path, key: str) -> Path:
 def success_body() -> Callable[..., dict[str, Any]]:
     """``success_body(**overrides)`` builds a contract-conformant 200 body."""
     return _success_body
+
+
+@pytest.fixture
+def plan_body() -> Callable[..., dict[str, Any]]:
+    """``plan_body(**overrides)`` builds a contract-conformant 200 dry-run answer."""
+    return _plan_body
 
 
 @pytest.fixture

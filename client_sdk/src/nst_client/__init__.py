@@ -10,7 +10,8 @@ Example::
 
 :class:`AsyncStyleTransferClient` is the same client for ``asyncio`` (the ``async`` extra:
 ``pip install 'nst-client[async]'``); ``info()`` on either describes the served model, and
-``submit()`` starts a :class:`Job` to follow, cancel or fetch later.
+``submit()`` starts a :class:`Job` to follow, cancel or fetch later, and ``plan()`` returns the
+server's :class:`Plan` of a request (sizes, tiles, memory, seconds) without running it.
 """
 
 from ._async import AsyncStyleTransferClient
@@ -35,6 +36,7 @@ from ._exceptions import (
 from ._images import ImageInput, StyleInput
 from ._jobs import AsyncJob, Job, JobStatus
 from ._params import ColorControl, InitMode, OptimizerName, OutputFormat, Pooling, RenderMode, StylizeParams
+from ._plan import Plan, PlanLevel
 from ._results import ModelInfo, StylizeResult
 from ._stream import PreviewEvent, ProgressEvent, ResultEvent, StreamEvent
 from ._version import __version__
@@ -45,6 +47,8 @@ __all__ = [
     "AsyncStyleTransferClient",
     "StylizeResult",
     "ModelInfo",
+    "Plan",
+    "PlanLevel",
     "Job",
     "AsyncJob",
     "JobStatus",

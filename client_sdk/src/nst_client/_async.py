@@ -17,6 +17,7 @@ from ._exceptions import Failure, MissingDependencyError, status_error, stream_t
 from ._images import ImageInput, StyleInput
 from ._jobs import AsyncJob, job_status
 from ._params import StreamArgs, StylizeArgs, keyword_signature
+from ._plan import Plan, plan_result
 from ._request import Request
 from ._results import ModelInfo, StylizeResult, json_object, model_info, stylize_result
 from ._retry import Outcome, arun, attempts
@@ -166,6 +167,14 @@ class AsyncStyleTransferClient(BaseClient):
         response = await self._send(request)
         status = job_status(json_object(response.content, response.headers, response), response)
         return AsyncJob(self, status.id, status)
+
+    @keyword_signature(StylizeArgs)
+    async def plan(self, content: ImageInput, style: StyleInput, **params: Unpack[StylizeArgs]) -> Plan:
+        """Ask for the plan of ``stylize(content, style, **params)`` without running it, as
+        :meth:`StyleTransferClient.plan` (same request, :class:`Plan` and errors)."""
+        request = await asyncio.to_thread(self._plan_request, content, style, params)
+        response = await self._send(request)
+        return plan_result(json_object(response.content, response.headers, response), response)
 
     def job(self, job_id: str) -> AsyncJob:
         """The :class:`AsyncJob` with this id (nothing is sent), as :meth:`StyleTransferClient.job`."""

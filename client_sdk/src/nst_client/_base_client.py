@@ -21,7 +21,15 @@ from ._constants import (
     ENV_MANAGEMENT_URL,
 )
 from ._images import ImageInput, StyleInput
-from ._request import Request, job_body, read_timeout_for, split_stylize_args, stylize_body
+from ._request import (
+    Request,
+    job_body,
+    plan_params,
+    read_timeout_for,
+    refuse_dry_run,
+    split_stylize_args,
+    stylize_body,
+)
 
 __all__ = ["BaseClient", "management_url_for"]
 
@@ -108,9 +116,11 @@ class BaseClient:
         (:func:`~nst_client._request.stylize_body`); reads and encodes the input images.
 
         Raises:
-            TypeError, FileNotFoundError, ValueError: Bad local input (see ``stylize``).
+            TypeError, FileNotFoundError, ValueError: Bad local input (see ``stylize``), or
+                ``dry_run`` set (that is :meth:`_plan_request`'s).
         """
         images, params = split_stylize_args(kwargs, stream=stream)
+        refuse_dry_run(params, "stylize_stream" if stream else "stylize")
         data, sent = stylize_body(content, style, **images, params=params)
         return Request("POST", self._predictions_url(), self._credentials,
                        read_timeout_for(sent, self.timeout), data, stream=stream)
@@ -122,12 +132,26 @@ class BaseClient:
 
         Raises:
             TypeError, FileNotFoundError, ValueError: Bad local input (see ``stylize``); a job
-                is never streamed (``stream`` given).
+                is never streamed (``stream`` given) nor a dry run (``dry_run`` set).
         """
         images, params = split_stylize_args(kwargs)
         if params.get("stream") is not None:
             raise ValueError("stream: a job is not streamed; follow it with status() or events()")
+        refuse_dry_run(params, "submit")
         data, _ = stylize_body(content, style, **images, params=params, job={"action": "submit"})
+        return Request("POST", self._predictions_url(), self._credentials, self.timeout, data)
+
+    def _plan_request(self, content: ImageInput, style: StyleInput, kwargs: Mapping[str, Any]) -> Request:
+        """``POST /predictions/<model>`` asking for the plan of ``stylize(content, style, **kwargs)``:
+        the same body with ``params.dry_run = true`` (:func:`~nst_client._request.plan_params`),
+        answered at once (read timeout ``timeout``, not shortened by ``time_budget_s``).
+
+        Raises:
+            TypeError, FileNotFoundError, ValueError: Bad local input (see ``stylize``); a plan
+                is never streamed (``stream`` given).
+        """
+        images, params = split_stylize_args(kwargs)
+        data, _ = stylize_body(content, style, **images, params=plan_params(params))
         return Request("POST", self._predictions_url(), self._credentials, self.timeout, data)
 
     def _job_request(self, action: str, job_id: str, *, timeout: Optional[float] = None,

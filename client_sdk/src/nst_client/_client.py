@@ -18,6 +18,7 @@ from ._exceptions import Failure, status_error, stream_transport_error
 from ._images import ImageInput, StyleInput
 from ._jobs import Job, job_status
 from ._params import StreamArgs, StylizeArgs, keyword_signature
+from ._plan import Plan, plan_result
 from ._request import Request
 from ._results import ModelInfo, StylizeResult, json_object, model_info, stylize_result
 from ._retry import Outcome, attempts, run
@@ -140,6 +141,10 @@ class StyleTransferClient(BaseClient):
             APIConnectionError: No answer (``APITimeoutError`` on timeout).
             APIResponseValidationError: A 200 answer without a decodable image, or with a
                 malformed ``history``; with ``progress``, a malformed stream.
+
+        ``dry_run`` is not a keyword of ``stylize``: :meth:`plan` asks for the plan, and
+        ``dry_run=True`` passed here anyway raises ``ValueError`` (naming :meth:`plan`) before
+        anything is sent. The same holds for :meth:`stylize_stream` and :meth:`submit`.
         """
         if progress:
             require_tqdm()  # fail before a minutes-long job is started
@@ -227,6 +232,45 @@ class StyleTransferClient(BaseClient):
         response = self._send(self._submit_request(content, style, params))
         status = job_status(json_object(response.content, response.headers, response), response)
         return Job(self, status.id, status)
+
+    @keyword_signature(StylizeArgs)
+    def plan(self, content: ImageInput, style: StyleInput, **params: Unpack[StylizeArgs]) -> Plan:
+        """Ask what ``stylize(content, style, **params)`` would do and need, without running it:
+        the server answers at once with its plan (each level's size in pixels, tiles, L-BFGS
+        history, estimated peak memory in bytes and seconds), or with the 4xx the run would get.
+
+        The body is :meth:`stylize`'s with ``params.dry_run = true``; the inputs are sent, as
+        the output's size follows from the content image. Nothing is queued or optimized, so the
+        read timeout is the client's ``timeout`` (not shortened by ``time_budget_s``).
+
+        Example::
+
+            plan = client.plan("photo.jpg", "starry_night.jpg", image_size=4096, scales=3)
+            for level in plan.levels:
+                print(level.side, level.tiles, level.peak_memory_bytes / 2**30, level.seconds)
+            if plan.memory_budget_bytes is not None and plan.peak_memory_bytes > plan.memory_budget_bytes:
+                ...
+
+        Args:
+            content: Content image, as for :meth:`stylize`.
+            style: One style image or a list/tuple of them, as for :meth:`stylize`.
+            **params: The keywords of :meth:`stylize` (request parameters, image fields, further
+                server parameters); a plan is never streamed.
+
+        Returns:
+            The :class:`Plan`.
+
+        Raises:
+            TypeError, FileNotFoundError, ValueError: As for :meth:`stylize`; also ``stream``
+                given, or ``dry_run`` given as anything but ``True``.
+            BadRequestError: The run would be refused, e.g. ``code == "over_memory_budget"``
+                (``field`` ``"params.image_size"`` or ``"params.tile_size"``) or ``out_of_range``.
+            APIStatusError, APIConnectionError: As for :meth:`stylize`.
+            APIResponseValidationError: The answer is not a well-formed plan (e.g. a server that
+                does not know ``dry_run`` and answered with an image).
+        """
+        response = self._send(self._plan_request(content, style, params))
+        return plan_result(json_object(response.content, response.headers, response), response)
 
     def job(self, job_id: str) -> Job:
         """The :class:`Job` with this id, e.g. to follow it again after a reconnect or from

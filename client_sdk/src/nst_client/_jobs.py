@@ -20,6 +20,7 @@ from ._constants import DEFAULT_JOB_POLL_S
 from ._exceptions import APIResponseValidationError, APITimeoutError
 from ._request import Request
 from ._results import StylizeResult, json_object, stylize_result
+from ._results import optional_field as _opt
 from ._stream import PreviewEvent, parse_event
 
 __all__ = ["JobStatus", "Job", "AsyncJob", "Watch", "JOB_STATES", "DONE_STATES", "job_status"]
@@ -41,16 +42,6 @@ async def _asleep(seconds: float) -> None:
 
 
 _monotonic = time.monotonic  # indirection so tests can move the clock with their sleeps
-
-
-def _opt(obj: Dict[str, Any], key: str, *types: type) -> Any:
-    """``obj[key]`` when it is one of ``types`` (never a bool for a number) or absent/``None``."""
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-        raise ValueError(f"{key!r} is not {' or '.join(t.__name__ for t in types)}: {value!r}")
-    return value
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,11 @@ metadata, what the command line needs (:class:`Cli`). Everything else is derived
   (``nst_client._request``);
 * the CLI's request flags: name, type, choices, metavar and help (``nst_client.cli._flags``).
 
+One parameter is declared apart, in :class:`PlanParams`: ``dry_run``, which makes the server
+answer with its plan instead of an image. It is ``plan()``'s to send, so it is no keyword of
+``stylize``, ``stylize_stream`` or ``submit`` (they refuse it at run time, naming ``plan()``);
+it is still one of :data:`PARAMS`, the request parameters the spec lists and the CLI flags.
+
 ``tests/contract/test_sdk_params.py`` holds it equal to ``docs/openapi.yaml``'s ``Params``, which
 the server side holds equal to its own declaration. To add a parameter, add a field here (and
 its line to the docstring); the clients, the body and the CLI flag follow.
@@ -27,9 +32,9 @@ from ._constants import DEFAULT_CLI_PREVIEW_EVERY
 from ._images import ImageInput
 
 __all__ = [
-    "Cli", "Param", "StylizeParams", "StreamParams", "StylizeImages", "StylizeArgs", "StreamArgs",
+    "Cli", "Param", "StylizeParams", "StreamParams", "PlanParams", "StylizeImages", "StylizeArgs", "StreamArgs",
     "InitMode", "ColorControl", "Pooling", "OptimizerName", "RenderMode", "OutputFormat",
-    "PARAMS", "STREAM_PARAMS", "STYLIZE_PARAMS", "STYLIZE_IMAGES", "keyword_signature",
+    "PARAMS", "STREAM_PARAMS", "PLAN_PARAMS", "STYLIZE_PARAMS", "STYLIZE_IMAGES", "DRY_RUN", "keyword_signature",
 ]
 
 # Allowed values of the string-valued request parameters (public types; the CLI offers them as
@@ -96,6 +101,10 @@ class StylizeParams(TypedDict, total=False):
             with the image so far (``StylizeResult.stopped`` is then ``"time_budget"``). The read
             timeout of the call becomes ``min(timeout, time_budget_s + DEADLINE_READ_MARGIN)``,
             so a deadline the server cannot keep surfaces as an ``APITimeoutError`` soon after.
+        tile_size: Side of the tiles, in pixels, in which each level larger than it is optimized
+            (the exact tiled objective: the same loss and gradient as the whole image, peak
+            memory bounded by one tile; slower per iteration). ``None``: the server tiles only
+            where its memory budget needs it.
     """
 
     image_size: typing.Annotated[Optional[int], Cli("long side of the output, in pixels", "PX")]
@@ -129,6 +138,23 @@ class StylizeParams(TypedDict, total=False):
     time_budget_s: typing.Annotated[
         Optional[float],
         Cli("stop the optimization after S seconds and return the image so far", "S", flag="--time-budget")]
+    tile_size: typing.Annotated[
+        Optional[int], Cli("optimise levels larger than PX in PX-sided tiles (exact; bounds peak memory)", "PX")]
+
+
+class PlanParams(TypedDict, total=False):
+    """The switch of a dry run: sent as ``true`` by ``plan()`` (never by hand), which the server
+    answers at once, without optimizing, with its plan. ``stylize``, ``stylize_stream`` and
+    ``submit`` raise ``ValueError`` for ``dry_run=True``, naming ``plan()``.
+
+    Attributes:
+        dry_run: Answer with the plan (each level's size in pixels, tiles, L-BFGS history,
+            estimated peak memory in bytes and seconds) instead of the image.
+    """
+
+    dry_run: typing.Annotated[Optional[bool], Cli(
+        "print the server's plan (levels, tiles, peak memory, seconds) instead of running; "
+        "what the plan command does (not in sweep)")]
 
 
 class StreamParams(TypedDict, total=False):
@@ -197,12 +223,17 @@ def _unpack(declaration: type) -> Tuple[Param, ...]:
     return tuple(fields)
 
 
-#: The request parameters, in declaration order (the CLI's flag order).
-PARAMS: Tuple[Param, ...] = _unpack(StylizeParams)
+#: The dry-run switch (``plan()``'s).
+PLAN_PARAMS: Tuple[Param, ...] = _unpack(PlanParams)
+#: The request parameters, in declaration order (the CLI's flag order): ``stylize``'s, then
+#: ``dry_run``. (``stream`` and its intervals are ``stylize_stream``'s.)
+PARAMS: Tuple[Param, ...] = _unpack(StylizeParams) + PLAN_PARAMS
 #: The stream intervals of ``stylize_stream``.
 STREAM_PARAMS: Tuple[Param, ...] = _unpack(StreamParams)
 #: The keywords of ``stylize`` that go into the request's ``params`` object (when not ``None``).
-STYLIZE_PARAMS: Tuple[str, ...] = tuple(p.name for p in PARAMS)
+STYLIZE_PARAMS: Tuple[str, ...] = tuple(StylizeParams.__annotations__)
+#: The parameter that makes a stylize request a dry run (see :class:`PlanParams`).
+DRY_RUN: str = PLAN_PARAMS[0].name
 #: The keywords of ``stylize`` sent as top-level image fields.
 STYLIZE_IMAGES: Tuple[str, ...] = tuple(StylizeImages.__annotations__)
 

@@ -4,6 +4,8 @@ the input images).
 * :func:`stylize_body`: the stylize JSON body from the arguments; which keywords go into
   ``params`` and which are top-level image fields follows from ``nst_client._params``;
 * :func:`read_timeout_for`: its read timeout (``time_budget_s`` shortens it);
+* :func:`plan_params`: the ``params`` of a dry run (``plan()``), and :func:`refuse_dry_run`,
+  which keeps ``dry_run`` out of the calls that expect an image or a job;
 * :func:`job_body`: the body of a job's status, result or cancel call (a submit is the stylize
   body with ``job = {"action": "submit"}``);
 * :class:`Request`: one HTTP call as both transports send it, and :func:`request_headers`, the
@@ -20,11 +22,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from ._auth import Credentials
 from ._constants import DEADLINE_READ_MARGIN, NDJSON_CONTENT_TYPE
 from ._images import ImageInput, StyleInput, b64encode, to_image_bytes
-from ._params import STREAM_PARAMS, STYLIZE_IMAGES, STYLIZE_PARAMS, StylizeImages
+from ._params import DRY_RUN, STREAM_PARAMS, STYLIZE_IMAGES, STYLIZE_PARAMS, StylizeImages
 from ._version import __version__
 
 __all__ = ["Request", "USER_AGENT", "JOB_ACTIONS", "request_headers", "split_stylize_args", "stylize_body",
-           "stream_params", "read_timeout_for", "job_body"]
+           "stream_params", "plan_params", "refuse_dry_run", "read_timeout_for", "job_body"]
 
 #: The ``job.action`` of a call about an existing job (a submit is sent by :func:`stylize_body`).
 JOB_ACTIONS = ("status", "result", "cancel")
@@ -165,6 +167,35 @@ def stream_params(params: Mapping[str, Any], progress_every: Optional[int],
                   preview_every: Optional[int]) -> Dict[str, Any]:
     """``params`` of a streamed call: ``stream = true`` and the two event intervals."""
     return {**params, "stream": True, "progress_every": progress_every, "preview_every": preview_every}
+
+
+def plan_params(params: Mapping[str, Any]) -> Dict[str, Any]:
+    """``params`` of a dry run (``plan()``): ``dry_run = true``.
+
+    Raises:
+        ValueError: ``stream`` is set (a plan is answered at once), or ``dry_run`` is given as
+            something other than ``True``.
+    """
+    if params.get("stream") is not None:
+        raise ValueError("stream: a plan is answered at once, it is not streamed")
+    if params.get(DRY_RUN) not in (None, True):
+        raise ValueError(f"{DRY_RUN}: plan() always sends {DRY_RUN} = true; leave it out")
+    return {**params, DRY_RUN: True}
+
+
+def refuse_dry_run(params: Mapping[str, Any], call: str) -> None:
+    """Raise unless ``params`` leaves ``dry_run`` unset or false: the plan is ``plan()``'s answer.
+
+    Args:
+        params: The ``params`` of a ``stylize``, ``stylize_stream`` or ``submit`` call.
+        call: The method, for the message (``"stylize"``...).
+
+    Raises:
+        ValueError: ``dry_run`` is true.
+    """
+    if params.get(DRY_RUN):
+        raise ValueError(f"{DRY_RUN}: {call}() does not do dry runs; call plan(content, style, **params) "
+                         "for the server's plan (same arguments)")
 
 
 def read_timeout_for(params: Mapping[str, Any], timeout: float) -> float:

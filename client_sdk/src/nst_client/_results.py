@@ -1,5 +1,6 @@
 """What a 2xx answer means: :class:`StylizeResult` and :class:`ModelInfo`, and the parsing of the
-bodies they come from (a body that breaks the contract is an ``APIResponseValidationError``)."""
+bodies they come from (a body that breaks the contract is an ``APIResponseValidationError``), with
+the typed field readers the other answers' parsers share (``_jobs``, ``_plan``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,35 @@ from ._constants import MAX_ERROR_TEXT
 from ._exceptions import APIResponseValidationError
 from ._images import b64decode, open_image, save_encoded
 
-__all__ = ["StylizeResult", "ModelInfo", "json_object", "stylize_result", "model_info"]
+__all__ = ["StylizeResult", "ModelInfo", "json_object", "stylize_result", "model_info", "optional_field",
+           "required_field"]
+
+
+def optional_field(obj: Mapping[str, Any], key: str, *types: type) -> Any:
+    """``obj[key]`` when it is one of ``types`` (never a bool for a number), or ``None`` when it
+    is absent or ``null``.
+
+    Raises:
+        ValueError: It is present, not ``null``, and of another type.
+    """
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        raise ValueError(f"{key!r} is not {' or '.join(t.__name__ for t in types)}: {value!r}")
+    return value
+
+
+def required_field(obj: Mapping[str, Any], key: str, *types: type) -> Any:
+    """``obj[key]``, which must be one of ``types`` (never a bool for a number).
+
+    Raises:
+        ValueError: It is absent, ``null`` or of another type.
+    """
+    value = optional_field(obj, key, *types)
+    if value is None:
+        raise ValueError(f"{key!r} is missing")
+    return value
 
 
 @dataclass(frozen=True)
@@ -156,7 +185,8 @@ class ModelInfo:
         device: Device the worker runs on, e.g. ``"cpu"`` or ``"cuda:0"``.
         limits: The server's per-request limits: ``max_image_side`` (pixels), ``max_steps``
             (iterations), ``max_input_pixels`` (width x height), ``max_input_bytes`` (bytes),
-            ``max_styles``.
+            ``max_styles``, ``memory_budget_mb`` (the worker's peak memory budget, MiB, or
+            ``None``: the server's default share of RAM or GPU memory).
         defaults: The effective value of every request parameter the client leaves out.
         workers: TorchServe's worker entries: ``id``, ``status`` (``"READY"``...), ``pid``,
             ``gpu``, ``memoryUsage`` (bytes), ...

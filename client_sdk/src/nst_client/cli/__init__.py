@@ -1,5 +1,5 @@
 """``nst-client`` command line: ``stylize``, ``sweep``, ``submit``, ``status``, ``wait``, ``cancel``,
-``health`` and ``info``.
+``plan``, ``health`` and ``info``.
 
 Every failure exits with the code of its error class (:data:`EXIT_CODES`, printed by
 ``nst-client --help`` and tabled in docs/sdk.md). With ``--json`` each command prints exactly
@@ -8,7 +8,8 @@ one JSON document on stdout, an error included.
 Rooms: this module parses and dispatches; ``_exit`` holds the exit codes, ``_output`` the
 ``--json`` documents and error reports, ``_flags`` the shared flags (the request parameters'
 derived from ``nst_client._params``); one module per command (``stylize``, ``sweep``, ``info``
-for ``health`` and ``info``, ``jobs`` for ``submit``, ``status``, ``wait`` and ``cancel``);
+for ``health`` and ``info``, ``jobs`` for ``submit``, ``status``, ``wait`` and ``cancel``, ``plan``
+for ``plan`` and the ``--dry-run`` of ``stylize`` and ``submit``);
 ``sheets`` and ``plots`` draw the pictures.
 """
 
@@ -21,7 +22,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 from .._client import StyleTransferClient
 from .._exceptions import NSTError
 from .._version import __version__
-from . import info, jobs, stylize, sweep
+from . import info, jobs, plan, stylize, sweep
 from ._exit import (
     EXIT_AUTH,
     EXIT_BAD_RESPONSE,
@@ -86,13 +87,16 @@ _COMMANDS: Dict[str, _Command] = {
     "status": _Command(jobs.run_status, jobs.status_text),
     "wait": _Command(jobs.run_wait, jobs.wait_text),
     "cancel": _Command(jobs.run_cancel, jobs.status_text),
+    "plan": _Command(plan.run, plan.text),
     "health": _Command(info.run_health, info.health_text),
     "info": _Command(info.run_info, info.info_text),
 }
 
 
 #: The commands that take CONTENT STYLE...
-_TAKES_STYLES = ("stylize", "sweep", "submit")
+_TAKES_STYLES = ("stylize", "sweep", "submit", "plan")
+#: The commands whose ``--dry-run`` runs ``plan`` instead, with the same inputs and flags.
+_DRY_RUNS = ("stylize", "submit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_parser(sub, common)
     sweep.add_parser(sub, common)
     jobs.add_parsers(sub, common)
+    plan.add_parser(sub, common)
     info.add_parsers(sub, common)
     return parser
 
@@ -162,7 +167,8 @@ def _run(parser: argparse.ArgumentParser, argv: List[str]) -> int:
             base_url=args.url, model=args.model, token=args.token, key_file=args.key_file,
             timeout=args.timeout, connect_timeout=args.connect_timeout, max_retries=args.max_retries, **extra)
 
-    command = _COMMANDS[args.command]
+    # A dry run prints the plan: stylize's picture and stream flags, -o included, are left unused.
+    command = _COMMANDS["plan" if args.command in _DRY_RUNS and getattr(args, "dry_run", None) else args.command]
     log: Callable[[str], None] = (lambda line: print(line, file=sys.stderr)) if args.json else print
     try:
         doc = command.run(args, make_client, log)

@@ -8,7 +8,7 @@ import argparse
 import collections.abc
 import json
 import math
-from typing import Any, Callable, Dict, List, Literal, Tuple, TypeVar, Union, get_args, get_origin
+from typing import Any, Callable, Dict, List, Literal, Sequence, Tuple, TypeVar, Union, get_args, get_origin
 
 from .._constants import (
     DEFAULT_BASE_URL,
@@ -180,8 +180,9 @@ def common_parser() -> argparse.ArgumentParser:
     return common
 
 
-def add_request_args(parser: argparse.ArgumentParser) -> None:
-    """The image and request-parameter flags shared by ``stylize`` and ``sweep``."""
+def add_request_args(parser: argparse.ArgumentParser, params: Sequence[Param] = PARAMS) -> None:
+    """The image and request-parameter flags shared by ``stylize``, ``sweep``, ``submit`` and
+    ``plan`` (``params``: which parameters get a flag; ``plan`` leaves out ``--dry-run``)."""
     img = parser.add_argument_group("images")
     img.add_argument("--style", dest="extra_styles", action="append", default=[], metavar="PATH",
                      help="another style image, after the positional ones; repeatable")
@@ -191,17 +192,17 @@ def add_request_args(parser: argparse.ArgumentParser) -> None:
                      help="content region mask: each distinct colour labels a region")
     img.add_argument("--init-image", metavar="PATH", help="starting image, used with --init image")
     p = parser.add_argument_group("request parameters")
-    for param in PARAMS:
+    for param in params:
         add_param_flag(p, param)
 
 
-def add_inputs(parser: argparse.ArgumentParser) -> None:
-    """What a stylize request takes (``stylize``, ``submit``): CONTENT, STYLE(s), the image and
-    request-parameter flags, and ``--param``."""
+def add_inputs(parser: argparse.ArgumentParser, params: Sequence[Param] = PARAMS) -> None:
+    """What a stylize request takes (``stylize``, ``submit``, ``plan``): CONTENT, STYLE(s), the
+    image and request-parameter flags (of ``params``), and ``--param``."""
     parser.add_argument("content", metavar="CONTENT", help="content image file")
     parser.add_argument("styles", nargs="*", metavar="STYLE",
                         help="style image file(s); at least one in total with --style")
-    add_request_args(parser)
+    add_request_args(parser, params)
     parser.add_argument_group("request parameters").add_argument(
         "--param", dest="extra", action="append", type=parse_extra, default=[], metavar="KEY=VALUE",
         help="extra server parameter (VALUE parsed as JSON if possible); repeatable")
@@ -214,8 +215,9 @@ def request_args(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def request_params(args: argparse.Namespace) -> Dict[str, Any]:
-    """The request parameters set by flags (those left unset are not sent)."""
-    values = {param.name: getattr(args, param.name) for param in PARAMS}
+    """The request parameters set by flags (those left unset, or without a flag in this
+    command, are not sent)."""
+    values = {param.name: getattr(args, param.name, None) for param in PARAMS}
     return {name: value for name, value in values.items() if value is not None}
 
 

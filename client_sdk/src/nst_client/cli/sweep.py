@@ -21,6 +21,7 @@ from PIL import Image
 
 from .._client import StyleTransferClient
 from .._images import to_image_bytes
+from .._params import DRY_RUN
 from .._results import StylizeResult
 from .._stream import require_tqdm
 from ._flags import add_request_args, image_args, parse_axis, positive_int, request_params, style_input, styles
@@ -195,6 +196,9 @@ def run(args: argparse.Namespace, make_client: Callable[[], StyleTransferClient]
     """Run ``sweep``; return its JSON document (the text summary is :func:`text`'s)."""
     base = request_params(args)
     axes = _axes(args, base)
+    if base.get(DRY_RUN) or DRY_RUN in axes:
+        raise ValueError("sweep: --dry-run is not supported (one plan per cell); see one cell's plan with "
+                         "nst-client plan and the same flags")
     # Read every input before anything is sent or written (FileNotFoundError, a directory...).
     for i, path in enumerate([args.content, *styles(args)]):
         to_image_bytes(path, name="content" if i == 0 else f"style[{i - 1}]")

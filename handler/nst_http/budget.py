@@ -1,0 +1,111 @@
+"""The worker's memory budget: what one optimization may use on its device (issue 13).
+
+``handler.limits.memory_budget_mb`` sets the worker's peak (the process's resident memory on
+the CPU, the device's allocated memory on CUDA); without it, a third of the machine's RAM on
+the CPU and 90% of the GPU's memory on CUDA. The optimization's share is that less what the
+worker already holds once loaded (the runtime, the weights), measured at start-up;
+:func:`nst.memory.fit_level` plans each level within it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import dataclass
+
+import torch
+from nst.options import StylizeOptions
+from nst.plan import Plan, make_plan
+from nst.records import Iterate
+from nst.stylize import stylize
+from nst.vgg import VGGFeatures
+
+#: Share of the machine's RAM a CPU worker plans for, without ``memory_budget_mb``.
+CPU_SHARE = 1 / 3
+#: Share of a GPU's memory a CUDA worker plans for, without ``memory_budget_mb``.
+GPU_SHARE = 0.9
+#: Side of the images of the start-up run that measures a worker's speed, pixels (2 iterations,
+#: about 2 s on a 2-core CPU; smaller images measure mostly per-call overheads).
+CALIBRATION_SIDE = 256
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Bytes: the worker's peak allowed, what it holds before any request, and the difference,
+    which the optimization may use."""
+
+    total: int
+    baseline: int
+
+    @property
+    def working(self) -> int:
+        """What one optimization may use, bytes (at least 0)."""
+        return max(0, self.total - self.baseline)
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory so far, bytes (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if os.uname().sysname == "Darwin" else peak * 1024)
+
+
+def measure_budget(memory_budget_mb: int | None, device: torch.device) -> Budget:
+    """The budget of a worker on ``device`` once its model is loaded (see the module).
+
+    Args:
+        memory_budget_mb: the worker's peak, MiB; ``None``: the device's share.
+    """
+    if device.type == "cuda":
+        baseline = torch.cuda.memory_allocated(device)
+        default = GPU_SHARE * torch.cuda.get_device_properties(device).total_memory
+    else:
+        baseline = peak_rss()
+        default = CPU_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    total = int(default if memory_budget_mb is None else memory_budget_mb * 2**20)
+    return Budget(total=total, baseline=baseline)
+
+
+class LoopClock:
+    """Times a run's optimization loop: the seconds and pixel-iterations
+    (:meth:`nst.plan.Plan.work_done`) from its first evaluation to its last, which is what a
+    worker's speed is measured in (the targets, decoding, encoding and the result's final loss
+    report are left out). Call :meth:`tick` from the run's progress callback."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.steps = sum(level.steps for level in plan.levels)
+        self._first: tuple[float, float] | None = None
+        self._last: tuple[float, float] | None = None
+
+    def tick(self, it: Iterate) -> None:
+        """Note an evaluation of the run (the report of the finished image, at ``steps``, is not one)."""
+        if it.iteration >= self.steps:
+            return
+        mark = (time.perf_counter(), self.plan.work_done(it.iteration))
+        self._first = self._first or mark
+        self._last = mark
+
+    def measured(self) -> tuple[float, float]:
+        """``(seconds, work)`` between the first and the last tick; ``(0, 0)`` before two."""
+        if self._first is None or self._last is None:
+            return 0.0, 0.0
+        return self._last[0] - self._first[0], self._last[1] - self._first[1]
+
+
+def measure_speed(features: VGGFeatures, device: torch.device) -> tuple[float, float]:
+    """Time 2 iterations of the default configuration on random ``CALIBRATION_SIDE`` px images
+    with a :class:`LoopClock`: ``(seconds, work)``, so that a worker's first estimates have a
+    figure (its real runs then refine it)."""
+    side = CALIBRATION_SIDE
+    images = torch.rand(2, 1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
+    plan = make_plan((side, side), [(side, side)], StylizeOptions(steps=2))
+    clock = LoopClock(plan)
+
+    def tick(it: Iterate) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        clock.tick(it)
+
+    stylize(images[0], images[1], features, plan.options, plan=plan, callback=tick)
+    return clock.measured()

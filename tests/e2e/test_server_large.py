@@ -1,0 +1,65 @@
+"""End to end: large-image planning against the real TorchServe, through the SDK and the CLI
+(issue 13). Sizes stay small here; benchmarks/large_request.py sends the 4096 px request."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from nst_client import BadRequestError, cli
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+CONTENT = DATA / "chelsea_128x96.png"
+STYLE = DATA / "starry_night_64x64.png"
+SHALLOW = {"content_layers": ["relu2_2"], "style_layers": ["relu1_1", "relu2_1"]}
+
+
+def test_a_plan_through_the_sdk_shows_tiles_memory_and_seconds(client) -> None:
+    plan = client.plan(CONTENT, STYLE, image_size=128, steps=6, scales=2, tile_size=48)
+    assert (plan.width, plan.height) == (128, 96) and plan.params["dry_run"] is True
+    coarse, fine = plan.levels
+    assert (coarse.side, coarse.tile, coarse.tiles) == (64, 48, 2)
+    assert (fine.side, fine.tile, fine.tiles) == (128, 48, 6)
+    assert plan.memory_budget_bytes is not None and plan.peak_memory_bytes <= plan.memory_budget_bytes
+    assert plan.peak_memory_bytes == max(level.peak_memory_bytes for level in plan.levels)
+    assert plan.seconds is not None and fine.seconds is not None and coarse.seconds is not None
+    assert plan.seconds == pytest.approx(fine.seconds + coarse.seconds, abs=0.15) and fine.seconds > coarse.seconds
+    with pytest.raises(BadRequestError) as err:
+        client.plan(CONTENT, STYLE, image_size=8192)
+    assert err.value.field == "params.image_size"
+
+
+def test_a_plan_is_answered_while_a_job_runs(client) -> None:
+    job = client.submit(CONTENT, STYLE, image_size=128, steps=2000)
+    try:
+        deadline = time.monotonic() + 60
+        while job.status().state != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        started = time.monotonic()
+        plan = client.plan(CONTENT, STYLE, image_size=128, steps=10)
+        assert time.monotonic() - started < 10 and plan.levels[0].tiles == 1
+    finally:
+        job.cancel()
+
+
+def test_a_tiled_request_gives_the_whole_image_s_result(client) -> None:
+    whole = client.stylize(CONTENT, STYLE, image_size=96, steps=3, **SHALLOW)
+    tiled = client.stylize(CONTENT, STYLE, image_size=96, steps=3, tile_size=32, **SHALLOW)
+    assert tiled.params["tile_size"] == 32 and whole.params["tile_size"] is None
+    assert tiled.image.size == whole.image.size == (96, 72)
+    assert tiled.losses == pytest.approx(whole.losses, rel=1e-3)
+
+
+def test_nst_client_plan_prints_the_levels(server, capsys) -> None:
+    conn = ["--url", server.url, "--key-file", str(server.key_file), "--max-retries", "0"]
+    argv = ["plan", str(CONTENT), str(STYLE), "--image-size", "128", "--steps", "4", "--tile-size", "64", *conn]
+    assert cli.main([*argv, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is True and doc["command"] == "plan"
+    assert [(lv["side"], lv["tiles"]) for lv in doc["plan"]["levels"]] == [(128, 4)]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "GiB" in text and "128" in text
