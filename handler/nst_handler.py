@@ -193,9 +193,10 @@ class NSTHandler(BaseHandler):
 
     def describe_handle(self) -> str:
         """``customizedMetadata`` of ``GET /models/nst?customized=true``: the served weights'
-        provenance, the network's layer names, the device, the limits and the effective defaults."""
+        provenance, the network's layer names, the device, the limits (the memory budget as in
+        force: configured, or the device's share) and the effective defaults."""
         return json.dumps({"weights": asdict(self.provenance), "layers": list(self.features.layer_names),
-                           "device": str(self.device), "limits": asdict(self.limits),
+                           "device": str(self.device), "limits": asdict(self.limits) | {"memory_budget_mb": self.budget.total // 2**20},
                            "defaults": self.effective_defaults})
 
     def _watcher(self, row: Row, job_id: str, cancel: threading.Event, started: float,

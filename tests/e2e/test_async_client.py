@@ -89,7 +89,7 @@ def test_info_from_both_clients(server, client):
         assert len(info.weights["sha256"]) == 64
         assert (info.weights["network"], info.weights["input_convention"]) == ("vgg19", "torchvision")
         assert len(info.layers) == 37 and info.layers[-1] == "pool5"
-        assert info.limits["max_image_side"] == 1024 and info.defaults["steps"] == 300
+        assert info.limits["max_image_side"] == 4096 and info.defaults["steps"] == 300
         assert info.ready_workers == 1
     # Same description through both (worker memory figures move between calls).
     assert (sync.metadata, sync.version) == (aio.metadata, aio.version)

@@ -102,7 +102,7 @@ def test_health_and_model_description(client, server):
     meta = json.loads(custom) if isinstance(custom, str) else custom
     assert meta["weights"]["label"] == "random-seed-0" and meta["weights"]["source"] == "random"
     assert meta["device"] == "cpu"
-    assert meta["limits"]["max_image_side"] == 1024
+    assert meta["limits"]["max_image_side"] == 4096 and meta["limits"]["memory_budget_mb"] > 0  # in force
     assert meta["defaults"]["steps"] == 300
 
 
