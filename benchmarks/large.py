@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from nst.memory import level_bytes
+from nst.memory import CHECKPOINT_PIXELS, level_bytes
 from nst.options import StylizeOptions
 from nst.plan import make_plan
 from nst.records import Iterate
@@ -63,7 +63,7 @@ def large_probe(size: int, tile: int | None, budget_mb: int | None, iters: int, 
     peak = peak_rss() if device.type == "cpu" else torch.cuda.max_memory_allocated(device)
     layers = DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS
     stored = min(iters - 1, level.history or options.lbfgs_history)
-    on = bool(level.checkpointing) if level.checkpointing is not None else level.tile is None and size * size > 1024**2
+    on = bool(level.checkpointing) if level.checkpointing is not None else level.tile is None and size * size > CHECKPOINT_PIXELS
     model_probe = baseline + level_bytes((size, size), layers, DEFAULT_CONTENT_LAYERS, tile=level.tile,
                                          checkpointing=on, history=stored)
     return {"size": size, "tile": level.tile, "tiles": level.tiles, "history": level.history or options.lbfgs_history,

@@ -40,8 +40,7 @@ def tile_features(extractor: FeatureExtractor, image: torch.Tensor,
     for tile in tiles:
         rows, cols = tile.crop_slices()
         feats = extractor(image[..., rows, cols])
-        yield tile, {name: f[..., tile.interior_of(name, size)[0], tile.interior_of(name, size)[1]]
-                     for name, f in feats.items()}
+        yield tile, {name: f[(..., *tile.interior_of(name, size))] for name, f in feats.items()}
 
 
 def assembled_features(extractor: FeatureExtractor, image: torch.Tensor,
