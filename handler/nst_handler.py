@@ -212,7 +212,8 @@ class NSTHandler(BaseHandler):
         def callback(it: Iterate) -> None:
             clock.tick(it)
             progress = response.progress_event(it, time.perf_counter() - started, request.plan)
-            preview = response.preview_event(it) if response.preview_due(request, it, submitted=submitted) else None
+            due = response.preview_due(request, it, submitted=submitted)
+            preview = response.preview_event(it, request.serving.preview_size) if due else None
             if self.desk.report(job_id, progress, preview):
                 cancel.set()
             for event in response.stream_events(request, it, progress, preview) if request.serving.stream else ():
@@ -244,7 +245,7 @@ class NSTHandler(BaseHandler):
                              callback=self._watcher(row, job_id, cancel, start, clock))
             optimized = time.perf_counter()
             self.desk.measured(*clock.measured())
-            image = encode_image(result.image, request.serving.output_format)
+            image = encode_image(result.image, request.serving.output_format, alpha=request.output_alpha())
             encoded = time.perf_counter()
         except Exception as exc:
             known = from_engine_error(exc)

@@ -1,7 +1,8 @@
 """Colour control of Gatys, Bethge, Hertzmann & Shechtman (2017), "Controlling Perceptual
 Factors in Neural Style Transfer", CVPR 2017, sec. 4: keep the content image's colours either by
 transferring style on luminance only, or by first matching the style image's colours to the
-content's. All images are ``(1, 3, H, W)`` RGB in ``[0, 1]``.
+content's; and jcjohnson/neural-style's ``-original_colors 1``, which gives the stylized output
+the content's chroma once the optimization is over. All images are ``(1, 3, H, W)`` RGB in ``[0, 1]``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ _RGB_TO_YIQ = torch.tensor([
     [0.211456, -0.522591, 0.311135],
 ])
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+# RGB -> YUV (BT.601 analogue, as torch's image.rgb2yuv that jcjohnson/neural-style uses).
+_RGB_TO_YUV = torch.tensor([
+    [0.299, 0.587, 0.114],
+    [-0.14713, -0.28886, 0.436],
+    [0.615, -0.51499, -0.10001],
+])
+_YUV_TO_RGB = torch.linalg.inv(_RGB_TO_YUV)
 
 
 def _apply(matrix: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -50,6 +60,35 @@ def combine_luminance(output_lum: torch.Tensor, content: torch.Tensor) -> torch.
     yiq = rgb_to_yiq(content)
     y = rgb_to_yiq(output_lum)[:, :1]
     return yiq_to_rgb(torch.cat([y, yiq[:, 1:]], dim=1)).clamp(0.0, 1.0)
+
+
+def rgb_to_yuv(image: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` RGB -> YUV (channel 0 is the luma Y in ``[0, 1]``, 1-2 the chroma U, V)."""
+    return _apply(_RGB_TO_YUV, image)
+
+
+def yuv_to_rgb(image: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` YUV -> RGB (not clamped)."""
+    return _apply(_YUV_TO_RGB, image)
+
+
+def original_colors(output: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """The stylized ``output``'s luma Y with the ``content``'s chroma (U, V), as
+    jcjohnson/neural-style's ``-original_colors 1`` (``neural_style.lua``, ``original_colors``):
+    the style's strokes and texture in the photograph's colours. Unlike luminance-only transfer,
+    the optimization ran on all three channels.
+
+    Args:
+        output: ``(1, 3, H, W)`` RGB in ``[0, 1]``.
+        content: ``(1, 3, H, W)`` RGB in ``[0, 1]``, the same size.
+
+    Returns:
+        ``(1, 3, H, W)`` RGB clamped to ``[0, 1]`` (only colours outside the RGB cube change
+        their Y, U, V by the clamping).
+    """
+    y = rgb_to_yuv(output)[:, :1]
+    uv = rgb_to_yuv(content)[:, 1:]
+    return yuv_to_rgb(torch.cat([y, uv], dim=1)).clamp(0.0, 1.0)
 
 
 def _sqrtm(cov: torch.Tensor, inverse: bool = False) -> torch.Tensor:

@@ -17,7 +17,10 @@ from typing import Any
 from .vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, POOLINGS, VGG19_LAYERS, layer_names
 
 INITS: tuple[str, ...] = ("content", "noise", "style", "image")
-COLOR_CONTROLS: tuple[str, ...] = ("none", "luminance", "histogram")
+COLOR_CONTROLS: tuple[str, ...] = ("none", "luminance", "histogram", "original_colors")
+#: The colour controls that recolour the style images by the content before the run (so their
+#: Gram matrices depend on the content too); ``"original_colors"`` acts after it.
+STYLE_RECOLOURING: tuple[str, ...] = ("luminance", "histogram")
 OPTIMIZERS: tuple[str, ...] = ("lbfgs", "adam")
 MODES: tuple[str, ...] = ("stylize", "reconstruct_content", "reconstruct_style")
 #: Most coarse-to-fine levels (``scales``).
@@ -201,7 +204,9 @@ class StylizeOptions:
     features are taken: above 1 gives finer, below 1 coarser brush strokes (Gatys et al. 2017, sec. 5)."""
     color_control: str = option("none", str, choices=COLOR_CONTROLS)
     """``"luminance"``: transfer on luminance only and keep the content's colours;
-    ``"histogram"``: match the style images' colours to the content's first (Gatys et al. 2017, sec. 4)."""
+    ``"histogram"``: match the style images' colours to the content's first (Gatys et al. 2017, sec. 4);
+    ``"original_colors"``: optimize as usual, then give the output the content's chroma (YUV, as
+    jcjohnson/neural-style's ``-original_colors 1``; :func:`nst.color.original_colors`)."""
     pooling: str = option("max", str, choices=POOLINGS)
     """``"avg"`` swaps VGG's max-pools for average pools (Gatys et al. 2016, sec. 2)."""
     content_layers: tuple[str, ...] = option(DEFAULT_CONTENT_LAYERS, **_LAYERS)

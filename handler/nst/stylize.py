@@ -236,8 +236,8 @@ def stylize(
         callback: called after every evaluation with an :class:`Iterate`.
         cache: where style Gram matrices are looked up and kept (see :mod:`nst.cache`).
         style_keys: one hashable per style naming everything its Grams depend on besides the
-            computation itself: the style input and, with ``color_control`` other than
-            ``"none"``, the content image, and with masks, both masks. Without keys nothing is
+            computation itself: the style input and, with a ``color_control`` of
+            :data:`nst.options.STYLE_RECOLOURING`, the content image, and with masks, both masks. Without keys nothing is
             cached.
         plan: the :class:`nst.plan.Plan` of ``options`` for these images, already checked (the
             HTTP layer makes it while validating a request, with the layers checked against
@@ -273,6 +273,8 @@ def stylize(
     image, ran = _run_levels(inputs, recorder, init_image, stopping)
     if plan.options.color_control == "luminance":
         image = color.combine_luminance(image, content)
+    elif plan.options.color_control == "original_colors":
+        image = color.original_colors(image, content)
     return Stylized(image=image, iterations=recorder.done, losses=dict(recorder.history[-1].losses),
                     history=recorder.history, sizes=[level.size for level in ran],
                     stopped=stopping.reason,

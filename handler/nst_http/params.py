@@ -40,6 +40,9 @@ class ServingOptions:
     progress_every: int = option(10, int, minimum=1, maximum=1_000_000, unit="iterations")
     preview_every: int = option(0, int, minimum=0, maximum=1_000_000, unit="iterations")
     """0: no previews."""
+    preview_size: int = option(128, int, minimum=16, maximum=8192, unit="pixels")
+    """Long side of previews (streamed, and a submitted job's); a level smaller than it (the
+    output, or a coarse-to-fine level) gives its own size: previews are never enlarged."""
     dry_run: bool = option(False, bool)
     """Answer at once with the plan (levels, tiles, estimated peak memory and seconds) instead
     of running it; a request the run would refuse gets the same 4xx."""

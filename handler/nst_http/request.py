@@ -18,8 +18,8 @@ from functools import cached_property
 from typing import Any
 
 import torch
-from nst.images import ImageDecodeError, ImageTooLargeError, decode_image, to_tensor
-from nst.options import OptionError, StylizeOptions
+from nst.images import ImageDecodeError, ImageTooLargeError, open_image, to_tensor
+from nst.options import STYLE_RECOLOURING, OptionError, StylizeOptions
 from nst.plan import Plan, check_inputs, make_plan
 from nst.vgg import DEFAULT_NETWORK
 from PIL import Image
@@ -35,7 +35,7 @@ _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class StyleRequest:
-    """A checked request: decoded RGB images, the parameters and the plan the engine runs."""
+    """A checked request: decoded RGB images (in sRGB), the parameters and the plan the engine runs."""
 
     content: Image.Image
     styles: list[Image.Image]
@@ -44,6 +44,9 @@ class StyleRequest:
     init_image: Image.Image | None = None
     content_mask: Image.Image | None = None
     style_masks: list[Image.Image] | None = None
+    content_alpha: Image.Image | None = None
+    """The content image's alpha channel (mode ``"L"``, its size), which the output gets;
+    ``None`` when it has none or it is opaque everywhere."""
     digests: dict[str, Any] | None = None
     """sha256 (hex) of each image field as sent: ``content``, ``style`` (a list), and with masks
     ``content_mask`` and ``style_masks`` (a list); what the style cache keys on."""
@@ -88,6 +91,13 @@ class StyleRequest:
             images["style_masks"] = [to_tensor(m, None, device) for m in self.style_masks]
         return to_tensor(self.content, size, device), styles, images
 
+    def output_alpha(self) -> torch.Tensor | None:
+        """The output's alpha channel: the content's, resized like the content, ``(1, 1, H, W)``
+        in ``[0, 1]`` on the CPU; ``None`` without one."""
+        if self.content_alpha is None:
+            return None
+        return to_tensor(self.content_alpha, self.serving.image_size)
+
     def style_keys(self) -> list[tuple[Any, ...]] | None:
         """One style-cache key per style image (see :func:`nst.stylize.stylize`): what its Gram
         matrices depend on besides the computation. Its bytes and its size at the finest level,
@@ -95,7 +105,7 @@ class StyleRequest:
         if not self.digests:
             return None  # nothing names the inputs: no caching
         d = self.digests
-        colored = self.options().color_control != "none"
+        colored = self.options().color_control in STYLE_RECOLOURING
         return [
             (style, self.plan.levels[-1].style_sizes[i], d["content"] if colored else None,
              (d["content_mask"], d["style_masks"][i]) if "content_mask" in d else None)
@@ -103,8 +113,20 @@ class StyleRequest:
         ]
 
 
-def decode_b64_image(value: Any, field: str, limits: Limits) -> Image.Image:
-    """Decode a base64 (or ``data:`` URL) image field to an RGB ``PIL.Image``.
+def decode_b64_image(value: Any, field: str, limits: Limits, *, colour_managed: bool = True) -> Image.Image:
+    """Decode a base64 (or ``data:`` URL) image field to an RGB ``PIL.Image``, in sRGB with
+    ``colour_managed`` (see :func:`nst.images.open_image`).
+
+    Raises:
+        RequestError: see :func:`decode_b64_with_alpha`.
+    """
+    return decode_b64_with_alpha(value, field, limits, colour_managed=colour_managed)[0]
+
+
+def decode_b64_with_alpha(value: Any, field: str, limits: Limits, *,
+                          colour_managed: bool = True) -> tuple[Image.Image, Image.Image | None]:
+    """Decode a base64 (or ``data:`` URL) image field to an RGB ``PIL.Image`` and its alpha
+    channel (:func:`nst.images.open_image`).
 
     Raises:
         RequestError: 400 ``invalid_type``/``invalid_base64``/``invalid_image``, or 413
@@ -120,7 +142,7 @@ def decode_b64_image(value: Any, field: str, limits: Limits) -> Image.Image:
     except (binascii.Error, ValueError):
         raise bad("invalid_base64", f"{field} is not valid base64", field) from None
     try:
-        return decode_image(data, max_pixels=limits.max_input_pixels)
+        return open_image(data, max_pixels=limits.max_input_pixels, colour_managed=colour_managed)
     except ImageTooLargeError as exc:
         raise RequestError(413, "image_too_large", f"{field}: {exc}", field) from None
     except ImageDecodeError as exc:
@@ -216,13 +238,15 @@ def parse_request(body: Any, *, defaults: Mapping[str, Any] | None = None, limit
         raise from_option_error(exc) from None
     has_mask = _check_fields_agree(body, checked, len(style_fields))
 
-    content = decode_b64_image(body["content"], "content", limits)
+    content, content_alpha = decode_b64_with_alpha(body["content"], "content", limits)
     styles = _image_list(body["style"], "style", limits)
     init_image = decode_b64_image(body["init_image"], "init_image", limits) if body.get("init_image") is not None else None
     content_mask = style_masks = None
     if has_mask:
-        content_mask = decode_b64_image(body["content_mask"], "content_mask", limits)
-        style_masks = [decode_b64_image(m, f"style_masks[{i}]", limits) for i, m in enumerate(body["style_masks"])]
+        # Masks are colour labels, not colours: no profile conversion, which could merge two labels.
+        content_mask = decode_b64_image(body["content_mask"], "content_mask", limits, colour_managed=False)
+        style_masks = [decode_b64_image(m, f"style_masks[{i}]", limits, colour_managed=False)
+                       for i, m in enumerate(body["style_masks"])]
 
     # Images this small carry no content or style to speak of (a 1x1 image would be upscaled
     # into a flat colour); masks may be tiny, a one-colour mask being a whole region.
@@ -243,4 +267,5 @@ def parse_request(body: Any, *, defaults: Mapping[str, Any] | None = None, limit
         digests["content_mask"] = _digest(body["content_mask"])
         digests["style_masks"] = [_digest(v) for v in body["style_masks"]]
     return StyleRequest(content=content, styles=styles, checked=checked, plan=plan, init_image=init_image,
-                        content_mask=content_mask, style_masks=style_masks, digests=digests)
+                        content_mask=content_mask, style_masks=style_masks, content_alpha=content_alpha,
+                        digests=digests)

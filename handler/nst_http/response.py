@@ -21,8 +21,6 @@ from .errors import RequestError
 from .request import StyleRequest
 
 NDJSON = "application/x-ndjson"
-#: Long side, in pixels, of streamed preview images.
-PREVIEW_LONG_SIDE = 128
 #: Phases of ``timings_ms`` besides ``total``, in order.
 TIMED = ("decode", "optimize", "encode")
 
@@ -95,12 +93,13 @@ def progress_event(it: Iterate, elapsed_s: float, plan: Plan) -> dict[str, Any]:
             "elapsed_s": round(elapsed_s, 3), "eta_s": None if eta is None else round(eta, 3)}
 
 
-def preview_event(it: Iterate) -> dict[str, Any]:
-    """A ``preview`` event: ``it.image`` shrunk to :data:`PREVIEW_LONG_SIDE` pixels, as JPEG."""
+def preview_event(it: Iterate, long_side: int) -> dict[str, Any]:
+    """A ``preview`` event: ``it.image`` shrunk to ``long_side`` pixels (``params.preview_size``;
+    never enlarged), as JPEG."""
     assert it.image is not None
     h, w = it.image.shape[-2:]
-    pw, ph = fit_long_side(w, h, min(PREVIEW_LONG_SIDE, max(w, h)))
-    small = torch.nn.functional.interpolate(it.image, size=(ph, pw), mode="area")
+    pw, ph = fit_long_side(w, h, min(long_side, max(w, h)))
+    small = it.image if (ph, pw) == (h, w) else torch.nn.functional.interpolate(it.image, size=(ph, pw), mode="area")
     return {"event": "preview", "iteration": it.iteration, "width": pw, "height": ph,
             "image": base64.b64encode(encode_image(small, "jpeg", jpeg_quality=80)).decode("ascii")}
 

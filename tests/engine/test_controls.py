@@ -146,6 +146,22 @@ def test_luminance_only_keeps_the_content_colours(chelsea, scream, features: VGG
     assert (y(lum.image) - y(chelsea)).abs().mean() > 0.01
 
 
+def test_original_colors_give_the_stylized_luma_the_content_chroma(chelsea, scream, features: VGGFeatures) -> None:
+    # jcjohnson/neural-style's -original_colors 1: an ordinary RGB run, recombined in YUV afterwards.
+    plain = stylize(chelsea, scream, features, opts(steps=8, optimizer="adam"))
+    kept = stylize(chelsea, scream, features, opts(steps=8, optimizer="adam", color_control="original_colors"))
+    assert kept.losses == plain.losses  # the optimization is the plain one...
+    yuv_kept, yuv_plain, yuv_content = (color.rgb_to_yuv(x) for x in (kept.image, plain.image, chelsea))
+    # ...recombined: pixels whose recombination fell inside the RGB cube (clamping moves the others).
+    unclamped = color.yuv_to_rgb(torch.cat([yuv_plain[:, :1], yuv_content[:, 1:]], 1))
+    inside = ((unclamped >= 0) & (unclamped <= 1)).all(1, keepdim=True)
+    assert inside.float().mean() > 0.8
+    assert (yuv_kept - yuv_content)[:, 1:].abs().masked_select(inside).max() < 1e-5  # the content's chroma
+    assert (yuv_kept - yuv_plain)[:, :1].abs().masked_select(inside).max() < 1e-5  # the stylized luma
+    assert chroma_difference(plain.image, chelsea) > 0.005  # precondition: the style changed the colours
+    assert (yuv_kept[:, :1] - yuv_content[:, :1]).abs().mean() > 0.01  # and the luma is stylized
+
+
 def test_histogram_matching_gives_the_content_statistics(chelsea, scream) -> None:
     stats = lambda x: (x.reshape(3, -1).double().mean(1), torch.cov(x.reshape(3, -1).double()))  # noqa: E731
     matched = color.match_color_histogram(scream, chelsea)

@@ -14,6 +14,7 @@ from nst.images import (
     decode_image,
     encode_image,
     fit_long_side,
+    open_image,
     to_pil,
     to_tensor,
 )
@@ -203,3 +204,81 @@ def test_animated_image_gives_its_first_frame() -> None:
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     img = decode_image(buf.getvalue(), max_pixels=10**6)
     assert img.mode == "RGB" and img.getpixel((8, 8)) == (255, 0, 0)
+
+
+# --- colour profiles, transparency and the output formats (jcjohnson #200, crowsonkb's sRGB) ---
+
+
+def _srgb_description(img: Image.Image) -> str:
+    from PIL import ImageCms
+
+    icc = img.info.get("icc_profile")
+    assert icc, "the output carries no ICC profile"
+    return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+
+
+def test_an_embedded_profile_is_converted_to_srgb() -> None:
+    from imagebytes import adobe_rgb_profile
+    from PIL import ImageCms
+
+    pixels = Image.new("RGB", (16, 16), (200, 100, 50))
+    expected = ImageCms.profileToProfile(pixels, ImageCms.ImageCmsProfile(io.BytesIO(adobe_rgb_profile())),
+                                         ImageCms.createProfile("sRGB"), outputMode="RGB")
+    assert expected is not None and expected.getpixel((0, 0)) != (200, 100, 50)  # a real change of space
+    tagged = decode_image(_encode(pixels, "PNG", icc_profile=adobe_rgb_profile()), max_pixels=BIG)
+    assert tagged.getpixel((8, 8)) == expected.getpixel((8, 8))
+    untouched = decode_image(_encode(pixels, "PNG", icc_profile=adobe_rgb_profile()), max_pixels=BIG,
+                             colour_managed=False)
+    assert untouched.getpixel((8, 8)) == (200, 100, 50)
+
+
+def test_an_unreadable_or_mismatched_profile_is_refused_by_name() -> None:
+    with pytest.raises(ImageDecodeError, match="ICC colour profile is unreadable"):
+        decode_image(_encode(Image.new("RGB", (16, 16)), "PNG", icc_profile=b"not a profile" * 20), max_pixels=BIG)
+    from imagebytes import adobe_rgb_profile
+
+    gray_with_rgb_profile = _encode(Image.new("L", (16, 16), 128), "PNG", icc_profile=adobe_rgb_profile())
+    with pytest.raises(ImageDecodeError, match="does not fit its L pixels"):
+        decode_image(gray_with_rgb_profile, max_pixels=BIG)
+
+
+def test_open_image_keeps_the_alpha_channel() -> None:
+    img = Image.new("RGBA", (8, 4), (255, 0, 0, 255))
+    img.putpixel((1, 0), (0, 0, 255, 0))
+    rgb, alpha = open_image(_encode(img, "PNG"), max_pixels=BIG)
+    assert rgb.mode == "RGB" and rgb.getpixel((1, 0)) == (255, 255, 255)  # composited for the optimization
+    assert alpha is not None and alpha.mode == "L" and alpha.getpixel((1, 0)) == 0 and alpha.getpixel((0, 0)) == 255
+    assert open_image(_encode(Image.new("RGBA", (8, 4), (1, 2, 3, 255)), "PNG"), max_pixels=BIG)[1] is None
+    assert open_image(_encode(Image.new("RGB", (8, 4)), "PNG"), max_pixels=BIG)[1] is None
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp", "tiff16"])
+def test_alpha_formats_keep_the_alpha_and_are_tagged_srgb(fmt: str) -> None:
+    image = torch.rand(1, 3, 12, 20)
+    alpha = torch.linspace(0, 1, 20).expand(1, 1, 12, 20)
+    out = Image.open(io.BytesIO(encode_image(image, fmt, alpha=alpha)))  # type: ignore[arg-type]
+    assert out.mode == "RGBA" and out.size == (20, 12)
+    assert "sRGB" in _srgb_description(out)
+    decoded_alpha = np.asarray(out.getchannel("A"), dtype=np.float64) / 255
+    assert np.abs(decoded_alpha - alpha.squeeze().numpy()).max() <= 1 / 255 + 1e-6
+
+
+def test_jpeg_flattens_the_alpha_on_white() -> None:
+    image = torch.zeros(1, 3, 8, 8)  # black
+    alpha = torch.ones(1, 1, 8, 8)
+    alpha[..., :4] = 0  # left half transparent
+    out = Image.open(io.BytesIO(encode_image(image, "jpeg", alpha=alpha)))
+    assert out.mode == "RGB" and "sRGB" in _srgb_description(out)
+    assert min(rgb_at(out, (0, 4))) > 240 and max(rgb_at(out, (7, 4))) < 15
+
+
+def test_tiff16_keeps_sixteen_bits_per_channel() -> None:
+    import tifffile
+
+    image = torch.linspace(0, 1, 4096).reshape(1, 1, 64, 64).expand(1, 3, 64, 64)
+    data = encode_image(image, "tiff16")
+    pixels = tifffile.imread(io.BytesIO(data))
+    assert pixels.dtype == np.uint16 and pixels.shape == (64, 64, 3)
+    assert np.abs(pixels / 65535 - image.squeeze(0).permute(1, 2, 0).numpy()).max() <= 0.5 / 65535 + 1e-7
+    assert len(np.unique(pixels[..., 0])) == 4096  # an 8-bit encoding would keep 256 levels
+    assert Image.open(io.BytesIO(data)).mode == "RGB"  # Pillow (the SDK's decoder) reads it, as 8 bits

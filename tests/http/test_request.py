@@ -41,6 +41,7 @@ DEFAULTS = {
     "stream": False,
     "progress_every": 10,
     "preview_every": 0,
+    "preview_size": 128,
     "dry_run": False,
 }
 

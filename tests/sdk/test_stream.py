@@ -24,6 +24,7 @@ from nst_client import (
     StylizeResult,
     cli,
 )
+from nst_client._constants import FULL_SIZE_PREVIEW
 from PIL import Image
 
 DATA = Path(__file__).parents[1] / "data"
@@ -217,8 +218,14 @@ def test_cli_save_previews(server, success_body, tmp_path, capsys):
     assert out.read_bytes() == OUTPUT.read_bytes()
     assert sorted(p.name for p in previews.iterdir()) == ["preview_00010.jpg", "preview_00020.jpg"]
     assert (previews / "preview_00010.jpg").read_bytes() == _jpeg()
-    assert server.requests[0].json["params"] == {"steps": 20, "stream": True, "preview_every": 10}
+    # Full-size previews unless --preview-size says otherwise (jcjohnson/neural-style's -save_iter).
+    assert server.requests[0].json["params"] == {"steps": 20, "stream": True, "preview_every": 10,
+                                                 "preview_size": FULL_SIZE_PREVIEW}
     assert "iterations=20" in capsys.readouterr().out
+    server.stream(_lines(success_body))
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", server.url,
+                   "--steps", "20", "--save-previews", str(previews), "--preview-size", "300"])
+    assert rc == 0 and server.requests[-1].json["params"]["preview_size"] == 300
 
 
 def test_cli_progress(server, success_body, tmp_path, capsys):

@@ -51,6 +51,9 @@ STREAM_CHUNK_SIZE = 64 * 1024  # bytes read at most per socket read while stream
 # and the name of each preview file in that directory.
 DEFAULT_CLI_PREVIEW_EVERY = 10
 PREVIEW_FILENAME = "preview_{iteration:05d}.jpg"
+#: ``params.preview_size`` for full-size previews: its largest value. The server never enlarges a
+#: preview, so each comes at the size of the level being optimized (the output's at the last).
+FULL_SIZE_PREVIEW = 8192
 # The optional extra that brings tqdm (stylize(progress=True), CLI --progress).
 PROGRESS_EXTRA_INSTALL = "pip install 'nst-client[progress]'"
 # The optional extra that brings httpx (AsyncStyleTransferClient).

@@ -12,7 +12,7 @@ from typing import Callable, List, Tuple, Union
 from PIL import Image
 
 __all__ = ["ImageInput", "StyleInput", "to_image_bytes", "b64encode", "b64decode", "open_image", "save_encoded",
-           "FORMAT_BY_SUFFIX"]
+           "FORMAT_BY_SUFFIX", "SUFFIX_BY_FORMAT"]
 
 #: What ``stylize`` accepts for ``content`` and each style, mask or init image: a file path,
 #: encoded image bytes, or a PIL image (sent as PNG).
@@ -22,8 +22,10 @@ ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.
 #: (sent as a JSON list of base64 strings, even with a single element).
 StyleInput = Union[ImageInput, List[ImageInput], Tuple[ImageInput, ...]]
 
-# File suffix -> format name used by the service ("png" | "jpeg").
-FORMAT_BY_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+#: ``params.output_format`` -> the file suffix the CLI names its outputs with.
+SUFFIX_BY_FORMAT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff16": ".tiff"}
+#: File suffix -> the ``params.output_format`` whose bytes a file of that name takes unchanged.
+FORMAT_BY_SUFFIX = {**{suffix: fmt for fmt, suffix in SUFFIX_BY_FORMAT.items()}, ".jpeg": "jpeg", ".tif": "tiff16"}
 
 # Modes PNG can store as-is; anything else is converted to RGB(A) first.
 _PNG_MODES = {"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"}
@@ -128,7 +130,7 @@ def save_encoded(data: bytes, fmt: str, path: Union[str, os.PathLike[str]],
 
     Args:
         data: The encoded image.
-        fmt: Its format, ``"png"`` or ``"jpeg"``.
+        fmt: Its format, a ``params.output_format`` (``"png"``, ``"jpeg"``, ``"webp"``, ``"tiff16"``).
         path: Destination file; its parent directory must exist.
         image: Returns the decoded image (called only when re-encoding).
 

@@ -40,11 +40,11 @@ __all__ = [
 # Allowed values of the string-valued request parameters (public types; the CLI offers them as
 # ``choices`` and the contract test compares them with the spec's enums).
 InitMode = Literal["content", "noise", "style", "image"]
-ColorControl = Literal["none", "luminance", "histogram"]
+ColorControl = Literal["none", "luminance", "histogram", "original_colors"]
 Pooling = Literal["max", "avg"]
 OptimizerName = Literal["lbfgs", "adam"]
 RenderMode = Literal["stylize", "reconstruct_content", "reconstruct_style"]
-OutputFormat = Literal["png", "jpeg"]
+OutputFormat = Literal["png", "jpeg", "webp", "tiff16"]
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,15 @@ class StylizeParams(TypedDict, total=False):
         init: Starting image: ``"content"``, ``"noise"``, ``"style"`` or ``"image"`` (the latter
             uses ``init_image``).
         seed: Random seed (noise init, random weights).
-        output_format: ``"png"`` or ``"jpeg"``.
+        output_format: ``"png"``, ``"jpeg"``, ``"webp"`` or ``"tiff16"`` (16 bits per channel).
+            PNG, WebP and TIFF keep the content image's transparency; every output is tagged sRGB.
+        preview_size: Long side of previews (streamed, and a submitted job's), in pixels; never
+            larger than the level being optimized, so the output's size or more gives full-size
+            snapshots.
         style_blend_weights: Relative weight of each style (one per style; unitless).
         style_scale: Size of the style image relative to the output (unitless factor).
-        color_control: Colour preservation: ``"none"``, ``"luminance"`` or ``"histogram"``.
+        color_control: Colour preservation: ``"none"``, ``"luminance"``, ``"histogram"`` or
+            ``"original_colors"`` (the output's luminance with the content's colours, after the run).
         pooling: VGG19 pooling layers: ``"max"`` or ``"avg"``.
         content_layers: VGG19 layer names for the content loss, e.g. ``["relu4_2"]``.
         style_layers: VGG19 layer names for the style loss, e.g. ``["relu1_1", ...]``.
@@ -115,6 +120,8 @@ class StylizeParams(TypedDict, total=False):
     init: typing.Annotated[Optional[InitMode], Cli("starting image")]
     seed: typing.Annotated[Optional[int], Cli("random seed", "N")]
     output_format: typing.Annotated[Optional[OutputFormat], Cli("format the server encodes")]
+    preview_size: typing.Annotated[Optional[int], Cli(
+        "long side of previews in px (server default 128; --save-previews: the output's size)", "PX")]
     style_blend_weights: typing.Annotated[
         Optional[Sequence[float]], Cli("relative weight of each style, e.g. 0.7,0.3", "LIST")]
     style_scale: typing.Annotated[Optional[float], Cli("style image size relative to the output (factor)", "F")]

@@ -54,7 +54,7 @@ class StylizeResult:
 
     Attributes:
         image_bytes: The output image exactly as the server encoded it.
-        format: ``"png"`` or ``"jpeg"``.
+        format: ``"png"``, ``"jpeg"``, ``"webp"`` or ``"tiff16"`` (``params.output_format``).
         width: Output width in pixels.
         height: Output height in pixels.
         iterations: Optimiser iterations actually run (``None`` if not reported).
@@ -146,9 +146,11 @@ class StylizeResult:
     def save(self, path: Union[str, os.PathLike[str]]) -> Path:
         """Write the output image to ``path``.
 
-        If the suffix matches ``format`` (``.png`` for png, ``.jpg``/``.jpeg`` for jpeg) the
-        bytes are written exactly as received; otherwise the image is re-encoded by Pillow
-        according to the suffix (alpha dropped for JPEG).
+        If the suffix matches ``format`` (``.png`` for png, ``.jpg``/``.jpeg`` for jpeg,
+        ``.webp`` for webp, ``.tif``/``.tiff`` for tiff16) the bytes are written exactly as
+        received (16 bits per channel, alpha and sRGB profile kept); otherwise the image is
+        re-encoded by Pillow according to the suffix, from :attr:`image` (8 bits per channel;
+        alpha dropped for JPEG).
 
         Args:
             path: Destination file; its parent directory must exist.

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from PIL import Image
 
 from .._client import StyleTransferClient
-from .._constants import DEFAULT_CLI_PREVIEW_EVERY, PREVIEW_FILENAME
+from .._constants import DEFAULT_CLI_PREVIEW_EVERY, FULL_SIZE_PREVIEW, PREVIEW_FILENAME
 from .._exceptions import APIResponseValidationError
 from .._images import ImageInput, open_image, to_image_bytes
 from .._params import STREAM_PARAMS
@@ -122,6 +122,8 @@ def _stylize(client: StyleTransferClient, args: argparse.Namespace) -> Dict[str,
             preview_dir.mkdir(parents=True, exist_ok=True)
         if (preview_dir is not None or animate is not None) and preview_every is None:
             preview_every = DEFAULT_CLI_PREVIEW_EVERY
+        if preview_dir is not None and params.get("preview_size") is None:
+            params["preview_size"] = FULL_SIZE_PREVIEW  # full-size snapshots, as jcjohnson's -save_iter
 
         def on_event(event: StreamEvent) -> None:
             if isinstance(event, PreviewEvent):
