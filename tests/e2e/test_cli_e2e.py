@@ -87,6 +87,42 @@ def test_sweep_two_by_two_concurrently_then_resumed(server, tmp_path, capsys):
     assert [c["file"] for c in again["cells"]] == [c["file"] for c in doc["cells"]]
 
 
+def test_batch_of_contents_and_styles_with_a_failure_then_resumed(server, tmp_path, capsys):
+    contents = tmp_path / "contents"
+    contents.mkdir()
+    for name in ("tubingen_64x64.png", "chelsea_128x96.png"):
+        (contents / name).write_bytes((DATA / name).read_bytes())
+    (contents / "tiny.png").write_bytes(_tiny_png())
+    out = tmp_path / "batch"
+    argv = ["batch", str(contents), str(STYLE), str(DATA / "the_scream_128x96.png"), "-o", str(out), *_conn(server),
+            "--image-size", "32", "--steps", "2", "--output-format", "webp", "--concurrency", "2", "--json"]
+    rc, doc = _run_json(capsys, argv)
+    # tiny.png (8x8) is refused by the server (400 image_too_small); the batch goes on without it.
+    assert rc == 6 and doc["ok"] is False, doc
+    assert (doc["rendered"], doc["skipped"], doc["failed"]) == (4, 0, 2)
+    assert {Path(f["content"]).name for f in doc["failures"]} == {"tiny.png"}
+    names = sorted(p.name for p in out.glob("*.webp"))
+    assert names == ["chelsea_128x96__starry_night_64x64.webp", "chelsea_128x96__the_scream_128x96.webp",
+                     "tubingen_64x64__starry_night_64x64.webp", "tubingen_64x64__the_scream_128x96.webp"]
+    assert _open(out / names[0]).size == (32, 24)
+    with Image.open(out / "sheet.png") as sheet:
+        assert sheet.width > 2 * 32 and sheet.height > 2 * 24
+
+    (contents / "tiny.png").unlink()
+    before = _inference_requests(server)
+    rc, again = _run_json(capsys, argv)
+    assert rc == 0 and (again["rendered"], again["skipped"], again["failed"]) == (0, 4, 0), again
+    assert _inference_requests(server) == before  # the rerun sent nothing
+
+
+def _tiny_png() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def test_health_json_from_the_installed_script(server):
     proc = subprocess.run([str(NST_CLIENT), "health", "--json", *_conn(server)],
                           capture_output=True, text=True, timeout=60)

@@ -1,5 +1,5 @@
-"""``nst-client`` command line: ``stylize``, ``sweep``, ``submit``, ``status``, ``wait``, ``cancel``,
-``plan``, ``health`` and ``info``.
+"""``nst-client`` command line: ``stylize``, ``sweep``, ``batch``, ``submit``, ``status``, ``wait``,
+``cancel``, ``plan``, ``health`` and ``info``.
 
 Every failure exits with the code of its error class (:data:`EXIT_CODES`, printed by
 ``nst-client --help`` and tabled in docs/sdk.md). With ``--json`` each command prints exactly
@@ -7,9 +7,10 @@ one JSON document on stdout, an error included.
 
 Rooms: this module parses and dispatches; ``_exit`` holds the exit codes, ``_output`` the
 ``--json`` documents and error reports, ``_flags`` the shared flags (the request parameters'
-derived from ``nst_client._params``); one module per command (``stylize``, ``sweep``, ``info``
-for ``health`` and ``info``, ``jobs`` for ``submit``, ``status``, ``wait`` and ``cancel``, ``plan``
-for ``plan`` and the ``--dry-run`` of ``stylize`` and ``submit``);
+derived from ``nst_client._params``), ``_cells`` what ``sweep`` and ``batch`` share (requests run
+concurrently, the manifest, the contact sheet); one module per command (``stylize``, ``sweep``,
+``batch``, ``info`` for ``health`` and ``info``, ``jobs`` for ``submit``, ``status``, ``wait`` and
+``cancel``, ``plan`` for ``plan`` and the ``--dry-run`` of ``stylize`` and ``submit``);
 ``sheets`` and ``plots`` draw the pictures.
 """
 
@@ -22,7 +23,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 from .._client import StyleTransferClient
 from .._exceptions import NSTError
 from .._version import __version__
-from . import info, jobs, plan, stylize, sweep
+from . import batch, info, jobs, plan, stylize, sweep
 from ._exit import (
     EXIT_AUTH,
     EXIT_BAD_RESPONSE,
@@ -83,6 +84,7 @@ class _Command(NamedTuple):
 _COMMANDS: Dict[str, _Command] = {
     "stylize": _Command(stylize.run, stylize.text),
     "sweep": _Command(sweep.run, sweep.text),
+    "batch": _Command(batch.run, batch.text),
     "submit": _Command(jobs.run_submit, jobs.status_text),
     "status": _Command(jobs.run_status, jobs.status_text),
     "wait": _Command(jobs.run_wait, jobs.wait_text),
@@ -94,7 +96,7 @@ _COMMANDS: Dict[str, _Command] = {
 
 
 #: The commands that take CONTENT STYLE...
-_TAKES_STYLES = ("stylize", "sweep", "submit", "plan")
+_TAKES_STYLES = ("stylize", "sweep", "batch", "submit", "plan")
 #: The commands whose ``--dry-run`` runs ``plan`` instead, with the same inputs and flags.
 _DRY_RUNS = ("stylize", "submit")
 
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     stylize.add_parser(sub, common)
     sweep.add_parser(sub, common)
+    batch.add_parser(sub, common)
     jobs.add_parsers(sub, common)
     plan.add_parser(sub, common)
     info.add_parsers(sub, common)
@@ -185,4 +188,4 @@ def _run(parser: argparse.ArgumentParser, argv: List[str]) -> int:
         print_json(doc)
     else:
         print(text)
-    return EXIT_OK
+    return int(doc.get("exit_code", EXIT_OK))  # a batch with failed pairs

@@ -70,7 +70,8 @@ class ExitCode:
 EXIT_CODES: Tuple[ExitCode, ...] = (
     ExitCode(EXIT_OK, "ok", (), "the command did what it was asked"),
     ExitCode(EXIT_ERROR, "error", (Exception,),
-             "anything not below, e.g. an output file that cannot be written (OSError)"),
+             "anything not below, e.g. an output file that cannot be written (OSError); a batch whose "
+             "pairs failed with different codes"),
     ExitCode(EXIT_USAGE, "usage",
              (FileNotFoundError, IsADirectoryError, UnidentifiedImageError, KeyFileError, ValueError, TypeError),
              "bad command line or local input: unknown flag, missing or unreadable image, malformed "

@@ -15,7 +15,7 @@ from .._exceptions import APIStatusError, AuthenticationError, NSTError
 from .._results import StylizeResult
 from ._exit import EXIT_USAGE, exit_code, exit_row
 
-__all__ = ["JSON_ERRORS", "Parser", "print_json", "fail", "fmt_losses", "result_doc", "check_out_dir"]
+__all__ = ["JSON_ERRORS", "Parser", "print_json", "fail", "error_fields", "fmt_losses", "result_doc", "check_out_dir"]
 
 # Set while main() runs with --json: usage errors are then printed as a JSON document too.
 JSON_ERRORS: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("nst_client_cli_json", default=None)
@@ -44,17 +44,23 @@ def _error_doc(command: Optional[str], code: int, kind: str, type_name: str, mes
 
 
 def _exc_doc(command: Optional[str], exc: BaseException) -> Dict[str, Any]:
+    return {"ok": False, "command": command, "exit_code": exit_code(exc), "error": error_fields(exc)}
+
+
+def error_fields(exc: BaseException) -> Dict[str, Any]:
+    """The ``error`` object of a ``--json`` document for ``exc``: ``kind`` (its exit code's
+    name), ``type``, ``message``, and for HTTP errors ``status_code``, ``code``, ``field`` and
+    ``request_id`` when known, ``hint`` for authentication errors."""
     row = exit_row(exc)
-    details: Dict[str, Any] = {}
+    error: Dict[str, Any] = {"kind": row.name, "type": type(exc).__name__, "message": str(exc)}
     if isinstance(exc, APIStatusError):
         details = {"status_code": exc.status_code, "code": exc.code, "field": exc.field,
                    "request_id": exc.request_id, "message": exc.message}
-    doc = _error_doc(command, row.code, row.name, type(exc).__name__, str(exc))
-    doc["error"].update({k: v for k, v in details.items() if v is not None})
+        error.update({k: v for k, v in details.items() if v is not None})
     hint = _hint(exc)
     if hint:
-        doc["error"]["hint"] = hint
-    return doc
+        error["hint"] = hint
+    return error
 
 
 def _hint(exc: BaseException) -> Optional[str]:

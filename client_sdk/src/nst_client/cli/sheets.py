@@ -1,5 +1,5 @@
-"""Pictures made from results with Pillow alone: the compare sheet, the sweep's contact sheet,
-and the animation of streamed previews.
+"""Pictures made from results with Pillow alone: the compare sheet, the contact sheet of a
+sweep or a batch, and the animation of streamed previews.
 
 Every label is drawn with Pillow's default font (``ImageFont.load_default()``), so nothing
 here needs a font file or another dependency. Pictures are never scaled up: a sheet's column is
