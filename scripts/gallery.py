@@ -55,6 +55,7 @@ TILES = (
     Tile("style_scale_2", "style_scale 2.0", {"style_scale": 2.0}),
     Tile("color_luminance", "color_control luminance", {"color_control": "luminance"}),
     Tile("color_histogram", "color_control histogram", {"color_control": "histogram"}),
+    Tile("color_original_colors", "color_control original_colors", {"color_control": "original_colors"}),
     Tile("init_noise", "init noise", {"init": "noise"}),
     Tile("pooling_avg", "pooling avg", {"pooling": "avg"}),
     Tile("style_layers_shallow", "style_layers [relu1_1, relu2_1]", {"style_layers": ("relu1_1", "relu2_1")}),
