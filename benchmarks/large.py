@@ -9,7 +9,8 @@ does what a worker does: loads the network, measures its speed on the start-up r
 - the plan (whole image, or tiles of some side; L-BFGS history kept);
 - seconds per iteration, measured between the first and the last evaluation (the targets and
   the final loss report are not iterations), and estimated: the level's pixel-iterations
-  (:attr:`nst.plan.Level.cost`: halos, the second pass) at the start-up speed;
+  (:attr:`nst.plan.Level.cost`: halos, the second pass) at the start-up speed, scaled to the
+  pixels one pass runs on (the level's, or a tile's crop) by the device's speed curve;
 - peak RSS (``torch.cuda.max_memory_allocated`` on a GPU), measured, and estimated by
   :mod:`nst.memory` for the history pairs the probe actually stored (``iters - 1``) plus the
   process's baseline; and the model's peak for a long run (the whole planned history).
@@ -41,7 +42,7 @@ def large_probe(size: int, tile: int | None, budget_mb: int | None, iters: int, 
     """Run in a fresh process: one case of the section (see the module)."""
     features = build_vgg19_features(make_random(0).state).to(device)
     budget = measure_budget(budget_mb, device) if budget_mb is not None else None
-    seconds, work = measure_speed(features, device)
+    curve, seconds, work = measure_speed(features, device)
     rate = seconds / work
     options = StylizeOptions(steps=iters, tile_size=tile)
     plan = make_plan((size, size), [(size, size)], options, budget=None if budget is None else budget.working)
@@ -69,7 +70,7 @@ def large_probe(size: int, tile: int | None, budget_mb: int | None, iters: int, 
     return {"size": size, "tile": level.tile, "tiles": level.tiles, "history": level.history or options.lbfgs_history,
             "checkpointing": on, "budget_gib": None if budget is None else budget.total / GIB,
             "s_per_iter": (stamps[-1] - stamps[0]) / (len(stamps) - 1),
-            "s_per_iter_estimate": size * size * level.cost * rate,
+            "s_per_iter_estimate": level.work / level.steps * curve.weight(level) * rate, "exponent": curve.exponent,
             "peak_gib": peak / GIB, "peak_estimate_gib": model_probe / GIB,
             "long_run_gib": (baseline + level.peak_bytes) / GIB}
 
@@ -107,7 +108,9 @@ def section_large(device: torch.device, cases: list[tuple[int, int | None, int |
         f"Each case in a fresh process: the start-up speed run, the plan within the budget, then {iters} L-BFGS "
         f"iterations of one level of square random images, random weights. Measured: seconds per iteration "
         f"(between the first and last evaluation) and {kind}. Estimates: the plan's pixel-iterations at the "
-        f"start-up speed, and nst.memory's model for the {iters - 1} history pairs stored plus the process's "
+        f"start-up speed scaled to the pixels one pass runs on (the level's, or a tile's crop) by the device's "
+        f"speed curve (nst_http.budget.SpeedCurve, exponent {results[0]['exponent'] if results else 0:.2f}), and "
+        f"nst.memory's model for the {iters - 1} history pairs stored plus the process's "
         f"baseline; 'long run': the model with the whole planned history.\n",
         "| size (px) | tile | budget | plan | s / iteration | estimate (error) | peak (GiB) | estimate (error) "
         "| long run, model (GiB) |",

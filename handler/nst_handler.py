@@ -86,11 +86,13 @@ class NSTHandler(BaseHandler):
                             on_state=lambda state: self._metric("NSTJobs", 1, State=state),
                             on_wait=lambda s: self._metric("NSTJobQueueSeconds", s, kind=MetricTypes.GAUGE,
                                                            unit="Seconds"))
-        self.desk.measured(*measure_speed(self.features, self.device))  # a figure for the first estimates
+        self.speed_curve, *first = measure_speed(self.features, self.device)  # figures for the first estimates
+        self.desk.measured(*first)
         logger.info("NST model loaded: weights %s (%s, %s input) on %s, %d torch threads, memory budget %.1f GiB "
-                    "(%.1f GiB held), %.3g s per megapixel-iteration", self.provenance.label, self.provenance.network,
-                    self.provenance.input_convention, self.device, torch.get_num_threads(), self.budget.total / 2**30,
-                    self.budget.baseline / 2**30, (self.desk.seconds_per_work or 0) * 1e6)
+                    "(%.1f GiB held), %.3g s per megapixel-iteration at %d px, x (pixels / that) ^ %.3f",
+                    self.provenance.label, self.provenance.network, self.provenance.input_convention, self.device,
+                    torch.get_num_threads(), self.budget.total / 2**30, self.budget.baseline / 2**30,
+                    (self.desk.seconds_per_work or 0) * 1e6, self.speed_curve.reference, self.speed_curve.exponent)
         self.initialized = True
 
     def handle(self, data: list[Any] | None, context: Any) -> list[Any]:
@@ -140,10 +142,10 @@ class NSTHandler(BaseHandler):
                 continue
             try:
                 run = partial(self._run, row)
-                work = row.request.plan.work if row.request is not None else 0
+                work = self.speed_curve.work(row.request.plan) if row.request is not None else 0
                 if row.request is not None and row.request.serving.dry_run:
                     row.answer = response.plan_body(row.request, seconds_per_work=self.desk.seconds_per_work,
-                                                     budget=self.budget, weights=self.provenance.label,
+                                                     curve=self.speed_curve, budget=self.budget, weights=self.provenance.label,
                                                      device=str(self.device), request_id=row.request_id)
                 elif row.job is None:
                     row.answer = self.desk.wait(run, work)
@@ -239,7 +241,7 @@ class NSTHandler(BaseHandler):
         try:
             start = time.perf_counter()
             content, styles, images = request.tensors(self.device)
-            cancel, clock = threading.Event(), LoopClock(request.plan)
+            cancel, clock = threading.Event(), LoopClock(request.plan, self.speed_curve)
             result = stylize(content, styles, self.features, request.options(), **images, plan=request.plan,
                              cache=self.style_cache, style_keys=request.style_keys(), cancel=cancel,
                              callback=self._watcher(row, job_id, cancel, start, clock))

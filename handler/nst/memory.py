@@ -88,6 +88,9 @@ class Fit:
     """Pixels one iteration processes, relative to one untiled pass: the crops' area (halos
     counted again) x :data:`TILED_PASSES_COST` for the tiles' extra forward pass; x
     :data:`CHECKPOINT_COST` with checkpointing."""
+    pass_pixels: int
+    """Pixels of the images one pass of the network runs on: the level's, or on average one of
+    its tiles' crops (what a device's speed per pixel depends on: caches, GPU occupancy)."""
 
 
 def level_bytes(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], *,
@@ -105,11 +108,12 @@ def level_bytes(size: tuple[int, int], layers: Sequence[str], content_layers: Se
     return int(factor * feature_floats(layers) * 4 * active + vectors + sum(map(layer_floats, content_layers)) * 4 * pixels)
 
 
-def _tiled_cost(size: tuple[int, int], tile: int, layers: Sequence[str]) -> tuple[int, float]:
-    """Tiles of the grid the run will cut, and their crops' area over the image's x :data:`TILED_PASSES_COST`."""
+def _tiled_cost(size: tuple[int, int], tile: int, layers: Sequence[str]) -> tuple[int, float, int]:
+    """Tiles of the grid the run will cut, their crops' area over the image's x
+    :data:`TILED_PASSES_COST`, and a crop's mean area (pixels)."""
     tiles = tile_grid(size, tile, layers)
     area = sum((t.crop[1] - t.crop[0]) * (t.crop[3] - t.crop[2]) for t in tiles)
-    return len(tiles), area / (size[0] * size[1]) * TILED_PASSES_COST
+    return len(tiles), area / (size[0] * size[1]) * TILED_PASSES_COST, area // len(tiles)
 
 
 def fit_level(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], *,
@@ -142,10 +146,10 @@ def fit_level(size: tuple[int, int], layers: Sequence[str], content_layers: Sequ
 def _fit(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], tile: int | None,
          checkpointing: bool | None, history: int) -> Fit:
     """The :class:`Fit` of one choice."""
-    tiles, cost = (1, 1.0) if tile is None else _tiled_cost(size, tile, layers)
+    tiles, cost, crop = (1, 1.0, size[0] * size[1]) if tile is None else _tiled_cost(size, tile, layers)
     on = checkpointing if checkpointing is not None else tile is None and size[0] * size[1] > CHECKPOINT_PIXELS
     peak = level_bytes(size, layers, content_layers, tile=tile, checkpointing=on, history=history)
-    return Fit(tile, tiles, checkpointing, history, peak, cost * (CHECKPOINT_COST if on else 1.0))
+    return Fit(tile, tiles, checkpointing, history, peak, cost * (CHECKPOINT_COST if on else 1.0), crop)
 
 
 def _fit_budget(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], budget: int,

@@ -10,7 +10,7 @@ is a 400 naming the field, never a failure half-way through.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .memory import MIN_HISTORY, MIN_TILE, fit_level
@@ -102,6 +102,14 @@ class Level:
     cost: float = 1.0
     """Pixels an iteration processes per pixel of the image: more than 1 for tiles (halos, a
     second forward pass) and checkpointing."""
+    pass_pixels: int = 0
+    """Pixels of the images one pass of the network runs on: the level's, or on average one of
+    its tiles' crops; 0: the level's (``size``)."""
+
+    @property
+    def work(self) -> float:
+        """Pixel-iterations of the level: ``steps x h x w x cost``."""
+        return self.steps * self.size[0] * self.size[1] * self.cost
 
 
 @dataclass(frozen=True)
@@ -132,13 +140,14 @@ class Plan:
         run-time estimates scale by)."""
         return self.work_done(sum(level.steps for level in self.levels))
 
-    def work_done(self, iterations: int) -> float:
+    def work_done(self, iterations: int, weight: Callable[[Level], float] | None = None) -> float:
         """Pixel-iterations of the first ``iterations`` iterations, counted across the levels
-        in order (as :class:`nst.records.Iterate` counts them)."""
+        in order (as :class:`nst.records.Iterate` counts them); with ``weight``, each level's
+        multiplied by ``weight(level)`` (a device's relative seconds per pixel at that level)."""
         done = 0.0
         for level in self.levels:
             steps = min(level.steps, max(iterations, 0))
-            done += steps * level.size[0] * level.size[1] * level.cost
+            done += steps * level.size[0] * level.size[1] * level.cost * (1.0 if weight is None else weight(level))
             iterations -= steps
         return done
 
@@ -217,5 +226,5 @@ def make_plan(content_size: Size, style_sizes: Sequence[Size], options: StylizeO
                               f"({_gib(budget)}); lower {{field}}")
         levels.append(Level(index=index, side=side, size=size, style_sizes=scaled, steps=steps, tile=fitted.tile,
                             tiles=fitted.tiles, checkpointing=fitted.checkpointing, history=fitted.history,
-                            peak_bytes=fitted.peak_bytes, cost=fitted.cost))
+                            peak_bytes=fitted.peak_bytes, cost=fitted.cost, pass_pixels=fitted.pass_pixels))
     return Plan(options=opts, levels=tuple(levels), blend=tuple(blend))

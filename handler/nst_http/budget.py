@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from nst.options import StylizeOptions
-from nst.plan import Plan, make_plan
+from nst.plan import Level, Plan, make_plan
 from nst.records import Iterate
 from nst.stylize import stylize
 from nst.vgg import VGGFeatures
@@ -25,9 +25,21 @@ from nst.vgg import VGGFeatures
 CPU_SHARE = 1 / 3
 #: Share of a GPU's memory a CUDA worker plans for, without ``memory_budget_mb``.
 GPU_SHARE = 0.9
-#: Side of the images of the start-up run that measures a worker's speed, pixels (2 iterations,
-#: about 2 s on a 2-core CPU; smaller images measure mostly per-call overheads).
+#: Side of the images of the start-up run that measures a worker's speed, pixels, after an
+#: untimed warm-up run at half that (a process's first run pays for allocations and kernel
+#: choices); smaller images measure mostly per-call overheads.
 CALIBRATION_SIDE = 256
+#: Iterations of the start-up run (the first evaluation is not timed): about 4 s on a 2-core
+#: CPU; several, because one evaluation's time varies by 20% on a shared machine.
+CALIBRATION_STEPS = 5
+#: How a CPU's seconds per pixel-iteration grow with the pixels one pass of the network runs on
+#: (their feature maps fall out of the caches): ``(pixels / CALIBRATION_SIDE²) ** exponent`` up
+#: to ``hold`` x the start-up run's pixels, flat beyond. Fitted on a 2-core x86 CPU to passes of
+#: 0.4 to 4.2 megapixels against the start-up run (``benchmarks/RESULTS.md``, "Large images":
+#: 1.4x the start-up speed per pixel at 1024 px, 1.6x at 2048 px). A GPU's curve is unmeasured
+#: (no GPU was lent): it is taken as flat, though a GPU runs large images faster per pixel, so
+#: its large runs come out overestimated.
+CPU_SPEED_EXPONENT, CPU_SPEED_HOLD = 0.15, 16
 
 
 @dataclass(frozen=True)
@@ -66,14 +78,42 @@ def measure_budget(memory_budget_mb: int | None, device: torch.device) -> Budget
     return Budget(total=total, baseline=baseline)
 
 
+@dataclass(frozen=True)
+class SpeedCurve:
+    """How a worker's seconds per pixel-iteration change with the pixels one pass of the network
+    runs on (:attr:`nst.plan.Level.pass_pixels`): a power law ``(p / reference) ** exponent``,
+    held outside ``[reference, hold]`` (see :data:`CPU_SPEED_EXPONENT`). The worker's running
+    mean of seconds per pixel-iteration (:class:`nst_http.desk.JobDesk`) is at ``reference``
+    pixels; this scales it to each level."""
+
+    reference: int = 1
+    exponent: float = 0.0
+    hold: int = 1
+
+    def weight(self, level: Level) -> float:
+        """Seconds per pixel-iteration of ``level`` over those at ``reference`` pixels."""
+        pixels = level.pass_pixels or level.size[0] * level.size[1]
+        return (min(max(pixels, self.reference), self.hold) / self.reference) ** self.exponent
+
+    def work(self, plan: Plan, iterations: int | None = None) -> float:
+        """The pixel-iterations of ``plan``'s first ``iterations`` (all: ``None``), each level's
+        weighted by :meth:`weight`: seconds at ``reference`` pixels' speed."""
+        total = sum(level.steps for level in plan.levels) if iterations is None else iterations
+        return plan.work_done(total, self.weight)
+
+
+#: No dependence on size (a worker that has not measured one).
+FLAT = SpeedCurve()
+
+
 class LoopClock:
     """Times a run's optimization loop: the seconds and pixel-iterations
-    (:meth:`nst.plan.Plan.work_done`) from its first evaluation to its last, which is what a
-    worker's speed is measured in (the targets, decoding, encoding and the result's final loss
-    report are left out). Call :meth:`tick` from the run's progress callback."""
+    (:meth:`SpeedCurve.work`) from its first evaluation to its last, which is what a worker's
+    speed is measured in (the targets, decoding, encoding and the result's final loss report
+    are left out). Call :meth:`tick` from the run's progress callback."""
 
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
+    def __init__(self, plan: Plan, curve: SpeedCurve = FLAT) -> None:
+        self.plan, self.curve = plan, curve
         self.steps = sum(level.steps for level in plan.levels)
         self._first: tuple[float, float] | None = None
         self._last: tuple[float, float] | None = None
@@ -82,7 +122,7 @@ class LoopClock:
         """Note an evaluation of the run (the report of the finished image, at ``steps``, is not one)."""
         if it.iteration >= self.steps:
             return
-        mark = (time.perf_counter(), self.plan.work_done(it.iteration))
+        mark = (time.perf_counter(), self.curve.work(self.plan, it.iteration))
         self._first = self._first or mark
         self._last = mark
 
@@ -93,13 +133,26 @@ class LoopClock:
         return self._last[0] - self._first[0], self._last[1] - self._first[1]
 
 
-def measure_speed(features: VGGFeatures, device: torch.device) -> tuple[float, float]:
-    """Time 2 iterations of the default configuration on random ``CALIBRATION_SIDE`` px images
-    with a :class:`LoopClock`: ``(seconds, work)``, so that a worker's first estimates have a
-    figure (its real runs then refine it)."""
-    side = CALIBRATION_SIDE
+def measure_speed(features: VGGFeatures, device: torch.device) -> tuple[SpeedCurve, float, float]:
+    """Time :data:`CALIBRATION_STEPS` iterations of the default configuration on random
+    ``CALIBRATION_SIDE`` px images, so that a worker's first estimates have a figure (its real
+    runs then refine it).
+
+    Returns:
+        ``(curve, seconds, work)``: the device's :class:`SpeedCurve` from the start-up run's
+        pixels, and the run's seconds and pixel-iterations (its speed at the curve's reference).
+    """
+    _timed_run(features, device, CALIBRATION_SIDE // 2, 1)
+    seconds, work = _timed_run(features, device, CALIBRATION_SIDE, CALIBRATION_STEPS)
+    pixels = CALIBRATION_SIDE**2
+    curve = SpeedCurve(pixels, CPU_SPEED_EXPONENT, CPU_SPEED_HOLD * pixels) if device.type == "cpu" else FLAT
+    return curve, seconds, work
+
+
+def _timed_run(features: VGGFeatures, device: torch.device, side: int, steps: int) -> tuple[float, float]:
+    """``(seconds, pixel-iterations)`` of the loop of one start-up run on ``side`` px images."""
     images = torch.rand(2, 1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
-    plan = make_plan((side, side), [(side, side)], StylizeOptions(steps=2))
+    plan = make_plan((side, side), [(side, side)], StylizeOptions(steps=steps))
     clock = LoopClock(plan)
 
     def tick(it: Iterate) -> None:

@@ -16,7 +16,7 @@ from nst.images import encode_image, fit_long_side
 from nst.plan import Plan
 from nst.records import Iterate, Stylized
 
-from .budget import Budget
+from .budget import FLAT, Budget, SpeedCurve
 from .errors import RequestError
 from .request import StyleRequest
 
@@ -56,14 +56,14 @@ def result_body(request: StyleRequest, result: Stylized, image: bytes, *, timing
     return body
 
 
-def plan_body(request: StyleRequest, *, seconds_per_work: float | None, budget: Budget | None, weights: str,
-              device: str, request_id: str | None) -> dict[str, Any]:
+def plan_body(request: StyleRequest, *, seconds_per_work: float | None, curve: SpeedCurve = FLAT,
+              budget: Budget | None, weights: str, device: str, request_id: str | None) -> dict[str, Any]:
     """The 200 body of a dry run (``params.dry_run``): what the run would do, and need.
 
-    Each level's seconds are its pixel-iterations (:attr:`nst.plan.Level.cost` included) at
-    the worker's measured ``seconds_per_work`` (``None`` before it has measured; then every
-    ``seconds`` is ``None``); the peak memory is the largest level's
-    (:mod:`nst.memory`) plus what the worker holds before any request.
+    Each level's seconds are its pixel-iterations (:attr:`nst.plan.Level.work`, its cost
+    included) at the worker's measured ``seconds_per_work`` scaled to the level's size by
+    ``curve`` (``None`` before it has measured; then every ``seconds`` is ``None``); the peak
+    memory is the largest level's (:mod:`nst.memory`) plus what the worker holds before any request.
     """
     plan = request.plan
 
@@ -74,12 +74,12 @@ def plan_body(request: StyleRequest, *, seconds_per_work: float | None, budget: 
     levels = [{"side": level.side, "width": level.size[1], "height": level.size[0], "steps": level.steps,
                "tile": level.tile, "tiles": level.tiles, "lbfgs_history": level.history or plan.options.lbfgs_history,
                "peak_memory_bytes": baseline + level.peak_bytes,
-               "seconds": seconds(level.steps * level.size[0] * level.size[1] * level.cost)} for level in plan.levels]
+               "seconds": seconds(level.work * curve.weight(level))} for level in plan.levels]
     height, width = plan.size
     return {"plan": {"width": width, "height": height, "levels": levels,
                      "peak_memory_bytes": baseline + plan.peak_bytes,
                      "memory_budget_bytes": None if budget is None else budget.total,
-                     "seconds": seconds(plan.work)},
+                     "seconds": seconds(curve.work(plan))},
             "params": request.params, "weights": weights, "device": device, "request_id": request_id}
 
 

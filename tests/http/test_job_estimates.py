@@ -6,12 +6,16 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from imagebytes import png_b64
 from nst.options import StylizeOptions
 from nst.plan import make_plan
 from nst.records import Iterate
+from nst_http.budget import FLAT, SpeedCurve
 from nst_http.jobs import job_body
-from nst_http.response import progress_event
+from nst_http.request import parse_request
+from nst_http.response import plan_body, progress_event
 from nst_jobs.store import QUEUED, RUNNING, SUCCEEDED, Job
+from PIL import Image
 
 
 def plan(steps: int = 30, scales: tuple[int, ...] = (200, 400)):
@@ -27,6 +31,35 @@ def test_work_counts_each_level_s_pixels_times_its_iterations() -> None:
     assert p.work_done(0) == 0 and p.work_done(first) == sizes_steps[0][0] * first
     assert p.work_done(first + 1) == sizes_steps[0][0] * first + sizes_steps[1][0]
     assert p.work_done(10**6) == p.work
+
+
+def test_the_speed_curve_scales_each_level_by_the_pixels_one_pass_runs_on() -> None:
+    p = plan()  # levels of 100x200 and 200x400 px
+    coarse, fine = p.levels
+    curve = SpeedCurve(reference=coarse.size[0] * coarse.size[1], exponent=0.5, hold=10**9)
+    assert curve.weight(coarse) == 1.0 and curve.weight(fine) == pytest.approx(2.0)  # 4x the pixels
+    assert curve.work(p) == pytest.approx(coarse.work + 2 * fine.work)
+    assert curve.work(p, coarse.steps + 1) == pytest.approx(coarse.work + 2 * fine.work / fine.steps)
+    held = replace(curve, hold=curve.reference * 2)  # held beyond 2x the reference
+    assert held.weight(fine) == pytest.approx(2**0.5)
+    assert replace(curve, reference=10**6).weight(coarse) == 1.0  # held below the reference
+    assert FLAT.work(p) == p.work
+    # A tiled level runs at the speed of its crops' size, not the image's.
+    tiled = make_plan((1024, 1024), [(64, 64)], StylizeOptions(steps=2, tile_size=256), long_side=1024).levels[0]
+    assert tiled.tiles == 16 and 256**2 < tiled.pass_pixels < (256 + 2 * 80) ** 2
+
+
+def test_a_dry_run_prices_each_level_with_the_curve() -> None:
+    request = parse_request({"content": png_b64(Image.new("RGB", (400, 200))),
+                             "style": png_b64(Image.new("RGB", (64, 64))),
+                             "params": {"dry_run": True, "image_size": 400, "steps": 30, "scales": [200, 400]}})
+    coarse, fine = request.plan.levels
+    curve = SpeedCurve(reference=coarse.size[0] * coarse.size[1], exponent=1.0, hold=10**9)
+    body = plan_body(request, seconds_per_work=1e-3, curve=curve, budget=None, weights="w", device="cpu",
+                     request_id=None)["plan"]
+    assert [level["seconds"] for level in body["levels"]] == [round(coarse.work * 1e-3, 1),
+                                                              round(4 * fine.work * 1e-3, 1)]
+    assert body["seconds"] == round((coarse.work + 4 * fine.work) * 1e-3, 1)
 
 
 def test_the_progress_eta_weighs_the_fine_level_by_its_pixels() -> None:
