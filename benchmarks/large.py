@@ -70,7 +70,7 @@ def large_probe(size: int, tile: int | None, budget_mb: int | None, iters: int, 
     return {"size": size, "tile": level.tile, "tiles": level.tiles, "history": level.history or options.lbfgs_history,
             "checkpointing": on, "budget_gib": None if budget is None else budget.total / GIB,
             "s_per_iter": (stamps[-1] - stamps[0]) / (len(stamps) - 1),
-            "s_per_iter_estimate": level.work / level.steps * curve.weight(level) * rate, "exponent": curve.exponent,
+            "s_per_iter_estimate": level.iteration_work * curve.weight(level) * rate, "exponent": curve.exponent,
             "peak_gib": peak / GIB, "peak_estimate_gib": model_probe / GIB,
             "long_run_gib": (baseline + level.peak_bytes) / GIB}
 

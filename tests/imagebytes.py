@@ -37,6 +37,15 @@ def png_claiming_size(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def icc_description(img: Image.Image) -> str:
+    """The description of the ICC profile ``img`` carries (an assertion error when it has none)."""
+    from PIL import ImageCms
+
+    icc = img.info.get("icc_profile")
+    assert icc, "the image carries no ICC profile"
+    return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+
+
 def _s15f16(value: float) -> bytes:
     return struct.pack(">i", round(value * 65536))
 

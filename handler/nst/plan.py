@@ -107,9 +107,14 @@ class Level:
     its tiles' crops; 0: the level's (``size``)."""
 
     @property
+    def iteration_work(self) -> float:
+        """Pixels one iteration of the level processes: ``h x w x cost``."""
+        return self.size[0] * self.size[1] * self.cost
+
+    @property
     def work(self) -> float:
         """Pixel-iterations of the level: ``steps x h x w x cost``."""
-        return self.steps * self.size[0] * self.size[1] * self.cost
+        return self.steps * self.iteration_work
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,12 @@ class Plan:
         Every layer of the network is a convolution over the image, so an iteration costs time
         in proportion to the pixels it processes, and a run in proportion to this (what
         run-time estimates scale by)."""
-        return self.work_done(sum(level.steps for level in self.levels))
+        return self.work_done(self.steps)
+
+    @property
+    def steps(self) -> int:
+        """Iterations of the whole run, every level's together."""
+        return sum(level.steps for level in self.levels)
 
     def work_done(self, iterations: int, weight: Callable[[Level], float] | None = None) -> float:
         """Pixel-iterations of the first ``iterations`` iterations, counted across the levels
@@ -147,7 +157,7 @@ class Plan:
         done = 0.0
         for level in self.levels:
             steps = min(level.steps, max(iterations, 0))
-            done += steps * level.size[0] * level.size[1] * level.cost * (1.0 if weight is None else weight(level))
+            done += steps * level.iteration_work * (1.0 if weight is None else weight(level))
             iterations -= steps
         return done
 

@@ -98,8 +98,7 @@ class SpeedCurve:
     def work(self, plan: Plan, iterations: int | None = None) -> float:
         """The pixel-iterations of ``plan``'s first ``iterations`` (all: ``None``), each level's
         weighted by :meth:`weight`: seconds at ``reference`` pixels' speed."""
-        total = sum(level.steps for level in plan.levels) if iterations is None else iterations
-        return plan.work_done(total, self.weight)
+        return plan.work_done(plan.steps if iterations is None else iterations, self.weight)
 
 
 #: No dependence on size (a worker that has not measured one).
@@ -114,7 +113,7 @@ class LoopClock:
 
     def __init__(self, plan: Plan, curve: SpeedCurve = FLAT) -> None:
         self.plan, self.curve = plan, curve
-        self.steps = sum(level.steps for level in plan.levels)
+        self.steps = plan.steps
         self._first: tuple[float, float] | None = None
         self._last: tuple[float, float] | None = None
 

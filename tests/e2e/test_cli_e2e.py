@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from imagebytes import encode
 from nst_client import cli
 from PIL import Image, ImageChops
 
@@ -92,7 +93,7 @@ def test_batch_of_contents_and_styles_with_a_failure_then_resumed(server, tmp_pa
     contents.mkdir()
     for name in ("tubingen_64x64.png", "chelsea_128x96.png"):
         (contents / name).write_bytes((DATA / name).read_bytes())
-    (contents / "tiny.png").write_bytes(_tiny_png())
+    (contents / "tiny.png").write_bytes(encode(Image.new("RGB", (8, 8), (10, 20, 30)), "PNG"))
     out = tmp_path / "batch"
     argv = ["batch", str(contents), str(STYLE), str(DATA / "the_scream_128x96.png"), "-o", str(out), *_conn(server),
             "--image-size", "32", "--steps", "2", "--output-format", "webp", "--concurrency", "2", "--json"]
@@ -113,14 +114,6 @@ def test_batch_of_contents_and_styles_with_a_failure_then_resumed(server, tmp_pa
     rc, again = _run_json(capsys, argv)
     assert rc == 0 and (again["rendered"], again["skipped"], again["failed"]) == (0, 4, 0), again
     assert _inference_requests(server) == before  # the rerun sent nothing
-
-
-def _tiny_png() -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def test_health_json_from_the_installed_script(server):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from imagebytes import encode as _encode
-from imagebytes import png_claiming_size
+from imagebytes import icc_description, png_claiming_size
 from nst.images import (
     ImageDecodeError,
     decode_image,
@@ -209,14 +209,6 @@ def test_animated_image_gives_its_first_frame() -> None:
 # --- colour profiles, transparency and the output formats (jcjohnson #200, crowsonkb's sRGB) ---
 
 
-def _srgb_description(img: Image.Image) -> str:
-    from PIL import ImageCms
-
-    icc = img.info.get("icc_profile")
-    assert icc, "the output carries no ICC profile"
-    return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
-
-
 def test_an_embedded_profile_is_converted_to_srgb() -> None:
     from imagebytes import adobe_rgb_profile
     from PIL import ImageCms
@@ -258,7 +250,7 @@ def test_alpha_formats_keep_the_alpha_and_are_tagged_srgb(fmt: str) -> None:
     alpha = torch.linspace(0, 1, 20).expand(1, 1, 12, 20)
     out = Image.open(io.BytesIO(encode_image(image, fmt, alpha=alpha)))  # type: ignore[arg-type]
     assert out.mode == "RGBA" and out.size == (20, 12)
-    assert "sRGB" in _srgb_description(out)
+    assert "sRGB" in icc_description(out)
     decoded_alpha = np.asarray(out.getchannel("A"), dtype=np.float64) / 255
     assert np.abs(decoded_alpha - alpha.squeeze().numpy()).max() <= 1 / 255 + 1e-6
 
@@ -268,7 +260,7 @@ def test_jpeg_flattens_the_alpha_on_white() -> None:
     alpha = torch.ones(1, 1, 8, 8)
     alpha[..., :4] = 0  # left half transparent
     out = Image.open(io.BytesIO(encode_image(image, "jpeg", alpha=alpha)))
-    assert out.mode == "RGB" and "sRGB" in _srgb_description(out)
+    assert out.mode == "RGB" and "sRGB" in icc_description(out)
     assert min(rgb_at(out, (0, 4))) > 240 and max(rgb_at(out, (7, 4))) < 15
 
 
