@@ -16,7 +16,9 @@ Bytes are counted per pixel of the image optimized (fp32):
 
 A tiled level (:mod:`nst.tiled`) needs the activations of its largest crop (interior plus halo)
 instead of the whole image's. :func:`fit_level` picks, for a budget: the whole image if it
-fits; else gradient checkpointing if that fits; else the largest tiles that fit. L-BFGS's
+fits; else gradient checkpointing if that fits; else two tiles (halves, or bands: the grid
+with the fewest crop pixels, :func:`nst.tiling.tile_grid`) if they fit; else the largest
+tiles that fit. L-BFGS's
 history may take at most half the budget: a level that would need more keeps fewer pairs
 (at least :data:`MIN_HISTORY`).
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .tiling import align, halo, receptive_field, tile_grid
+from .tiling import align, receptive_field, tile_grid
 from .vgg import LAYER_INDEX, VGG19_LAYERS
 
 #: Measured activation bytes of a forward and backward pass over the model's feature floats
@@ -39,9 +41,11 @@ CHECKPOINT_FACTOR = 0.55
 CHECKPOINT_PIXELS = 1024 * 1024
 #: Time per iteration with gradient checkpointing, relative to without (measured at 2048 px).
 CHECKPOINT_COST = 1.3
-#: Time per tiled iteration over the crops' pixels, relative to an untiled one over as many:
-#: the gradient-free first pass adds half an iteration (measured at 1024 px: 1.99x the whole
-#: image's time for crops of 1.34x its area; ``benchmarks/RESULTS.md``, "Large images").
+#: Time per tiled iteration over a crop's pixels, relative to an untiled one over as many: the
+#: gradient-free first pass adds half an iteration. The last tile, whose first pass keeps its
+#: graph, costs 1. Measured at 1024 px in one process (``benchmarks/RESULTS.md``, "Tiling
+#: overhead, one process"): 1.92x the whole image's time in 4 squares (crops 1.34x its pixels;
+#: this model: 1.84x), 1.57x in 2 bands (crops 1.16x; this model: 1.45x).
 TILED_PASSES_COST = 1.5
 #: Fewest L-BFGS history pairs a level keeps to fit a budget.
 MIN_HISTORY = 5
@@ -86,8 +90,8 @@ class Fit:
     """Expected peak of the optimization's own memory (not the process's baseline)."""
     cost: float
     """Pixels one iteration processes, relative to one untiled pass: the crops' area (halos
-    counted again) x :data:`TILED_PASSES_COST` for the tiles' extra forward pass; x
-    :data:`CHECKPOINT_COST` with checkpointing."""
+    counted again) x :data:`TILED_PASSES_COST` for the tiles' extra forward pass, but the last
+    tile's, which runs once (:mod:`nst.tiled`); x :data:`CHECKPOINT_COST` with checkpointing."""
     pass_pixels: int
     """Pixels of the images one pass of the network runs on: the level's, or on average one of
     its tiles' crops (what a device's speed per pixel depends on: caches, GPU occupancy)."""
@@ -99,21 +103,18 @@ def level_bytes(size: tuple[int, int], layers: Sequence[str], content_layers: Se
     h, w = size
     pixels = h * w
     factor = CHECKPOINT_FACTOR if checkpointing else ACTIVATION_FACTOR
-    if tile is None:
-        active = pixels
-    else:
-        side = tile + 2 * halo(layers)
-        active = min(side, h) * min(side, w)
+    active = pixels if tile is None else max(t.crop_pixels for t in tile_grid(size, tile, layers))
     vectors = (WORK_VECTORS + 2 * history) * PIXEL_BYTES * pixels
     return int(factor * feature_floats(layers) * 4 * active + vectors + sum(map(layer_floats, content_layers)) * 4 * pixels)
 
 
 def _tiled_cost(size: tuple[int, int], tile: int, layers: Sequence[str]) -> tuple[int, float, int]:
-    """Tiles of the grid the run will cut, their crops' area over the image's x
-    :data:`TILED_PASSES_COST`, and a crop's mean area (pixels)."""
+    """Tiles of the grid the run will cut, the pixels one iteration processes over the image's
+    (:attr:`Fit.cost`), and a crop's mean area (pixels)."""
     tiles = tile_grid(size, tile, layers)
-    area = sum((t.crop[1] - t.crop[0]) * (t.crop[3] - t.crop[2]) for t in tiles)
-    return len(tiles), area / (size[0] * size[1]) * TILED_PASSES_COST, area // len(tiles)
+    area = sum(t.crop_pixels for t in tiles)
+    passes = TILED_PASSES_COST * area - (TILED_PASSES_COST - 1) * tiles[-1].crop_pixels
+    return len(tiles), passes / (size[0] * size[1]), area // len(tiles)
 
 
 def fit_level(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], *,
@@ -155,7 +156,7 @@ def _fit(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[
 def _fit_budget(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], budget: int,
                 history: int, tile: int | None, checkpointing: bool | None) -> Fit | None:
     """The first choice that fits ``budget``: the tile asked for; else the whole image, without
-    then with checkpointing; else the largest tiles."""
+    then with checkpointing; else two tiles; else the largest tiles."""
     if tile is not None:
         chosen = _fit(size, layers, content_layers, tile, bool(checkpointing), history)
         return chosen if chosen.peak_bytes <= budget else None
@@ -164,8 +165,10 @@ def _fit_budget(size: tuple[int, int], layers: Sequence[str], content_layers: Se
         if whole.peak_bytes <= budget:
             return whole
     grid = align(layers)
-    for n in range(2, max(size) // MIN_TILE + 1):  # the largest tiles that fit: n per long side
-        side = -(-max(size) // n // grid) * grid
+    # Two tiles (halves or bands, :func:`nst.tiling.tile_grid`), then the largest that fit: n per long side.
+    counts = range(2, max(size) // MIN_TILE + 1)
+    sides = [(max(size) - 1) // grid * grid] * bool(counts) + [-(-max(size) // n // grid) * grid for n in counts]
+    for side in sides:
         tiled = _fit(size, layers, content_layers, side, bool(checkpointing), history)
         if tiled.peak_bytes <= budget:
             return tiled

@@ -234,8 +234,10 @@ class StylizeOptions:
     ``None``: no limit."""
     tile_size: int | None = option(None, int, minimum=16, maximum=8192, nullable=True, unit="pixels")
     """Side of the tiles every level larger than it is optimized in (:mod:`nst.tiled`: the
-    same loss and gradient as the whole image, with peak memory bounded by one tile);
-    ``None``: tiles only where the server's memory budget needs them."""
+    same loss and gradient as the whole image, with peak memory bounded by one tile): no tile
+    needs more memory than a square of this side, and where that allows fewer pixels to
+    compute, the tiles are bands (:func:`nst.tiling.tile_grid`); ``None``: tiles only where
+    the server's memory budget needs them."""
     gradient_checkpointing: bool | None = None
     """Keep only the loss layers' activations for the backward pass and recompute the rest
     (see :class:`nst.vgg.FeatureExtractor`): at 2048 px about 30% more time per iteration for

@@ -89,8 +89,9 @@ class Level:
     steps: int
     """Iterations at this level."""
     tile: int | None = None
-    """Side of the tiles every pass over this level's images runs in (:mod:`nst.tiled`),
-    pixels; ``None``: whole images."""
+    """Side of the square tile whose crop bounds every tile's (:func:`nst.tiling.tile_grid`
+    cuts the level's images into the grid of fewest crop pixels within it, :mod:`nst.tiled`
+    runs them), pixels; ``None``: whole images."""
     tiles: int = 1
     """Tiles per pass over the image optimized."""
     checkpointing: bool | None = None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from .vgg import LAYER_INDEX, VGG19_LAYERS
 
@@ -87,6 +87,12 @@ class Tile:
     crop: tuple[int, int, int, int]
     """``(y0, y1, x0, x1)``: the interior plus the halo, clipped to the image."""
 
+    @property
+    def crop_pixels(self) -> int:
+        """The crop's area, pixels (what one pass over the tile runs on)."""
+        y0, y1, x0, x1 = self.crop
+        return (y1 - y0) * (x1 - x0)
+
     def crop_slices(self) -> tuple[slice, slice]:
         """Rows and columns of the crop in the full image."""
         y0, y1, x0, x1 = self.crop
@@ -110,9 +116,30 @@ class Tile:
         return slice(rows.start - cy, rows.stop - cy), slice(cols.start - cx, cols.stop - cx)
 
 
+def _axis_cuts(side: int, n: int, grid: int, margin: int) -> tuple[tuple[int, int, int, int], ...]:
+    """``n`` interiors ``(lo, hi)`` as equal as the pooling ``grid`` allows (the remainder goes
+    to the last) along one axis of ``side`` pixels, each with its crop ``(lo - margin, hi +
+    margin)`` clipped to the axis: ``(lo, hi, crop_lo, crop_hi)``, pixels."""
+    cells = side // grid
+    bounds = sorted({round(cells * k / n) * grid for k in range(n)} | {side})
+    return tuple((lo, hi, max(0, lo - margin), min(side, hi + margin)) for lo, hi in zip(bounds, bounds[1:]))
+
+
+@lru_cache(maxsize=4096)
+def _axis_extent(side: int, n: int, grid: int, margin: int) -> tuple[int, int]:
+    """The sum and the largest of :func:`_axis_cuts`'s crop lengths, pixels."""
+    lengths = [c1 - c0 for _, _, c0, c1 in _axis_cuts(side, n, grid, margin)]
+    return sum(lengths), max(lengths)
+
+
 def tile_grid(size: Size, tile_side: int, layers: Iterable[str]) -> list[Tile]:
-    """Tiles of about ``tile_side`` pixels that partition an image of ``size = (H, W)``, with
-    the crops that make their features exact for ``layers`` (row by row).
+    """Tiles that partition an image of ``size = (H, W)``, with the crops that make their
+    features exact for ``layers`` (row by row), none of whose crops is larger than a
+    ``tile_side`` square tile's: the grid, of at least two tiles, whose crops add up to the
+    fewest pixels (ties: the fewest tiles). That is what one tiled iteration's time is
+    proportional to; the largest crop, what its memory is. So where the memory of a square
+    tile allows it, an image is cut in bands: 1024 x 1024 px with ``tile_side`` 768 in two
+    1024 x 512 bands (crops 1.16x the image's pixels) rather than four 512 px squares (1.34x).
 
     Each interior side is a multiple of the pooling grid (:func:`align`), but the last of a row
     or column, which ends at the image's edge; the sides are as equal as that allows.
@@ -126,18 +153,29 @@ def tile_grid(size: Size, tile_side: int, layers: Iterable[str]) -> list[Tile]:
     grid, margin = align(layers), halo(layers)
     if tile_side < grid:
         raise ValueError(f"tile side must be at least {grid} pixels (the pooling grid of {layers[-1]}), got {tile_side}")
-
-    def cuts(side: int) -> list[int]:
-        n = max(1, math.ceil(side / tile_side))
-        cells = side // grid  # whole grid cells; the remainder goes to the last tile
-        bounds = [round(cells * k / n) * grid for k in range(n)] + [side]
-        return sorted(set(bounds))
-
     h, w = size
-    ys, xs = cuts(h), cuts(w)
-    tiles = []
-    for y0, y1 in zip(ys, ys[1:]):
-        for x0, x1 in zip(xs, xs[1:]):
-            crop = (max(0, y0 - margin), min(h, y1 + margin), max(0, x0 - margin), min(w, x1 + margin))
-            tiles.append(Tile((y0, y1, x0, x1), crop))
-    return tiles
+    counts = (max(1, h // grid), max(1, w // grid))  # most interiors per axis: one grid cell each
+    square = [min(counts[i], max(1, math.ceil(side / tile_side))) for i, side in enumerate(size)]
+    largest = max(min(tile_side + 2 * margin, h) * min(tile_side + 2 * margin, w),
+                  _axis_extent(h, square[0], grid, margin)[1] * _axis_extent(w, square[1], grid, margin)[1])
+    best: tuple[int, int, int, int] | None = None  # (pixels, tiles, rows, columns)
+    for ny in range(1, counts[0] + 1):
+        rows_sum, rows_max = _axis_extent(h, ny, grid, margin)
+        for nx in range(1 if ny > 1 else 2, counts[1] + 1):  # the first that fits has the fewest pixels
+            cols_sum, cols_max = _axis_extent(w, nx, grid, margin)
+            if rows_max * cols_max <= largest:
+                candidate = (rows_sum * cols_sum, ny * nx, ny, nx)
+                best = candidate if best is None or candidate < best else best
+                break
+    return grid_tiles(size, (square[0], square[1]) if best is None else best[2:], layers)
+
+
+def grid_tiles(size: Size, counts: tuple[int, int], layers: Iterable[str]) -> list[Tile]:
+    """The tiles of a grid of ``counts = (rows, columns)`` over an image of ``size = (H, W)``,
+    row by row, with the crops that make their features exact for ``layers`` (interiors as
+    :func:`tile_grid` cuts them; fewer where an axis has fewer pooling-grid cells)."""
+    layers = tuple(layers)
+    grid, margin = align(layers), halo(layers)
+    return [Tile((y0, y1, x0, x1), (cy0, cy1, cx0, cx1))
+            for y0, y1, cy0, cy1 in _axis_cuts(size[0], counts[0], grid, margin)
+            for x0, x1, cx0, cx1 in _axis_cuts(size[1], counts[1], grid, margin)]

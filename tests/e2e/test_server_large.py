@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from nst_client import BadRequestError, cli
+from PIL import ImageChops
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CONTENT = DATA / "chelsea_128x96.png"
@@ -21,7 +22,8 @@ def test_a_plan_through_the_sdk_shows_tiles_memory_and_seconds(client) -> None:
     assert (plan.width, plan.height) == (128, 96) and plan.params["dry_run"] is True
     coarse, fine = plan.levels
     assert (coarse.side, coarse.tile, coarse.tiles) == (64, 48, 2)
-    assert (fine.side, fine.tile, fine.tiles) == (128, 48, 6)
+    # Two bands: a 48 px tile's crop (48 + 2 x 80 halo) would hold the whole 128x96 level.
+    assert (fine.side, fine.tile, fine.tiles) == (128, 48, 2)
     assert plan.memory_budget_bytes is not None and plan.peak_memory_bytes <= plan.memory_budget_bytes
     assert plan.peak_memory_bytes == max(level.peak_memory_bytes for level in plan.levels)
     assert plan.seconds is not None and fine.seconds is not None and coarse.seconds is not None
@@ -46,11 +48,16 @@ def test_a_plan_is_answered_while_a_job_runs(client) -> None:
 
 
 def test_a_tiled_request_gives_the_whole_image_s_result(client) -> None:
-    whole = client.stylize(CONTENT, STYLE, image_size=96, steps=3, **SHALLOW)
-    tiled = client.stylize(CONTENT, STYLE, image_size=96, steps=3, tile_size=32, **SHALLOW)
+    # Two L-BFGS iterations: without a line search each one magnifies the runs' rounding
+    # differences about a hundredfold (tests/engine/test_tiled.py), and a near-zero term's
+    # relative difference with them, hence the absolute tolerance besides the relative one.
+    whole = client.stylize(CONTENT, STYLE, image_size=96, steps=2, **SHALLOW)
+    tiled = client.stylize(CONTENT, STYLE, image_size=96, steps=2, tile_size=32, **SHALLOW)
     assert tiled.params["tile_size"] == 32 and whole.params["tile_size"] is None
     assert tiled.image.size == whole.image.size == (96, 72)
-    assert tiled.losses == pytest.approx(whole.losses, rel=1e-3)
+    assert tiled.losses == pytest.approx(whole.losses, rel=1e-3, abs=1e-6)
+    difference = ImageChops.difference(tiled.image.convert("RGB"), whole.image.convert("RGB"))
+    assert max(difference.tobytes()) <= 1  # 8-bit levels
 
 
 def test_nst_client_plan_prints_the_levels(server, capsys) -> None:
@@ -59,7 +66,7 @@ def test_nst_client_plan_prints_the_levels(server, capsys) -> None:
     assert cli.main([*argv, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is True and doc["command"] == "plan"
-    assert [(lv["side"], lv["tiles"]) for lv in doc["plan"]["levels"]] == [(128, 4)]
+    assert [(lv["side"], lv["tiles"]) for lv in doc["plan"]["levels"]] == [(128, 2)]
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
     assert "GiB" in text and "128" in text

@@ -3,6 +3,7 @@ gradient and short runs they give equal to the untiled ones (relative error unde
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -12,11 +13,23 @@ from nst.options import OptionError, StylizeOptions, normalized
 from nst.plan import make_plan
 from nst.stylize import _Targets, stylize
 from nst.tiled import assembled_features
-from nst.tiling import Field, align, halo, receptive_field, tile_grid
+from nst.tiling import Field, align, grid_tiles, halo, receptive_field, tile_grid
 from nst.vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, FeatureExtractor, VGGFeatures, feature_size
 
 LAYERS = DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS
 SHALLOW: dict[str, Any] = {"content_layers": ("relu2_2",), "style_layers": ("relu1_1", "relu2_1", "relu3_1")}
+
+
+def square_grid(size: tuple[int, int], side: int, layers: Any) -> list:
+    """Square tiles of ``side`` (``ceil(H / side) x ceil(W / side)``), however much their halos
+    cost: many tiles, most with a halo on every side, for the exactness tests."""
+    return grid_tiles(size, (-(-size[0] // side), -(-size[1] // side)), layers)
+
+
+@pytest.fixture
+def square_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs cut into :func:`square_grid` tiles instead of :func:`tile_grid`'s fewest pixels."""
+    monkeypatch.setattr(sys.modules["nst.stylize"], "tile_grid", square_grid)
 
 
 def rand(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -37,31 +50,53 @@ def test_receptive_fields_follow_the_layer_names() -> None:
 
 @pytest.mark.parametrize(("size", "side"), [((200, 136), 48), ((97, 61), 32), ((64, 64), 100)])
 def test_tiles_partition_the_image_and_every_layer_s_grid(size: tuple[int, int], side: int) -> None:
-    tiles = tile_grid(size, side, LAYERS)
-    pixels = torch.zeros(size, dtype=torch.int32)
-    for tile in tiles:
-        y0, y1, x0, x1 = tile.interior
-        pixels[y0:y1, x0:x1] += 1
-        cy0, cy1, cx0, cx1 = tile.crop
-        assert cy0 % 16 == 0 and cx0 % 16 == 0  # on the pooling grid
-        assert (cy0, cx0) == (max(0, y0 - 80), max(0, x0 - 80)) and (cy1, cx1) == (min(size[0], y1 + 80),
-                                                                                     min(size[1], x1 + 80))
-    assert bool((pixels == 1).all())
-    for layer in LAYERS:
-        grid = torch.zeros(feature_size(size, layer), dtype=torch.int32)
+    for tiles in (square_grid(size, side, LAYERS), tile_grid(size, side, LAYERS)):
+        pixels = torch.zeros(size, dtype=torch.int32)
         for tile in tiles:
-            rows, cols = tile.owned(layer, size)
-            grid[rows, cols] += 1
-        assert bool((grid == 1).all()), layer
+            y0, y1, x0, x1 = tile.interior
+            pixels[y0:y1, x0:x1] += 1
+            cy0, cy1, cx0, cx1 = tile.crop
+            assert cy0 % 16 == 0 and cx0 % 16 == 0  # on the pooling grid
+            assert (cy0, cx0) == (max(0, y0 - 80), max(0, x0 - 80))
+            assert (cy1, cx1) == (min(size[0], y1 + 80), min(size[1], x1 + 80))
+        assert bool((pixels == 1).all())
+        for layer in LAYERS:
+            grid = torch.zeros(feature_size(size, layer), dtype=torch.int32)
+            for tile in tiles:
+                rows, cols = tile.owned(layer, size)
+                grid[rows, cols] += 1
+            assert bool((grid == 1).all()), layer
     with pytest.raises(ValueError, match="at least 16 pixels"):
         tile_grid(size, 8, LAYERS)
+
+
+@pytest.mark.parametrize(("size", "side", "counts"), [
+    ((1024, 1024), 768, (1, 2)),  # bands: crops 1.16x the image's pixels, within a 768 px square's memory
+    ((1024, 1024), 512, (2, 2)),  # a band's crop (1024 x 592) is over a 512 px square's (672 x 672)
+    ((768, 1024), 768, (1, 2)),
+    ((2048, 2048), 1024, (2, 2)),
+    ((4096, 4096), 688, (6, 6)),
+])
+def test_the_grid_has_the_fewest_crop_pixels_within_a_square_tile_s_memory(
+        size: tuple[int, int], side: int, counts: tuple[int, int]) -> None:
+    tiles = tile_grid(size, side, LAYERS)
+    assert len({t.interior[0] for t in tiles}) * len({t.interior[2] for t in tiles}) == len(tiles)
+    assert (len({t.interior[0] for t in tiles}), len({t.interior[2] for t in tiles})) == counts
+    bound = min(side + 160, size[0]) * min(side + 160, size[1])
+    assert max(t.crop_pixels for t in tiles) <= bound
+    pixels = sum(t.crop_pixels for t in tiles)
+    for rows in range(1, 9):  # no grid of up to 8 x 8 within the bound computes fewer pixels
+        for cols in range(1, 9):
+            other = grid_tiles(size, (rows, cols), LAYERS)
+            if len(other) > 1 and max(t.crop_pixels for t in other) <= bound:
+                assert sum(t.crop_pixels for t in other) >= pixels, (rows, cols)
 
 
 @pytest.mark.parametrize("pooling", ["max", "avg"])
 def test_each_tile_s_features_are_the_full_image_s(features: VGGFeatures, pooling: str) -> None:
     image = rand(1, 3, 200, 136)
     extractor = FeatureExtractor(features, LAYERS, pooling)
-    tiles = tile_grid((200, 136), 48, LAYERS)
+    tiles = square_grid((200, 136), 48, LAYERS)
     assert len(tiles) == 5 * 3
     with torch.no_grad():
         whole = extractor(image)
@@ -96,6 +131,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
+@pytest.mark.usefixtures("square_tiles")
 def test_tiled_loss_and_gradient_equal_the_whole_image_s(features: VGGFeatures, case: str) -> None:
     changes, size, side, n_styles, masked = CASES[case]
     opts = StylizeOptions(**changes, tv_weight=1.0).effective()
@@ -123,6 +159,7 @@ def test_tiled_loss_and_gradient_equal_the_whole_image_s(features: VGGFeatures, 
     assert tiled.losses(image) == pytest.approx(whole.losses(image), rel=1e-4)
 
 
+@pytest.mark.usefixtures("square_tiles")
 def test_a_short_lbfgs_run_gives_the_same_image_tiled(features: VGGFeatures) -> None:
     """Four L-BFGS iterations on 3x3 tiles: the same image (measured: 8e-5 at most). L-BFGS
     without a line search magnifies rounding where a step overshoots (a coarse level of
@@ -142,3 +179,23 @@ def test_tile_size_is_checked_and_planned_per_level() -> None:
     with pytest.raises(OptionError) as err:
         make_plan((96, 80), [(64, 64)], StylizeOptions(tile_size=16, style_layers=("relu1_1", "pool5")))
     assert err.value.field == "tile_size" and "at least 32 pixels" in str(err.value)
+
+
+@pytest.mark.usefixtures("square_tiles")
+def test_a_tiled_evaluation_runs_each_crop_forward_twice_but_the_last_and_the_losses_once(
+        features: VGGFeatures) -> None:
+    """Pass 1 keeps the last tile's graph, so pass 2 runs ``n - 1`` crops forward again; the
+    losses alone take one pass. Counted on the extractors' forward calls."""
+    content, style = rand(1, 3, 96, 80, seed=3), rand(1, 3, 64, 64, seed=4)
+    opts = StylizeOptions(**SHALLOW).effective()
+    tiled = _Targets(features, opts, content, [style], [1.0], None, None, tile=32)
+    assert tiled.tiles is not None and tiled.style_extractor is not None
+    n = len(tiled.tiles)
+    calls = {"style": 0, "all": 0}
+    for key, module in (("style", tiled.style_extractor), ("all", tiled.extractor)):
+        module.register_forward_hook(lambda *_, key=key: calls.__setitem__(key, calls[key] + 1))
+    tiled.evaluate(rand(1, 3, 96, 80, seed=9).requires_grad_(True))
+    assert calls == {"style": n - 1, "all": n}
+    calls.update(style=0, all=0)
+    tiled.losses(rand(1, 3, 96, 80, seed=10))
+    assert calls == {"style": 0, "all": n}

@@ -48,7 +48,8 @@ def test_a_dry_run_answers_the_plan_without_optimizing(plain, model_dir, body, m
     coarse, fine = plan["levels"]
     assert (coarse["side"], coarse["width"], coarse["height"], coarse["steps"]) == (64, 64, 48, 2)
     assert (coarse["tile"], coarse["tiles"]) == (None, 1)  # 64 px: no smaller than the tile
-    assert (fine["side"], fine["tile"], fine["tiles"]) == (128, 64, 4)
+    # Two bands: a 64 px tile's crop (64 + 2 x 80 halo) would hold the whole 128x96 level.
+    assert (fine["side"], fine["tile"], fine["tiles"]) == (128, 64, 2)
     assert plan["memory_budget_bytes"] == handler.budget.total
     assert plan["peak_memory_bytes"] == fine["peak_memory_bytes"] > coarse["peak_memory_bytes"] > handler.budget.baseline
     # Seconds from the worker's speed, measured at start-up: the tiled level costs more per pixel.

@@ -24,7 +24,8 @@ class PlanLevel:
         width: Its width, in pixels.
         height: Its height, in pixels.
         steps: Optimiser iterations at this level.
-        tile: Side of the tiles it is optimized in, in pixels; ``None``: the whole image at once.
+        tile: Side of the square tile whose memory bounds each of its tiles (which may be
+            bands), in pixels; ``None``: the whole image at once.
         tiles: Tiles per pass (``1`` for the whole image).
         lbfgs_history: L-BFGS (step, gradient change) pairs kept; fewer than asked where the
             memory budget needs it.
