@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import resource
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -30,7 +31,8 @@ GPU_SHARE = 0.9
 #: choices); smaller images measure mostly per-call overheads.
 CALIBRATION_SIDE = 256
 #: Iterations of the start-up run (the first evaluation is not timed): about 4 s on a 2-core
-#: CPU; several, because one evaluation's time varies by 20% on a shared machine.
+#: CPU; several, because one evaluation's time varies by 20% on a shared machine, and the
+#: median one is taken, because another process can slow one by half or more.
 CALIBRATION_STEPS = 5
 #: How a CPU's seconds per pixel-iteration grow with the pixels one pass of the network runs on
 #: (their feature maps fall out of the caches): ``(pixels / CALIBRATION_SIDE²) ** exponent`` up
@@ -149,15 +151,21 @@ def measure_speed(features: VGGFeatures, device: torch.device) -> tuple[SpeedCur
 
 
 def _timed_run(features: VGGFeatures, device: torch.device, side: int, steps: int) -> tuple[float, float]:
-    """``(seconds, pixel-iterations)`` of the loop of one start-up run on ``side`` px images."""
+    """``(seconds, pixel-iterations)`` of the loop of one start-up run on ``side`` px images:
+    the median iteration's seconds times the iterations, so that one iteration slowed by
+    another process (on a shared machine, by half or more) does not set a worker's speed."""
     images = torch.rand(2, 1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
     plan = make_plan((side, side), [(side, side)], StylizeOptions(steps=steps))
     clock = LoopClock(plan)
+    stamps: list[float] = []
 
     def tick(it: Iterate) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         clock.tick(it)
+        if it.iteration < steps:
+            stamps.append(time.perf_counter())
 
     stylize(images[0], images[1], features, plan.options, plan=plan, callback=tick)
-    return clock.measured()
+    intervals = [b - a for a, b in zip(stamps, stamps[1:])]
+    return (statistics.median(intervals) * len(intervals) if intervals else 0.0), clock.measured()[1]
