@@ -29,6 +29,8 @@ and memory only, which do not depend on the weights' values, on seeded random VG
 5. ``large``: large images (``benchmarks/large.py``): seconds per iteration and peak memory at
    1024, 2048 and 4096 px, whole and tiled, within an 8 GiB budget (``--large-budget-mb``),
    each against the plan's estimate, and the tiling overhead at 1024 px.
+6. ``overhead``: the tiling overhead at 1024 px, whole image, squares and bands in turn in one
+   process, and the spread of the start-up speed measurement (``benchmarks/large.py``).
 
 Usage: ``python benchmarks/bench_engine.py [--quick] [--only floor peers quality memory]
 [--device cpu|cuda]`` (``make bench``; ``--quick`` runs every section at toy sizes in well under
@@ -54,7 +56,7 @@ sys.path.insert(0, str(ROOT / "handler"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import peers  # noqa: E402
-from large import large_probe, section_large  # noqa: E402
+from large import large_probe, overhead_probe, section_large, section_overhead  # noqa: E402
 from memory import memory_probe, section_memory  # noqa: E402
 from nst.cache import StyleCache  # noqa: E402
 from nst.images import decode_image, to_pil, to_tensor  # noqa: E402
@@ -63,7 +65,7 @@ from nst.vgg import LAYER_INDEX, FeatureExtractor, VGGFeatures, build_vgg19_feat
 from nst.weights import make_random, resolve  # noqa: E402
 from results import publish  # noqa: E402
 
-SECTIONS = ("floor", "levers", "peers", "quality", "memory", "large")
+SECTIONS = ("floor", "levers", "peers", "quality", "memory", "large", "overhead")
 CONTENT = ROOT / "examples" / "contents" / "tubingen.jpg"
 STYLE = ROOT / "examples" / "styles" / "starry_night.jpg"
 
@@ -323,22 +325,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-memory", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--probe-large", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-overhead", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--tile", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--budget-mb", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--large-budget-mb", type=int, default=8192, help="large section: the worker's budget, MiB")
     parser.add_argument("--large-sizes", type=int, nargs="+", default=[1024, 2048, 4096],
-                        help="large section: sizes, pixels (the first also runs with 512 px tiles)")
+                        help="large section: sizes, pixels (the first also runs with tiles of half and three "
+                             "quarters its side)")
+    parser.add_argument("--large-untiled", type=int, nargs="*", default=None,
+                        help="large section: sizes also run whole without a budget (default: the first two)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.probe_memory:
         print(json.dumps(memory_probe(args.probe_memory, args.iters, args.checkpointing, device)))
         return 0
-    if args.probe_large:
-        print(json.dumps(large_probe(args.probe_large, args.tile, args.budget_mb, args.iters, device)))
+    if args.probe_large or args.probe_overhead:
+        print(json.dumps(large_probe(args.probe_large, args.tile, args.budget_mb, args.iters, device) if args.probe_large
+                         else overhead_probe(args.probe_overhead, args.iters, device)))
         return 0
     first = args.large_sizes[0]
-    large_cases: list[tuple[int, int | None, int | None]] = [(first, None, None), (first, first // 2, None)]
-    large_cases += [(size, None, None) for size in args.large_sizes[1:2]]  # 2048 whole: about 10 GiB here
+    untiled = args.large_sizes[:2] if args.large_untiled is None else args.large_untiled  # 2048 whole: ~10 GiB
+    large_cases: list[tuple[int, int | None, int | None]] = [(size, None, None) for size in untiled]
+    large_cases += [(first, first // 2, None), (first, first * 3 // 4, None)]  # squares, bands
     large_cases += [(size, None, args.large_budget_mb) for size in args.large_sizes[1:]]
     memory_cases = [(512, False), (1024, False), (1024, True), (2048, False), (2048, True)]
     memory_iters = 3
@@ -346,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.iters, args.peer_size, args.peer_seconds = [64], 3, 64, 2.0
         args.ttq_size, args.ttq_steps, args.ttq_levels, args.ttq_scaled_steps = 64, 10, 2, 10
         memory_cases, memory_iters = [(64, False), (64, True)], 2
-        large_cases = [(256, None, None), (256, 128, None), (512, None, 2048)]
+        large_cases = [(256, None, None), (256, 128, None), (256, 192, None), (512, None, 2048)]
     features = build_vgg19_features(make_random(0).state).to(device)  # speed and memory only
     # Real weights only for the sections about results (fetching HED's takes a few seconds).
     real = resolve(args.weights) if {"peers", "quality"} & set(args.only) else None
@@ -358,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/bench_engine.py " + " ".join(argv if argv is not None else sys.argv[1:])
     titles = {"floor": "Engine against the floor", "levers": "Levers on the floor pass",
               "peers": "Peers, same wall time",
-              "quality": "Time to quality", "memory": "Peak memory", "large": "Large images"}
+              "quality": "Time to quality", "memory": "Peak memory", "large": "Large images",
+              "overhead": "Tiling overhead, one process"}
     for name in args.only:
         started = time.perf_counter()
         if name == "floor":
@@ -375,8 +384,10 @@ def main(argv: list[str] | None = None) -> int:
                                    args.ttq_scaled_steps, real.label)
         elif name == "memory":
             body = section_memory(device, memory_cases, memory_iters, StylizeOptions().lbfgs_history)
-        else:
+        elif name == "large":
             body = section_large(device, large_cases, 2)
+        else:
+            body = section_overhead(device, *((128, 1) if args.quick else (args.large_sizes[0], 3)))
         report = (f"\n## {titles[name]} ({dt.date.today().isoformat()})\n\n"
                   f"Machine: {machine}. Command: `{command.strip()}` (section took "
                   f"{time.perf_counter() - started:.0f} s).\n\n{body}\n")

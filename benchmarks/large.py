@@ -19,6 +19,7 @@ does what a worker does: loads the network, measures its speed on the start-up r
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -75,12 +76,18 @@ def large_probe(size: int, tile: int | None, budget_mb: int | None, iters: int, 
             "long_run_gib": (baseline + level.peak_bytes) / GIB}
 
 
+def _iters(size: int, iters: int) -> int:
+    """Iterations a case runs: twice ``iters`` up to 1024 px, where they are short and the
+    tiling overhead is measured (three intervals average this VM's drift better than one)."""
+    return 2 * iters if size <= 1024 else iters
+
+
 def section_large(device: torch.device, cases: list[tuple[int, int | None, int | None]], iters: int) -> str:
     """One row per ``(size, tile, budget MiB)`` case, and the tiling overhead at the first size
     that has both an untiled and a tiled case."""
     rows, results = [], []
     for size, tile, budget in cases:
-        cmd = [sys.executable, str(BENCH_ENGINE), "--probe-large", str(size), "--iters", str(iters),
+        cmd = [sys.executable, str(BENCH_ENGINE), "--probe-large", str(size), "--iters", str(_iters(size, iters)),
                "--device", str(device)]
         cmd += (["--tile", str(tile)] if tile else []) + (["--budget-mb", str(budget)] if budget else [])
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -98,20 +105,87 @@ def section_large(device: torch.device, cases: list[tuple[int, int | None, int |
                     f"{r['long_run_gib']:.2f} |")
     overhead = ""
     for r in results:
-        whole = [w for w in results if w["size"] == r["size"] and w["tile"] is None]
+        whole = [w for w in results if w["size"] == r["size"] and w["tile"] is None and not w["checkpointing"]]
         if r["tile"] is not None and whole:
-            overhead = (f"\nTiling overhead at {r['size']} px ({r['tiles']} tiles of {r['tile']} px against the whole "
-                        f"image, same run): {r['s_per_iter'] / whole[0]['s_per_iter']:.2f}x per iteration.\n")
-            break
+            overhead += (f"\nTiling overhead at {r['size']} px, {r['tiles']} tiles within a {r['tile']} px square's "
+                         f"memory, against the whole image (separate processes; the 'overhead' section measures it in "
+                         f"one): {r['s_per_iter'] / whole[0]['s_per_iter']:.2f}x per iteration.\n")
     kind = "peak RSS of the process" if device.type == "cpu" else "torch.cuda.max_memory_allocated"
     return "\n".join([
         f"Each case in a fresh process: the start-up speed run, the plan within the budget, then {iters} L-BFGS "
-        f"iterations of one level of square random images, random weights. Measured: seconds per iteration "
+        f"iterations ({_iters(1024, iters)} up to 1024 px) of one level of square random images, random weights. "
+        f"Measured: seconds per iteration "
         f"(between the first and last evaluation) and {kind}. Estimates: the plan's pixel-iterations at the "
         f"start-up speed scaled to the pixels one pass runs on (the level's, or a tile's crop) by the device's "
         f"speed curve (nst_http.budget.SpeedCurve, exponent {results[0]['exponent'] if results else 0:.2f}), and "
-        f"nst.memory's model for the {iters - 1} history pairs stored plus the process's "
+        f"nst.memory's model for the history pairs stored (one fewer than the iterations) plus the process's "
         f"baseline; 'long run': the model with the whole planned history.\n",
         "| size (px) | tile | budget | plan | s / iteration | estimate (error) | peak (GiB) | estimate (error) "
         "| long run, model (GiB) |",
         "|---|---|---|---|---|---|---|---|---|", *rows]) + "\n" + overhead
+
+
+#: Iterations per run of the overhead probe (two intervals timed per run).
+OVERHEAD_STEPS = 3
+#: Start-up speed measurements the overhead probe repeats per round, for their spread.
+CALIBRATIONS_PER_ROUND = 3
+
+
+def overhead_probe(size: int, rounds: int, device: torch.device) -> dict:
+    """Run in a fresh process: the tiling overhead at ``size`` px measured in one process, and
+    the spread of the start-up speed measurement that the estimates start from.
+
+    ``rounds`` times in turn, one :data:`OVERHEAD_STEPS`-iteration run of each configuration:
+    the whole image, tiles within a half-side square's memory (squares) and within a
+    three-quarter-side square's (bands). Ratios of the median seconds per iteration, so the
+    VM's drift hits the three alike. Then :data:`CALIBRATIONS_PER_ROUND` x ``rounds`` start-up
+    speed measurements (:func:`nst_http.budget.measure_speed`), in microseconds per
+    pixel-iteration.
+    """
+    features = build_vgg19_features(make_random(0).state).to(device)
+    gen = torch.Generator().manual_seed(0)
+    content, style = (torch.rand(1, 3, size, size, generator=gen).to(device) for _ in range(2))
+    tiles = {"whole": None, "squares": size // 2, "bands": size * 3 // 4}
+    seconds: dict[str, list[float]] = {name: [] for name in tiles}
+    levels = {}
+    for _ in range(rounds):
+        for name, tile in tiles.items():
+            options = StylizeOptions(steps=OVERHEAD_STEPS, tile_size=tile, gradient_checkpointing=False)
+            plan = make_plan((size, size), [(size, size)], options)
+            stamps: list[float] = []
+
+            def callback(it: Iterate, stamps: list[float] = stamps) -> None:
+                if it.iteration < OVERHEAD_STEPS:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    stamps.append(time.perf_counter())
+
+            stylize(content, style, features, options, plan=plan, callback=callback)
+            seconds[name] += [b - a for a, b in zip(stamps, stamps[1:])]
+            levels[name] = plan.levels[0]
+    whole = statistics.median(seconds["whole"])
+    speeds = (measure_speed(features, device) for _ in range(CALIBRATIONS_PER_ROUND * rounds))
+    rates = sorted(s / w * 1e6 for _, s, w in speeds)
+    return {"size": size, "calibration_us": rates,
+            "runs": {name: {"tiles": levels[name].tiles, "cost": levels[name].cost, "seconds": seconds[name],
+                            "ratio": statistics.median(seconds[name]) / whole} for name in tiles}}
+
+
+def section_overhead(device: torch.device, size: int, rounds: int) -> str:
+    """The tiling overhead and the start-up speed's spread (:func:`overhead_probe`, in a fresh process)."""
+    cmd = [sys.executable, str(BENCH_ENGINE), "--probe-overhead", str(size), "--iters", str(rounds),
+           "--device", str(device)]
+    r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    rows = [f"| {name} | {run['tiles']} | {run['cost']:.2f} | {' '.join(f'{s:.1f}' for s in run['seconds'])} | "
+            f"{run['ratio']:.2f}x |" for name, run in r["runs"].items()]
+    rates = r["calibration_us"]
+    return "\n".join([
+        f"One process, {rounds} rounds; each round runs the whole image, then squares (tile_size {size // 2}: "
+        f"tiles within a {size // 2} px square's memory), then bands (tile_size {size * 3 // 4}), "
+        f"{OVERHEAD_STEPS} L-BFGS iterations each, random images and weights at {size} px. Overhead: the median "
+        f"seconds per iteration over the whole image's, measured in the same rounds so that the machine's drift "
+        f"hits all three. 'cost': the plan's pixels per iteration over the whole image's (nst.memory).\n",
+        "| run | tiles | cost (model) | seconds per iteration | overhead |", "|---|---|---|---|---|", *rows,
+        f"\nStart-up speed, {len(rates)} measurements in the same process (nst_http.budget.measure_speed): "
+        f"{', '.join(f'{x:.1f}' for x in rates)} µs per pixel-iteration; largest over smallest "
+        f"{rates[-1] / rates[0]:.2f}x.\n"])

@@ -30,7 +30,7 @@ def run(script: str) -> str:
 def test_quick_engine_benchmark_prints_every_section(results_unchanged) -> None:
     out = run("bench_engine.py")
     for title in ("Engine against the floor", "Levers on the floor pass", "Peers, same wall time", "Time to quality",
-                  "Peak memory"):
+                  "Peak memory", "Large images", "Tiling overhead, one process"):
         assert f"## {title}" in out
     assert "| 64 |" in out and "floor s/iter" in out
     assert "PyTorch tutorial recipe" in out and "Gatys et al. recipe" in out
