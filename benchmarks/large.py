@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,6 +40,19 @@ BENCH_ENGINE = Path(__file__).with_name("bench_engine.py")
 GIB = 2**30
 
 
+def _stamper(device: torch.device, steps: int, stamps: list[float]) -> Callable[[Iterate], None]:
+    """A progress callback that appends the time of each of a ``steps``-iteration run's
+    evaluations to ``stamps`` (the last report is the result's losses, not an evaluation)."""
+
+    def callback(it: Iterate) -> None:
+        if it.iteration < steps:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            stamps.append(time.perf_counter())
+
+    return callback
+
+
 def large_probe(size: int, tile: int | None, budget_mb: int | None, iters: int, device: torch.device) -> dict:
     """Run in a fresh process: one case of the section (see the module)."""
     features = build_vgg19_features(make_random(0).state).to(device)
@@ -51,13 +65,7 @@ def large_probe(size: int, tile: int | None, budget_mb: int | None, iters: int, 
     gen = torch.Generator().manual_seed(0)
     content, style = (torch.rand(1, 3, size, size, generator=gen).to(device) for _ in range(2))
     stamps: list[float] = []
-
-    def callback(it: Iterate) -> None:
-        if it.iteration < iters:  # an evaluation (the last report is the result's losses)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            stamps.append(time.perf_counter())
-
+    callback = _stamper(device, iters, stamps)
     baseline = peak_rss() if device.type == "cpu" else torch.cuda.memory_allocated(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -153,14 +161,7 @@ def overhead_probe(size: int, rounds: int, device: torch.device) -> dict:
             options = StylizeOptions(steps=OVERHEAD_STEPS, tile_size=tile, gradient_checkpointing=False)
             plan = make_plan((size, size), [(size, size)], options)
             stamps: list[float] = []
-
-            def callback(it: Iterate, stamps: list[float] = stamps) -> None:
-                if it.iteration < OVERHEAD_STEPS:
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    stamps.append(time.perf_counter())
-
-            stylize(content, style, features, options, plan=plan, callback=callback)
+            stylize(content, style, features, options, plan=plan, callback=_stamper(device, OVERHEAD_STEPS, stamps))
             seconds[name] += [b - a for a, b in zip(stamps, stamps[1:])]
             levels[name] = plan.levels[0]
     whole = statistics.median(seconds["whole"])

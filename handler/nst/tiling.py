@@ -133,6 +133,13 @@ def _axis_extent(side: int, n: int, grid: int, margin: int) -> tuple[int, int]:
 
 
 def tile_grid(size: Size, tile_side: int, layers: Iterable[str]) -> list[Tile]:
+    """:func:`_tile_grid`, remembered for the last few sizes (a plan prices each candidate's
+    grid for time and memory, and the run cuts the same grid again)."""
+    return list(_tile_grid(size, tile_side, tuple(layers)))
+
+
+@lru_cache(maxsize=256)
+def _tile_grid(size: Size, tile_side: int, layers: tuple[str, ...]) -> tuple[Tile, ...]:
     """Tiles that partition an image of ``size = (H, W)``, with the crops that make their
     features exact for ``layers`` (row by row), none of whose crops is larger than a
     ``tile_side`` square tile's: the grid, of at least two tiles, whose crops add up to the
@@ -147,7 +154,6 @@ def tile_grid(size: Size, tile_side: int, layers: Iterable[str]) -> list[Tile]:
     Raises:
         ValueError: ``tile_side`` smaller than the pooling grid, or no layer.
     """
-    layers = tuple(layers)
     if not layers:
         raise ValueError("tiling needs at least one layer")
     grid, margin = align(layers), halo(layers)
@@ -167,7 +173,7 @@ def tile_grid(size: Size, tile_side: int, layers: Iterable[str]) -> list[Tile]:
                 candidate = (rows_sum * cols_sum, ny * nx, ny, nx)
                 best = candidate if best is None or candidate < best else best
                 break
-    return grid_tiles(size, (square[0], square[1]) if best is None else best[2:], layers)
+    return tuple(grid_tiles(size, (square[0], square[1]) if best is None else best[2:], layers))
 
 
 def grid_tiles(size: Size, counts: tuple[int, int], layers: Iterable[str]) -> list[Tile]:
