@@ -97,6 +97,12 @@ class ContentLoss(nn.Module):
         target = self.target[..., owned[0], owned[1]]
         return (features - target).square().sum() * (self.scale / self.target.numel())
 
+    def part_grad(self, features: torch.Tensor, owned: Owned) -> torch.Tensor:
+        """The gradient of :meth:`part` with respect to ``features``: ``2 (F - T) scale / N``
+        with ``N`` the target's elements."""
+        target = self.target[..., owned[0], owned[1]]
+        return (features - target) * (2 * self.scale / self.target.numel())
+
 
 class StyleLoss(nn.Module):
     """Normalized squared error between Gram matrices (Gatys et al. 2016, eq. 4).

@@ -18,7 +18,10 @@ A tiled level (:mod:`nst.tiled`) needs the activations of its largest crop (inte
 instead of the whole image's. :func:`fit_level` picks, for a budget: the whole image if it
 fits; else gradient checkpointing if that fits; else two tiles (halves, or bands: the grid
 with the fewest crop pixels, :func:`nst.tiling.tile_grid`) if they fit; else the largest
-tiles that fit. L-BFGS's
+tiles that fit. What the budget leaves over a tiled level's peak buys time: as many tiles as
+fit keep their graph after :data:`nst.tiled.TAIL_AFTER` between the passes (a third of a
+crop's activations each in VGG19 up to ``relu5_1``, for three quarters of its second forward
+pass). Without a budget a tile size bounds memory, and no tail is kept. L-BFGS's
 history may take at most half the budget: a level that would need more keeps fewer pairs
 (at least :data:`MIN_HISTORY`).
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .tiled import TAIL_AFTER
 from .tiling import align, receptive_field, tile_grid
 from .vgg import LAYER_INDEX, VGG19_LAYERS
 
@@ -43,9 +47,11 @@ CHECKPOINT_PIXELS = 1024 * 1024
 CHECKPOINT_COST = 1.3
 #: Time per tiled iteration over a crop's pixels, relative to an untiled one over as many: the
 #: gradient-free first pass adds half an iteration. The last tile, whose first pass keeps its
-#: graph, costs 1. Measured at 1024 px in one process (``benchmarks/RESULTS.md``, "Tiling
-#: overhead, one process"): 1.92x the whole image's time in 4 squares (crops 1.34x its pixels;
-#: this model: 1.84x), 1.57x in 2 bands (crops 1.16x; this model: 1.45x).
+#: graph, costs 1; a tile whose tail is kept, 1 plus the head's share of the half. Measured at
+#: 1024 px in one process (``benchmarks/RESULTS.md``, "Tiling overhead, one process", fifth
+#: session), against this model: 4 squares (crops 1.34x the image's pixels) 1.65x (1.84x),
+#: with 3 tails kept 1.50x (1.47x); 2 bands (crops 1.16x) 1.30x (1.45x), with 1 tail kept 1.16x
+#: (1.23x).
 TILED_PASSES_COST = 1.5
 #: Fewest L-BFGS history pairs a level keeps to fit a budget.
 MIN_HISTORY = 5
@@ -70,8 +76,34 @@ def layer_floats(name: str) -> float:
 
 def feature_floats(layers: Sequence[str]) -> float:
     """Floats per input pixel of every feature map up to the deepest of ``layers``."""
-    deepest = max(LAYER_INDEX[n] for n in layers)
-    return sum(layer_floats(n) for n in VGG19_LAYERS[: deepest + 1])
+    return sum(layer_floats(n) for n in _network(layers))
+
+
+def layer_macs(name: str) -> float:
+    """Multiply-adds per input pixel of one layer: a 3x3 convolution's ``9 C_in C_out`` over
+    its input stride squared; 0 for ReLUs and pools."""
+    if not name.startswith("conv"):
+        return 0.0
+    block, n = (int(k) for k in name.removeprefix("conv").split("_"))
+    c_in = _CHANNELS[block - 1] if n > 1 else (_CHANNELS[block - 2] if block > 1 else 3)
+    return 9 * c_in * _CHANNELS[block - 1] / receptive_field(name).stride ** 2
+
+
+def tail_shares(layers: Sequence[str]) -> tuple[float, float] | None:
+    """The part of the network after :data:`nst.tiled.TAIL_AFTER`, up to the deepest of
+    ``layers``, as shares of the whole: ``(activations with its input, multiply-adds)``
+    (0.34 and 0.74 for VGG19 up to ``relu5_1``); ``None`` where the deepest layer is not after it."""
+    net = _network(layers)
+    if TAIL_AFTER not in net[:-1]:
+        return None
+    tail = net[net.index(TAIL_AFTER):]
+    return (sum(map(layer_floats, tail)) / feature_floats(layers),
+            sum(map(layer_macs, tail)) / sum(map(layer_macs, net)))
+
+
+def _network(layers: Sequence[str]) -> tuple[str, ...]:
+    """VGG19's layer names up to the deepest of ``layers``."""
+    return VGG19_LAYERS[: max(LAYER_INDEX[n] for n in layers) + 1]
 
 
 @dataclass(frozen=True)
@@ -82,6 +114,8 @@ class Fit:
     """Tile side, pixels; ``None``: the whole image."""
     tiles: int
     """Tiles per pass (1 untiled)."""
+    kept_tails: int
+    """Tiles whose graph after :data:`nst.tiled.TAIL_AFTER` is kept between the passes."""
     checkpointing: bool | None
     """``None``: by the run's own rule (:data:`CHECKPOINT_PIXELS`)."""
     history: int
@@ -91,29 +125,37 @@ class Fit:
     cost: float
     """Pixels one iteration processes, relative to one untiled pass: the crops' area (halos
     counted again) x :data:`TILED_PASSES_COST` for the tiles' extra forward pass, but the last
-    tile's, which runs once (:mod:`nst.tiled`); x :data:`CHECKPOINT_COST` with checkpointing."""
+    tile's, which runs once (:mod:`nst.tiled`), and a kept tail's, whose share of the
+    multiply-adds runs once; x :data:`CHECKPOINT_COST` with checkpointing."""
     pass_pixels: int
     """Pixels of the images one pass of the network runs on: the level's, or on average one of
     its tiles' crops (what a device's speed per pixel depends on: caches, GPU occupancy)."""
 
 
 def level_bytes(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], *,
-                tile: int | None, checkpointing: bool, history: int) -> int:
+                tile: int | None, checkpointing: bool, history: int, kept_tails: int = 0) -> int:
     """Expected peak bytes of a level of ``size = (h, w)`` pixels (see the module)."""
     h, w = size
     pixels = h * w
     factor = CHECKPOINT_FACTOR if checkpointing else ACTIVATION_FACTOR
-    active = pixels if tile is None else max(t.crop_pixels for t in tile_grid(size, tile, layers))
+    active = float(pixels if tile is None else max(t.crop_pixels for t in tile_grid(size, tile, layers)))
+    if kept_tails:
+        shares = tail_shares(layers)
+        assert tile is not None and shares is not None
+        active *= 1 + kept_tails * shares[0]
     vectors = (WORK_VECTORS + 2 * history) * PIXEL_BYTES * pixels
     return int(factor * feature_floats(layers) * 4 * active + vectors + sum(map(layer_floats, content_layers)) * 4 * pixels)
 
 
-def _tiled_cost(size: tuple[int, int], tile: int, layers: Sequence[str]) -> tuple[int, float, int]:
+def _tiled_cost(size: tuple[int, int], tile: int, layers: Sequence[str], kept_tails: int) -> tuple[int, float, int]:
     """Tiles of the grid the run will cut, the pixels one iteration processes over the image's
     (:attr:`Fit.cost`), and a crop's mean area (pixels)."""
     tiles = tile_grid(size, tile, layers)
     area = sum(t.crop_pixels for t in tiles)
-    passes = TILED_PASSES_COST * area - (TILED_PASSES_COST - 1) * tiles[-1].crop_pixels
+    extra = TILED_PASSES_COST - 1  # a crop's gradient-free forward pass, per pixel
+    kept_extra = extra * (1 - (tail_shares(layers) or (0.0, 0.0))[1])  # its head's, for a kept tail
+    passes = (TILED_PASSES_COST * area - extra * tiles[-1].crop_pixels
+              - (extra - kept_extra) * sum(t.crop_pixels for t in tiles[:kept_tails]))
     return len(tiles), passes / (size[0] * size[1]), area // len(tiles)
 
 
@@ -145,21 +187,36 @@ def fit_level(size: tuple[int, int], layers: Sequence[str], content_layers: Sequ
 
 
 def _fit(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], tile: int | None,
-         checkpointing: bool | None, history: int) -> Fit:
+         checkpointing: bool | None, history: int, kept_tails: int = 0) -> Fit:
     """The :class:`Fit` of one choice."""
-    tiles, cost, crop = (1, 1.0, size[0] * size[1]) if tile is None else _tiled_cost(size, tile, layers)
+    tiles, cost, crop = (1, 1.0, size[0] * size[1]) if tile is None else _tiled_cost(size, tile, layers, kept_tails)
     on = checkpointing if checkpointing is not None else tile is None and size[0] * size[1] > CHECKPOINT_PIXELS
-    peak = level_bytes(size, layers, content_layers, tile=tile, checkpointing=on, history=history)
-    return Fit(tile, tiles, checkpointing, history, peak, cost * (CHECKPOINT_COST if on else 1.0), crop)
+    peak = level_bytes(size, layers, content_layers, tile=tile, checkpointing=on, history=history,
+                       kept_tails=kept_tails)
+    return Fit(tile, tiles, kept_tails, checkpointing, history, peak, cost * (CHECKPOINT_COST if on else 1.0), crop)
+
+
+def _keep_tails(fit: Fit, size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str],
+                budget: int) -> Fit:
+    """``fit`` (tiled, within ``budget``) with as many kept tails as the rest of the budget holds."""
+    if fit.tile is None or fit.checkpointing or tail_shares(layers) is None:
+        return fit
+    one = _fit(size, layers, content_layers, fit.tile, fit.checkpointing, fit.history, 1).peak_bytes - fit.peak_bytes
+    for kept in range(min(fit.tiles - 1, (budget - fit.peak_bytes) // max(one, 1)), 0, -1):
+        keeping = _fit(size, layers, content_layers, fit.tile, fit.checkpointing, fit.history, kept)
+        if keeping.peak_bytes <= budget:  # (the estimate's rounding)
+            return keeping
+    return fit
 
 
 def _fit_budget(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], budget: int,
                 history: int, tile: int | None, checkpointing: bool | None) -> Fit | None:
     """The first choice that fits ``budget``: the tile asked for; else the whole image, without
-    then with checkpointing; else two tiles; else the largest tiles."""
+    then with checkpointing; else two tiles; else the largest tiles; tiles with as many kept
+    tails as fit."""
     if tile is not None:
         chosen = _fit(size, layers, content_layers, tile, bool(checkpointing), history)
-        return chosen if chosen.peak_bytes <= budget else None
+        return _keep_tails(chosen, size, layers, content_layers, budget) if chosen.peak_bytes <= budget else None
     for ckpt in ((checkpointing,) if checkpointing is not None else (False, True)):
         whole = _fit(size, layers, content_layers, None, ckpt, history)
         if whole.peak_bytes <= budget:
@@ -171,5 +228,5 @@ def _fit_budget(size: tuple[int, int], layers: Sequence[str], content_layers: Se
     for side in sides:
         tiled = _fit(size, layers, content_layers, side, bool(checkpointing), history)
         if tiled.peak_bytes <= budget:
-            return tiled
+            return _keep_tails(tiled, size, layers, content_layers, budget)
     return None

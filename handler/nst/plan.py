@@ -94,6 +94,9 @@ class Level:
     runs them), pixels; ``None``: whole images."""
     tiles: int = 1
     """Tiles per pass over the image optimized."""
+    kept_tails: int = 0
+    """Tiles whose graph after :data:`nst.tiled.TAIL_AFTER` pass 1 keeps for pass 2 (time for
+    memory, as the budget allows)."""
     checkpointing: bool | None = None
     """Gradient checkpointing; ``None``: by the run's own rule (:data:`nst.memory.CHECKPOINT_PIXELS`)."""
     history: int = 0
@@ -236,6 +239,6 @@ def make_plan(content_size: Size, style_sizes: Sequence[Size], options: StylizeO
                               f"even in {opts.tile_size or MIN_TILE} px tiles, more than this server's memory budget "
                               f"({_gib(budget)}); lower {{field}}")
         levels.append(Level(index=index, side=side, size=size, style_sizes=scaled, steps=steps, tile=fitted.tile,
-                            tiles=fitted.tiles, checkpointing=fitted.checkpointing, history=fitted.history,
+                            tiles=fitted.tiles, kept_tails=fitted.kept_tails, checkpointing=fitted.checkpointing, history=fitted.history,
                             peak_bytes=fitted.peak_bytes, cost=fitted.cost, pass_pixels=fitted.pass_pixels))
     return Plan(options=opts, levels=tuple(levels), blend=tuple(blend))

@@ -59,16 +59,18 @@ class _Targets:
 
     With ``tile`` (pixels) every pass over an image of this level (the content's, the styles',
     the optimized one's) runs tile by tile (:mod:`nst.tiled`): the same loss and gradient, with
-    peak memory bounded by one tile's crop.
+    peak memory bounded by one tile's crop, and ``kept_tails`` tiles' graphs after
+    :data:`nst.tiled.TAIL_AFTER` kept between the passes.
     """
 
     def __init__(self, features: VGGFeatures, opts: StylizeOptions, content: torch.Tensor,
                  styles: list[torch.Tensor], blend: Sequence[float],
                  content_regions: torch.Tensor | None, style_regions: list[torch.Tensor] | None,
                  cache: StyleCache | None = None, style_keys: Sequence[Hashable] | None = None,
-                 tile: int | None = None, checkpointing: bool | None = None) -> None:
+                 tile: int | None = None, checkpointing: bool | None = None, kept_tails: int = 0) -> None:
         self.cache_hits = self.cache_misses = 0
         self.tile = tile
+        self.kept_tails = kept_tails
         layers = opts.content_layers + opts.style_layers
         self.tiles = None if tile is None else tile_grid(_size(content), tile, layers)
         with torch.no_grad():
@@ -156,7 +158,8 @@ class _Targets:
         o = self.opts
         return evaluate_tiled(image, self.tiles, style_extractor=self.style_extractor, extractor=self.extractor,
                               content=self.content, style=self.style, layer_weights=self.layer_weights,
-                              weights=(o.content_weight, o.style_weight, o.tv_weight), backward=backward)
+                              weights=(o.content_weight, o.style_weight, o.tv_weight), backward=backward,
+                              kept_tails=self.kept_tails)
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of ``image`` (untiled) as a tensor with its autograd graph, and its terms."""
@@ -199,7 +202,7 @@ class _Inputs:
         ]
         targets = _Targets(self.features, self.plan.options, content, styles, self.plan.blend, content_regions,
                            style_regions, self.cache, self.style_keys, tile=level.tile,
-                           checkpointing=level.checkpointing)
+                           checkpointing=level.checkpointing, kept_tails=level.kept_tails)
         self.cache_hits += targets.cache_hits
         self.cache_misses += targets.cache_misses
         return content, styles, targets

@@ -143,7 +143,10 @@ def _tile_grid(size: Size, tile_side: int, layers: tuple[str, ...]) -> tuple[Til
     """Tiles that partition an image of ``size = (H, W)``, with the crops that make their
     features exact for ``layers`` (row by row), none of whose crops is larger than a
     ``tile_side`` square tile's: the grid, of at least two tiles, whose crops add up to the
-    fewest pixels (ties: the fewest tiles). That is what one tiled iteration's time is
+    fewest pixels (ties: the fewest tiles, then the most rows: a band as wide as the image has
+    its interior features contiguous in ``channels_last`` memory, and computes faster than a
+    column band of as many pixels: 1.20x against 1.35x the whole image's time per iteration at
+    1024 px in one process). That is what one tiled iteration's time is
     proportional to; the largest crop, what its memory is. So where the memory of a square
     tile allows it, an image is cut in bands: 1024 x 1024 px with ``tile_side`` 768 in two
     1024 x 512 bands (crops 1.16x the image's pixels) rather than four 512 px squares (1.34x).
@@ -164,16 +167,16 @@ def _tile_grid(size: Size, tile_side: int, layers: tuple[str, ...]) -> tuple[Til
     square = [min(counts[i], max(1, math.ceil(side / tile_side))) for i, side in enumerate(size)]
     largest = max(min(tile_side + 2 * margin, h) * min(tile_side + 2 * margin, w),
                   _axis_extent(h, square[0], grid, margin)[1] * _axis_extent(w, square[1], grid, margin)[1])
-    best: tuple[int, int, int, int] | None = None  # (pixels, tiles, rows, columns)
+    best: tuple[int, int, int, int, int] | None = None  # (pixels, tiles, -rows, rows, columns)
     for ny in range(1, counts[0] + 1):
         rows_sum, rows_max = _axis_extent(h, ny, grid, margin)
         for nx in range(1 if ny > 1 else 2, counts[1] + 1):  # the first that fits has the fewest pixels
             cols_sum, cols_max = _axis_extent(w, nx, grid, margin)
             if rows_max * cols_max <= largest:
-                candidate = (rows_sum * cols_sum, ny * nx, ny, nx)
+                candidate = (rows_sum * cols_sum, ny * nx, -ny, ny, nx)
                 best = candidate if best is None or candidate < best else best
                 break
-    return tuple(grid_tiles(size, (square[0], square[1]) if best is None else best[2:], layers))
+    return tuple(grid_tiles(size, (square[0], square[1]) if best is None else best[3:], layers))
 
 
 def grid_tiles(size: Size, counts: tuple[int, int], layers: Iterable[str]) -> list[Tile]:

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from itertools import islice
 from typing import Any
 
 import torch
@@ -276,7 +277,8 @@ class FeatureExtractor(nn.Module):
             self.net = nn.Sequential(*(
                 nn.AvgPool2d(kernel_size=2, stride=2) if isinstance(m, nn.MaxPool2d) else m for m in self.net
             ))
-        self._names = features.layer_names[: deepest + 1]
+        self.net_layers: tuple[str, ...] = features.layer_names[: deepest + 1]
+        """Names of the layers it runs, ``features``' first to the deepest returned."""
         self._wanted = frozenset(self.layers)
         self.min_side = min_side(self.layers)
         convention = features.input_convention
@@ -293,28 +295,68 @@ class FeatureExtractor(nn.Module):
         Raises:
             ValueError: ``image`` is not ``(B, 3, H, W)`` or a side is below :attr:`min_side` pixels.
         """
-        if image.dim() != 4 or image.shape[1] != 3:
-            raise ValueError(f"expected an image of shape (B, 3, H, W), got {tuple(image.shape)}")
-        h, w = image.shape[-2:]
-        if min(h, w) < self.min_side:
-            raise ValueError(
-                f"image is {w}x{h} pixels, but layer {self._names[-1]} needs both sides to be at "
-                f"least {self.min_side} pixels"
-            )
-        x = image if self.channels is None else image[:, self.channels]  # RGB -> BGR for Caffe's weights
-        x = (x * self.scale - self.shift).contiguous(memory_format=torch.channels_last)
+        x = self._network_input(image)
         out: dict[str, torch.Tensor] = {}
         if self.checkpointing and torch.is_grad_enabled() and image.requires_grad:
             # One checkpointed segment per returned layer: from after the previous one to it.
             start = 0
-            for end, name in enumerate(self._names):
+            for end, name in enumerate(self.net_layers):
                 if name in self._wanted:
                     x = checkpoint(self.net[start: end + 1], x, use_reentrant=False)
                     out[name] = x
                     start = end + 1
             return out
-        for name, layer in zip(self._names, self.net):
+        return self._run(x, 0, len(self.net_layers), out)[1]
+
+    def head(self, image: torch.Tensor, last: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The network up to and including layer ``last``: the returned layers among those, and
+        ``last``'s output (the input of :meth:`tail`), without checkpointing.
+
+        Args:
+            image: as for :meth:`forward`.
+            last: a layer before this extractor's deepest.
+
+        Raises:
+            ValueError: as :meth:`forward`, or ``last`` is not a layer before the deepest.
+        """
+        x, out = self._run(self._network_input(image), 0, self._split(last))
+        return out, x
+
+    def tail(self, x: torch.Tensor, after: str) -> dict[str, torch.Tensor]:
+        """The network after layer ``after`` on ``x``, that layer's output (from :meth:`head`):
+        the returned layers among the rest, without checkpointing.
+
+        Raises:
+            ValueError: ``after`` is not a layer before the deepest.
+        """
+        return self._run(x, self._split(after), len(self.net_layers))[1]
+
+    def _split(self, layer: str) -> int:
+        """Index of the first layer after ``layer``, which must be before the deepest."""
+        if layer not in self.net_layers[:-1]:
+            raise ValueError(f"{layer!r} is not a layer before {self.net_layers[-1]}, this extractor's deepest")
+        return self.net_layers.index(layer) + 1
+
+    def _network_input(self, image: torch.Tensor) -> torch.Tensor:
+        """``image`` in the weights' input convention, ``channels_last``; checks its shape."""
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected an image of shape (B, 3, H, W), got {tuple(image.shape)}")
+        h, w = image.shape[-2:]
+        if min(h, w) < self.min_side:
+            raise ValueError(
+                f"image is {w}x{h} pixels, but layer {self.net_layers[-1]} needs both sides to be at "
+                f"least {self.min_side} pixels"
+            )
+        x = image if self.channels is None else image[:, self.channels]  # RGB -> BGR for Caffe's weights
+        return (x * self.scale - self.shift).contiguous(memory_format=torch.channels_last)
+
+    def _run(self, x: torch.Tensor, start: int, end: int,
+             out: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Layers ``start`` to ``end - 1`` on ``x``: the last one's output and the returned
+        layers' outputs among them (added to ``out``)."""
+        out = {} if out is None else out
+        for name, layer in islice(zip(self.net_layers, self.net), start, end):
             x = layer(x)
             if name in self._wanted:
                 out[name] = x
-        return out
+        return x, out

@@ -72,7 +72,8 @@ def plan_body(request: StyleRequest, *, seconds_per_work: float | None, curve: S
 
     baseline = 0 if budget is None else budget.baseline
     levels = [{"side": level.side, "width": level.size[1], "height": level.size[0], "steps": level.steps,
-               "tile": level.tile, "tiles": level.tiles, "lbfgs_history": level.history or plan.options.lbfgs_history,
+               "tile": level.tile, "tiles": level.tiles, "kept_tails": level.kept_tails,
+               "lbfgs_history": level.history or plan.options.lbfgs_history,
                "peak_memory_bytes": baseline + level.peak_bytes,
                "seconds": seconds(level.work * curve.weight(level))} for level in plan.levels]
     height, width = plan.size

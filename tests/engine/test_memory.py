@@ -1,10 +1,21 @@
 """The memory model's choices within a budget (issue 13): the whole image, gradient
-checkpointing, two tiles (bands), then more tiles; and what a tiled iteration costs."""
+checkpointing, two tiles (bands), then more tiles, then kept tails with what is left; and what
+a tiled iteration costs."""
 
 from __future__ import annotations
 
 import pytest
-from nst.memory import CHECKPOINT_COST, MIN_HISTORY, TILED_PASSES_COST, fit_level, level_bytes
+from nst.memory import (
+    ACTIVATION_FACTOR,
+    CHECKPOINT_COST,
+    MIN_HISTORY,
+    TILED_PASSES_COST,
+    feature_floats,
+    fit_level,
+    layer_macs,
+    level_bytes,
+    tail_shares,
+)
 from nst.tiling import tile_grid
 from nst.vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 
@@ -16,8 +27,9 @@ def fit(budget: int | None, **kw):
     return fit_level(SIZE, LAYERS, DEFAULT_CONTENT_LAYERS, budget=budget, history=20, **kw)
 
 
-def need(tile: int | None, checkpointing: bool = False) -> int:
-    return level_bytes(SIZE, LAYERS, DEFAULT_CONTENT_LAYERS, tile=tile, checkpointing=checkpointing, history=20)
+def need(tile: int | None, checkpointing: bool = False, kept_tails: int = 0) -> int:
+    return level_bytes(SIZE, LAYERS, DEFAULT_CONTENT_LAYERS, tile=tile, checkpointing=checkpointing, history=20,
+                       kept_tails=kept_tails)
 
 
 def test_a_budget_picks_whole_then_checkpointing_then_two_bands_then_more_tiles() -> None:
@@ -45,3 +57,31 @@ def test_a_tiled_iteration_costs_one_and_a_half_passes_per_crop_pixel_but_the_la
     assert fit(None, tile=768).cost == pytest.approx((1.5 + 1.0) * 1024 * 592 / 1024**2)  # two bands
     assert fit(None, checkpointing=True).cost == CHECKPOINT_COST
     assert fit(None).cost == 1.0
+
+
+def test_the_tail_after_pool2_is_a_third_of_the_activations_and_three_quarters_of_the_multiply_adds() -> None:
+    shares = tail_shares(LAYERS)
+    assert shares is not None
+    activations, macs = shares
+    assert activations == pytest.approx(0.34, abs=0.005) and macs == pytest.approx(0.74, abs=0.005)
+    assert layer_macs("conv1_1") == 9 * 3 * 64 and layer_macs("conv3_2") == 9 * 256 * 256 / 16
+    assert layer_macs("relu3_1") == layer_macs("pool2") == 0
+    assert tail_shares(("relu1_1", "relu2_1")) is None  # nothing after pool2 to keep
+
+
+def test_what_a_budget_leaves_over_the_tiles_keeps_tails_and_each_saves_most_of_a_second_pass() -> None:
+    shares = tail_shares(LAYERS)
+    assert shares is not None
+    plain = fit(None, tile=512)
+    assert plain.kept_tails == 0  # without a budget a tile size bounds memory
+    one = need(512, kept_tails=1) - need(512)
+    crop = max(t.crop_pixels for t in tile_grid(SIZE, 512, LAYERS))
+    assert one == pytest.approx(ACTIVATION_FACTOR * feature_floats(LAYERS) * 4 * crop * shares[0], abs=2)
+    kept = [fit(need(512) + k * one, tile=512).kept_tails for k in range(5)]
+    assert kept == [0, 1, 2, 3, 3]  # at most every tile but the last, whose whole graph is kept anyway
+    assert fit(need(512) + 3 * one, tile=512).peak_bytes <= need(512) + 3 * one
+    crops = [t.crop_pixels for t in tile_grid(SIZE, 512, LAYERS)]
+    saved = (TILED_PASSES_COST - 1) * shares[1] * crops[0] / (1024 * 1024)
+    assert fit(need(512) + one, tile=512).cost == pytest.approx(plain.cost - saved)
+    assert fit(need(512) + 3 * one, tile=512).cost == pytest.approx(plain.cost - 3 * saved)
+    assert fit(need(512, True) + 3 * one, tile=512, checkpointing=True).kept_tails == 0  # it keeps nothing

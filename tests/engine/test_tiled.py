@@ -71,7 +71,8 @@ def test_tiles_partition_the_image_and_every_layer_s_grid(size: tuple[int, int],
 
 
 @pytest.mark.parametrize(("size", "side", "counts"), [
-    ((1024, 1024), 768, (1, 2)),  # bands: crops 1.16x the image's pixels, within a 768 px square's memory
+    ((1024, 1024), 768, (2, 1)),  # bands: crops 1.16x the image's pixels, within a 768 px square's memory;
+    # rows, not columns, where both compute as many pixels (contiguous interiors in channels_last)
     ((1024, 1024), 512, (2, 2)),  # a band's crop (1024 x 592) is over a 512 px square's (672 x 672)
     ((768, 1024), 768, (1, 2)),
     ((2048, 2048), 1024, (2, 2)),
@@ -90,6 +91,8 @@ def test_the_grid_has_the_fewest_crop_pixels_within_a_square_tile_s_memory(
             other = grid_tiles(size, (rows, cols), LAYERS)
             if len(other) > 1 and max(t.crop_pixels for t in other) <= bound:
                 assert sum(t.crop_pixels for t in other) >= pixels, (rows, cols)
+                if (sum(t.crop_pixels for t in other), len(other)) == (pixels, len(tiles)):
+                    assert rows <= counts[0], (rows, cols)
 
 
 @pytest.mark.parametrize("pooling", ["max", "avg"])
@@ -130,9 +133,10 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("kept_tails", [0, 2, 99], ids=["no tail kept", "two tails kept", "every tail kept"])
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.usefixtures("square_tiles")
-def test_tiled_loss_and_gradient_equal_the_whole_image_s(features: VGGFeatures, case: str) -> None:
+def test_tiled_loss_and_gradient_equal_the_whole_image_s(features: VGGFeatures, case: str, kept_tails: int) -> None:
     changes, size, side, n_styles, masked = CASES[case]
     opts = StylizeOptions(**changes, tv_weight=1.0).effective()
     content = rand(1, 3, *size, seed=1)
@@ -140,7 +144,7 @@ def test_tiled_loss_and_gradient_equal_the_whole_image_s(features: VGGFeatures, 
     blend = opts.style_blend_weights or normalized([1.0] * n_styles)
     regions = guided(features, opts, content, styles) if masked else (None, None)
     whole = _Targets(features, opts, content, styles, blend, regions[0], regions[1])
-    tiled = _Targets(features, opts, content, styles, blend, regions[0], regions[1], tile=side)
+    tiled = _Targets(features, opts, content, styles, blend, regions[0], regions[1], tile=side, kept_tails=kept_tails)
     assert tiled.tiles is not None and len(tiled.tiles) >= 4
     for name, loss in whole.content.items():  # content targets assembled from tiles
         assert rel(tiled.content[name].target, loss.target) < 1e-5
@@ -199,3 +203,27 @@ def test_a_tiled_evaluation_runs_each_crop_forward_twice_but_the_last_and_the_lo
     calls.update(style=0, all=0)
     tiled.losses(rand(1, 3, 96, 80, seed=10))
     assert calls == {"style": 0, "all": n}
+
+
+@pytest.mark.usefixtures("square_tiles")
+def test_a_kept_tail_runs_its_crop_s_head_twice_and_its_tail_once(features: VGGFeatures) -> None:
+    """With ``k`` kept tails, pass 1 runs those tiles' heads without gradients and their tails
+    with a graph, and pass 2 runs only their heads again: counted on the extractors' calls."""
+    content, style = rand(1, 3, 96, 80, seed=3), rand(1, 3, 64, 64, seed=4)
+    opts = StylizeOptions(**SHALLOW).effective()
+    tiled = _Targets(features, opts, content, [style], [1.0], None, None, tile=32, kept_tails=2)
+    assert tiled.tiles is not None and tiled.style_extractor is not None
+    n = len(tiled.tiles)
+    calls = {"style": 0, "all": 0, "head": 0, "tail": 0}
+    for key, module in (("style", tiled.style_extractor), ("all", tiled.extractor)):
+        module.register_forward_hook(lambda *_, key=key: calls.__setitem__(key, calls[key] + 1))
+    def counting(key: str, method: Any) -> Any:
+        def counted(*args: Any) -> Any:
+            calls[key] += 1
+            return method(*args)
+        return counted
+
+    for key in ("head", "tail"):
+        setattr(tiled.extractor, key, counting(key, getattr(tiled.extractor, key)))
+    tiled.evaluate(rand(1, 3, 96, 80, seed=9).requires_grad_(True))
+    assert calls == {"style": n - 3, "all": n - 2, "head": 4, "tail": 2}

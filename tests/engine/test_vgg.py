@@ -192,3 +192,19 @@ def test_caffe_convention_feeds_bgr_0_255_minus_the_vgg_mean(random_state) -> No
                                    rtol=1e-4, atol=1e-3)
     with pytest.raises(ValueError, match="input convention must be one of"):
         build_features(random_state, input_convention="rgb255")
+
+
+def test_head_then_tail_is_the_forward_pass_split_after_a_layer(features: VGGFeatures) -> None:
+    image = torch.rand(1, 3, 64, 48, generator=torch.Generator().manual_seed(3))
+    layers = DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS
+    ex = FeatureExtractor(features, layers)
+    head, x = ex.head(image, "pool2")
+    assert set(head) == {"relu1_1", "relu2_1"} and tuple(x.shape) == (1, 128, 16, 12)
+    tail = ex.tail(x, "pool2")
+    assert set(tail) == {"relu3_1", "relu4_1", "relu4_2", "relu5_1"}
+    whole = ex(image)
+    for name in layers:
+        torch.testing.assert_close({**head, **tail}[name], whole[name], rtol=0, atol=0)
+    for bad in ("relu5_1", "pool5"):  # the deepest, and one past it: no tail to run
+        with pytest.raises(ValueError, match="not a layer before relu5_1"):
+            ex.head(image, bad)

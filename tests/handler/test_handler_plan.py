@@ -50,6 +50,8 @@ def test_a_dry_run_answers_the_plan_without_optimizing(plain, model_dir, body, m
     assert (coarse["tile"], coarse["tiles"]) == (None, 1)  # 64 px: no smaller than the tile
     # Two bands: a 64 px tile's crop (64 + 2 x 80 halo) would hold the whole 128x96 level.
     assert (fine["side"], fine["tile"], fine["tiles"]) == (128, 64, 2)
+    # The worker's budget has room over the two bands: the first keeps its tail (the last keeps its whole graph).
+    assert (coarse["kept_tails"], fine["kept_tails"]) == (0, 1)
     assert plan["memory_budget_bytes"] == handler.budget.total
     assert plan["peak_memory_bytes"] == fine["peak_memory_bytes"] > coarse["peak_memory_bytes"] > handler.budget.baseline
     # Seconds from the worker's speed, measured at start-up: the tiled level costs more per pixel.

@@ -57,9 +57,9 @@ def _plan_body(**overrides: Any) -> dict[str, Any]:
         "plan": {
             "width": 4096, "height": 3072,
             "levels": [
-                {"side": 1024, "width": 1024, "height": 768, "steps": 100, "tile": None, "tiles": 1,
+                {"side": 1024, "width": 1024, "height": 768, "steps": 100, "tile": None, "tiles": 1, "kept_tails": 0,
                  "lbfgs_history": 100, "peak_memory_bytes": 4_000_000_000, "seconds": 60.5},
-                {"side": 4096, "width": 4096, "height": 3072, "steps": 100, "tile": 1024, "tiles": 16,
+                {"side": 4096, "width": 4096, "height": 3072, "steps": 100, "tile": 1024, "tiles": 16, "kept_tails": 3,
                  "lbfgs_history": 8, "peak_memory_bytes": 7_900_000_000, "seconds": None},
             ],
             "peak_memory_bytes": 7_900_000_000, "memory_budget_bytes": 8_589_934_592, "seconds": None,

@@ -112,9 +112,9 @@ def test_every_field_is_parsed_nulls_included(server, plan_body):
     assert isinstance(plan, Plan)
     assert (plan.width, plan.height) == (4096, 3072)
     assert plan.levels == (
-        PlanLevel(side=1024, width=1024, height=768, steps=100, tile=None, tiles=1, lbfgs_history=100,
+        PlanLevel(side=1024, width=1024, height=768, steps=100, tile=None, tiles=1, kept_tails=0, lbfgs_history=100,
                   peak_memory_bytes=4_000_000_000, seconds=60.5),
-        PlanLevel(side=4096, width=4096, height=3072, steps=100, tile=1024, tiles=16, lbfgs_history=8,
+        PlanLevel(side=4096, width=4096, height=3072, steps=100, tile=1024, tiles=16, kept_tails=3, lbfgs_history=8,
                   peak_memory_bytes=7_900_000_000, seconds=None),
     )
     assert (plan.peak_memory_bytes, plan.memory_budget_bytes, plan.seconds) == (7_900_000_000, 8_589_934_592, None)
@@ -126,6 +126,8 @@ def test_every_field_is_parsed_nulls_included(server, plan_body):
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.levels[0].tiles = 2  # type: ignore[misc]
     assert plan.to_dict() == {k: v for k, v in body.items() if k != "extra_key"}
+    older = {k: v for k, v in body["plan"]["levels"][1].items() if k != "kept_tails"}  # as an older server sends it
+    assert PlanLevel.from_dict(older).kept_tails == 0
 
 
 def test_measured_seconds_an_unknown_budget_and_no_request_id(server, plan_body):
@@ -163,6 +165,7 @@ def _broken(plan_body: Any, path: tuple[Any, ...], value: Any) -> dict[str, Any]
     (("plan", "seconds"), "soon"),
     (("plan", "levels", 0, "tiles"), True),  # a bool is no count
     (("plan", "levels", 0, "tile"), "1024"),
+    (("plan", "levels", 1, "kept_tails"), "3"),
     (("plan", "levels", 1, "side"), ...),
     (("plan", "levels", 1, "seconds"), [1]),
     (("params",), ...),
@@ -231,8 +234,8 @@ def test_cli_plan_prints_a_table_of_the_levels(server, plan_body, capsys):
     assert lines[1].split() == ["level", "side", "size", "steps", "tiles", "L-BFGS", "history", "peak", "memory",
                                 "seconds"]
     assert lines[2].split() == ["1", "1024", "1024x768", "100", "1", "(whole)", "100", "3.73", "GiB", "60.5"]
-    assert lines[3].split() == ["2", "4096", "4096x3072", "100", "16", "(1024", "px)", "8", "7.36", "GiB",
-                                "unknown"]
+    assert lines[3].split() == ["2", "4096", "4096x3072", "100", "16", "(1024", "px),", "3", "kept", "8", "7.36",
+                                "GiB", "unknown"]
     assert lines[4].split() == ["total", "200", "7.36", "GiB", "unknown"]
     assert lines[5] == "memory budget: 8.00 GiB (the peak is 92% of it)"
     assert len({len(line) for line in lines[1:4]}) == 1  # aligned columns

@@ -27,6 +27,9 @@ class PlanLevel:
         tile: Side of the square tile whose memory bounds each of its tiles (which may be
             bands), in pixels; ``None``: the whole image at once.
         tiles: Tiles per pass (``1`` for the whole image).
+        kept_tails: Tiles whose deeper layers' computation the server keeps between its two
+            passes over the tiles, where its memory budget leaves room: faster, for more
+            memory (``0`` from a server that does not report it).
         lbfgs_history: L-BFGS (step, gradient change) pairs kept; fewer than asked where the
             memory budget needs it.
         peak_memory_bytes: Estimated peak memory of the worker at this level, in bytes.
@@ -40,6 +43,7 @@ class PlanLevel:
     steps: int
     tile: Optional[int]
     tiles: int
+    kept_tails: int
     lbfgs_history: int
     peak_memory_bytes: int
     seconds: Optional[float]
@@ -56,6 +60,7 @@ class PlanLevel:
             side=required_field(obj, "side", int), width=required_field(obj, "width", int),
             height=required_field(obj, "height", int), steps=required_field(obj, "steps", int),
             tile=optional_field(obj, "tile", int), tiles=required_field(obj, "tiles", int),
+            kept_tails=optional_field(obj, "kept_tails", int) or 0,
             lbfgs_history=required_field(obj, "lbfgs_history", int),
             peak_memory_bytes=required_field(obj, "peak_memory_bytes", int),
             seconds=None if seconds is None else float(seconds),

@@ -67,6 +67,8 @@ def text(doc: Dict[str, Any]) -> str:
     rows = []
     for i, level in enumerate(levels, 1):
         tiles = f"{level['tiles']} (whole)" if level["tile"] is None else f"{level['tiles']} ({level['tile']} px)"
+        if level.get("kept_tails"):
+            tiles += f", {level['kept_tails']} kept"
         rows.append([str(i), str(level["side"]), f"{level['width']}x{level['height']}", str(level["steps"]), tiles,
                      str(level["lbfgs_history"]), _gib(level["peak_memory_bytes"]), _seconds(level["seconds"])])
     rows.append(["total", "", "", str(sum(level["steps"] for level in levels)), "", "",
