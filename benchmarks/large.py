@@ -75,7 +75,7 @@ def large_probe(size: int, tile: int | None, budget_mb: int | None, iters: int, 
     stored = min(iters - 1, level.history or options.lbfgs_history)
     on = bool(level.checkpointing) if level.checkpointing is not None else level.tile is None and size * size > CHECKPOINT_PIXELS
     model_probe = baseline + level_bytes((size, size), layers, DEFAULT_CONTENT_LAYERS, tile=level.tile,
-                                         checkpointing=on, history=stored)
+                                         checkpointing=on, history=stored, kept_tails=level.kept_tails)
     return {"size": size, "tile": level.tile, "tiles": level.tiles, "history": level.history or options.lbfgs_history,
             "checkpointing": on, "budget_gib": None if budget is None else budget.total / GIB,
             "s_per_iter": (stamps[-1] - stamps[0]) / (len(stamps) - 1),
@@ -145,7 +145,8 @@ def overhead_probe(size: int, rounds: int, device: torch.device) -> dict:
 
     ``rounds`` times in turn, one :data:`OVERHEAD_STEPS`-iteration run of each configuration:
     the whole image, tiles within a half-side square's memory (squares) and within a
-    three-quarter-side square's (bands). Ratios of the median seconds per iteration, so the
+    three-quarter-side square's (bands), and both again within the whole image's planned peak,
+    which keeps tails (:func:`nst.memory.fit_level`). Ratios of the median seconds per iteration, so the
     VM's drift hits the three alike. Then :data:`CALIBRATIONS_PER_ROUND` x ``rounds`` start-up
     speed measurements (:func:`nst_http.budget.measure_speed`), in microseconds per
     pixel-iteration.
@@ -153,13 +154,19 @@ def overhead_probe(size: int, rounds: int, device: torch.device) -> dict:
     features = build_vgg19_features(make_random(0).state).to(device)
     gen = torch.Generator().manual_seed(0)
     content, style = (torch.rand(1, 3, size, size, generator=gen).to(device) for _ in range(2))
-    tiles = {"whole": None, "squares": size // 2, "bands": size * 3 // 4}
-    seconds: dict[str, list[float]] = {name: [] for name in tiles}
+    whole_plan = make_plan((size, size), [(size, size)], StylizeOptions(steps=OVERHEAD_STEPS,
+                                                                        gradient_checkpointing=False))
+    # (tile_size, budget): without a budget no tail is kept; within the whole image's planned
+    # peak, as many as fit (nst.memory.fit_level).
+    runs = {"whole": (None, None), "squares": (size // 2, None), "bands": (size * 3 // 4, None),
+            "squares, tails kept": (size // 2, whole_plan.peak_bytes),
+            "bands, tails kept": (size * 3 // 4, whole_plan.peak_bytes)}
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
     levels = {}
     for _ in range(rounds):
-        for name, tile in tiles.items():
+        for name, (tile, budget) in runs.items():
             options = StylizeOptions(steps=OVERHEAD_STEPS, tile_size=tile, gradient_checkpointing=False)
-            plan = make_plan((size, size), [(size, size)], options)
+            plan = make_plan((size, size), [(size, size)], options, budget=budget)
             stamps: list[float] = []
             stylize(content, style, features, options, plan=plan, callback=_stamper(device, OVERHEAD_STEPS, stamps))
             seconds[name] += [b - a for a, b in zip(stamps, stamps[1:])]
@@ -168,8 +175,9 @@ def overhead_probe(size: int, rounds: int, device: torch.device) -> dict:
     speeds = (measure_speed(features, device) for _ in range(CALIBRATIONS_PER_ROUND * rounds))
     rates = sorted(s / w * 1e6 for _, s, w in speeds)
     return {"size": size, "calibration_us": rates,
-            "runs": {name: {"tiles": levels[name].tiles, "cost": levels[name].cost, "seconds": seconds[name],
-                            "ratio": statistics.median(seconds[name]) / whole} for name in tiles}}
+            "runs": {name: {"tiles": levels[name].tiles, "kept": levels[name].kept_tails, "cost": levels[name].cost,
+                            "peak_gib": levels[name].peak_bytes / GIB, "seconds": seconds[name],
+                            "ratio": statistics.median(seconds[name]) / whole} for name in runs}}
 
 
 def section_overhead(device: torch.device, size: int, rounds: int) -> str:
@@ -177,16 +185,19 @@ def section_overhead(device: torch.device, size: int, rounds: int) -> str:
     cmd = [sys.executable, str(BENCH_ENGINE), "--probe-overhead", str(size), "--iters", str(rounds),
            "--device", str(device)]
     r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
-    rows = [f"| {name} | {run['tiles']} | {run['cost']:.2f} | {' '.join(f'{s:.1f}' for s in run['seconds'])} | "
-            f"{run['ratio']:.2f}x |" for name, run in r["runs"].items()]
+    rows = [f"| {name} | {run['tiles']} | {run['kept']} | {run['peak_gib']:.2f} | {run['cost']:.2f} | "
+            f"{' '.join(f'{s:.1f}' for s in run['seconds'])} | {run['ratio']:.2f}x |" for name, run in r["runs"].items()]
     rates = r["calibration_us"]
     return "\n".join([
         f"One process, {rounds} rounds; each round runs the whole image, then squares (tile_size {size // 2}: "
-        f"tiles within a {size // 2} px square's memory), then bands (tile_size {size * 3 // 4}), "
-        f"{OVERHEAD_STEPS} L-BFGS iterations each, random images and weights at {size} px. Overhead: the median "
-        f"seconds per iteration over the whole image's, measured in the same rounds so that the machine's drift "
-        f"hits all three. 'cost': the plan's pixels per iteration over the whole image's (nst.memory).\n",
-        "| run | tiles | cost (model) | seconds per iteration | overhead |", "|---|---|---|---|---|", *rows,
+        f"tiles within a {size // 2} px square's memory), then bands (tile_size {size * 3 // 4}), then both "
+        f"again planned within the whole image's planned peak, which keeps as many tiles' graphs after "
+        f"nst.tiled.TAIL_AFTER between the passes as fit; {OVERHEAD_STEPS} L-BFGS iterations each, random images "
+        f"and weights at {size} px. Overhead: the median seconds per iteration over the whole image's, measured in "
+        f"the same rounds so that the machine's drift hits all five. 'peak': the plan's (nst.memory, L-BFGS "
+        f"history included); 'cost': the plan's pixels per iteration over the whole image's.\n",
+        "| run | tiles | tails kept | peak (GiB, model) | cost (model) | seconds per iteration | overhead |",
+        "|---|---|---|---|---|---|---|", *rows,
         f"\nStart-up speed, {len(rates)} measurements in the same process (nst_http.budget.measure_speed): "
         f"{', '.join(f'{x:.1f}' for x in rates)} µs per pixel-iteration; largest over smallest "
         f"{rates[-1] / rates[0]:.2f}x.\n"])
