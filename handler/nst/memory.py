@@ -155,7 +155,7 @@ def _tiled_cost(size: tuple[int, int], tile: int, layers: Sequence[str], kept_ta
     extra = TILED_PASSES_COST - 1  # a crop's gradient-free forward pass, per pixel
     kept_extra = extra * (1 - (tail_shares(layers) or (0.0, 0.0))[1])  # its head's, for a kept tail
     passes = (TILED_PASSES_COST * area - extra * tiles[-1].crop_pixels
-              - (extra - kept_extra) * sum(t.crop_pixels for t in tiles[:kept_tails]))
+              - (extra - kept_extra) * sum(t.crop_pixels for t in tiles[: min(kept_tails, len(tiles) - 1)]))
     return len(tiles), passes / (size[0] * size[1]), area // len(tiles)
 
 

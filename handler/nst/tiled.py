@@ -219,10 +219,9 @@ def evaluate_tiled(image: torch.Tensor, tiles: Sequence[Tile], *, style_extracto
 
 def _content_part(content: Mapping[str, ContentLoss], tile: Tile, feats: Mapping[str, torch.Tensor],
                   size: tuple[int, int]) -> torch.Tensor:
-    """``tile``'s share of the content term (the mean of the content layers' losses) from the
-    content layers among ``feats``; a 0-dim zero where there are none."""
-    parts = [loss.part(feats[n], tile.owned(n, size)) for n, loss in content.items() if n in feats]
-    return torch.stack(parts).sum() / len(content) if parts else next(iter(feats.values())).new_zeros(())
+    """``tile``'s share of the content term (the mean of the content layers' losses) from its
+    trimmed ``feats`` (every layer's; pass 2 computes its shares in ``push``)."""
+    return torch.stack([loss.part(feats[n], tile.owned(n, size)) for n, loss in content.items()]).mean()
 
 
 def _interiors(tile: Tile, feats: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
