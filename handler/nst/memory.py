@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from .tiled import TAIL_AFTER
 from .tiling import align, receptive_field, tile_grid
-from .vgg import LAYER_INDEX, VGG19_LAYERS
+from .vgg import LAYER_INDEX, VGG19_LAYERS, splits
 
 #: Measured activation bytes of a forward and backward pass over the model's feature floats
 #: (:func:`feature_floats`) x 4: fitted to the peak RSS of 1024 and 2048 px runs.
@@ -49,9 +49,10 @@ CHECKPOINT_COST = 1.3
 #: gradient-free first pass adds half an iteration. The last tile, whose first pass keeps its
 #: graph, costs 1; a tile whose tail is kept, 1 plus the head's share of the half. Measured at
 #: 1024 px in one process (``benchmarks/RESULTS.md``, "Tiling overhead, one process", fifth
-#: session), against this model: 4 squares (crops 1.34x the image's pixels) 1.65x (1.84x),
-#: with 3 tails kept 1.50x (1.47x); 2 bands (crops 1.16x) 1.30x (1.45x), with 1 tail kept 1.16x
-#: (1.23x).
+#: session), against this model's pixels (and with the CPU's speed curve, which weighs a crop's
+#: pixels below the whole image's, ``nst_http.budget.SpeedCurve``): 4 squares (crops 1.34x the
+#: image's pixels) 1.65x (1.84x; 1.70x), with 3 tails kept 1.50x (1.47x; 1.35x); 2 bands (crops
+#: 1.16x) 1.30x (1.45x; 1.39x), with 1 tail kept 1.16x (1.23x; 1.18x).
 TILED_PASSES_COST = 1.5
 #: Fewest L-BFGS history pairs a level keeps to fit a budget.
 MIN_HISTORY = 5
@@ -94,7 +95,7 @@ def tail_shares(layers: Sequence[str]) -> tuple[float, float] | None:
     ``layers``, as shares of the whole: ``(activations with its input, multiply-adds)``
     (0.34 and 0.74 for VGG19 up to ``relu5_1``); ``None`` where the deepest layer is not after it."""
     net = _network(layers)
-    if TAIL_AFTER not in net[:-1]:
+    if not splits(net, TAIL_AFTER):
         return None
     tail = net[net.index(TAIL_AFTER):]
     return (sum(map(layer_floats, tail)) / feature_floats(layers),
@@ -186,11 +187,17 @@ def fit_level(size: tuple[int, int], layers: Sequence[str], content_layers: Sequ
     return None
 
 
+def checkpoints(size: tuple[int, int], tile: int | None, checkpointing: bool | None) -> bool:
+    """Whether a level of ``size`` (pixels) runs with gradient checkpointing: ``checkpointing``
+    where given, else untiled levels of more than :data:`CHECKPOINT_PIXELS` pixels."""
+    return checkpointing if checkpointing is not None else tile is None and size[0] * size[1] > CHECKPOINT_PIXELS
+
+
 def _fit(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], tile: int | None,
          checkpointing: bool | None, history: int, kept_tails: int = 0) -> Fit:
     """The :class:`Fit` of one choice."""
     tiles, cost, crop = (1, 1.0, size[0] * size[1]) if tile is None else _tiled_cost(size, tile, layers, kept_tails)
-    on = checkpointing if checkpointing is not None else tile is None and size[0] * size[1] > CHECKPOINT_PIXELS
+    on = checkpoints(size, tile, checkpointing)
     peak = level_bytes(size, layers, content_layers, tile=tile, checkpointing=on, history=history,
                        kept_tails=kept_tails)
     return Fit(tile, tiles, kept_tails, checkpointing, history, peak, cost * (CHECKPOINT_COST if on else 1.0), crop)

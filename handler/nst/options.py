@@ -242,7 +242,7 @@ class StylizeOptions:
     """Keep only the loss layers' activations for the backward pass and recompute the rest
     (see :class:`nst.vgg.FeatureExtractor`): at 2048 px about 30% more time per iteration for
     30% less peak memory (``benchmarks/RESULTS.md``). ``None``: on for levels above
-    ``nst.stylize.CHECKPOINT_PIXELS`` pixels. Not a request parameter."""
+    ``nst.memory.CHECKPOINT_PIXELS`` pixels (:func:`nst.memory.checkpoints`). Not a request parameter."""
 
     def __post_init__(self) -> None:
         check_fields(self)

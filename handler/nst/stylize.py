@@ -32,7 +32,7 @@ from .losses import (
     tv_loss,
 )
 from .masks import MaskError, label_regions, region_colors, resize_regions
-from .memory import CHECKPOINT_PIXELS
+from .memory import checkpoints
 from .options import StylizeOptions, normalized
 from .plan import Level, Plan, check_inputs, make_plan
 from .records import Iterate, Recorder, Stopping, Stylized
@@ -98,10 +98,8 @@ class _Targets:
                 target = torch.einsum("sr,srij->rij", weight, torch.stack(grams))  # (R, C, C)
                 layer_size = feature_size(_size(content), name)
                 self.style[name] = GuidedStyleLoss(target, resize_regions(content_regions, layer_size))
-        if checkpointing is None:
-            checkpointing = opts.gradient_checkpointing
-        if checkpointing is None:
-            checkpointing = tile is None and content.shape[-2] * content.shape[-1] > CHECKPOINT_PIXELS
+        checkpointing = checkpoints(_size(content), tile,
+                                    opts.gradient_checkpointing if checkpointing is None else checkpointing)
         self.extractor = FeatureExtractor(features, layers, opts.pooling, checkpointing=checkpointing)
         # Pass 1 of a tiled evaluation stops at the deepest style layer.
         self.style_extractor = None if self.tiles is None else FeatureExtractor(features, opts.style_layers,

@@ -44,7 +44,7 @@ import torch
 from .losses import ContentLoss, GramLoss, gram_share, guided_gram_share, region_weights, tv_loss
 from .masks import resize_regions
 from .tiling import Tile
-from .vgg import FeatureExtractor, feature_size
+from .vgg import FeatureExtractor, feature_size, splits
 
 #: The layer after which a kept tile's graph starts (blocks 3 to 5 of VGG: most of the
 #: multiply-adds, at a quarter of the input's resolution and less).
@@ -122,7 +122,7 @@ def evaluate_tiled(image: torch.Tensor, tiles: Sequence[Tile], *, style_extracto
     """
     cw, sw, tw = weights
     size = (image.shape[-2], image.shape[-1])
-    if not backward or TAIL_AFTER not in extractor.net_layers[:-1]:
+    if not backward or not splits(extractor.net_layers, TAIL_AFTER):
         kept_tails = 0
 
     # Pass 1. Without a gradient to compute, it also takes the content term, and is the only pass.

@@ -215,6 +215,12 @@ def min_side(layers: Iterable[str]) -> int:
     return 2 ** _pools_through(deepest)
 
 
+def splits(net_layers: tuple[str, ...], layer: str) -> bool:
+    """Whether a network of ``net_layers`` splits after ``layer`` into a head and a tail that
+    is not empty: ``layer`` is one of them, before the deepest."""
+    return layer in net_layers[:-1]
+
+
 def _pools_through(layer: str) -> int:
     """Pools up to and including ``layer``: those of the blocks before it, and its own if it is one."""
     block = int(layer.removeprefix("pool").removeprefix("conv").removeprefix("relu")[0])
@@ -333,7 +339,7 @@ class FeatureExtractor(nn.Module):
 
     def _split(self, layer: str) -> int:
         """Index of the first layer after ``layer``, which must be before the deepest."""
-        if layer not in self.net_layers[:-1]:
+        if not splits(self.net_layers, layer):
             raise ValueError(f"{layer!r} is not a layer before {self.net_layers[-1]}, this extractor's deepest")
         return self.net_layers.index(layer) + 1
 

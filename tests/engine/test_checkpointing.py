@@ -10,6 +10,7 @@ from nst.stylize import StylizeOptions, _Targets, stylize
 from nst.vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, FeatureExtractor, VGGFeatures
 
 stylize_module = importlib.import_module("nst.stylize")
+memory_module = importlib.import_module("nst.memory")
 LAYERS = DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS
 
 
@@ -70,7 +71,7 @@ def test_auto_turns_checkpointing_on_above_the_pixel_limit(features, load_image,
             made.append(self)
 
     monkeypatch.setattr(stylize_module, "_Targets", Recording)
-    monkeypatch.setattr(stylize_module, "CHECKPOINT_PIXELS", pixels_limit)
+    monkeypatch.setattr(memory_module, "CHECKPOINT_PIXELS", pixels_limit)
     content = load_image("tubingen_64x64.png", 32)
     result = stylize(content, content, features, StylizeOptions(steps=2, gradient_checkpointing=option))
     assert [t.extractor.checkpointing for t in made] == [expected]
