@@ -20,9 +20,6 @@ machine and the command to ``benchmarks/RESULTS.md``:
    ``--ttq-levels`` (3) coarse-to-fine ``scales`` and ``--ttq-scaled-steps`` (300) iterations
    in all needs to reach it (stopping there).
 
-``peers`` and ``quality`` run on real trained weights, ``--weights`` (default ``hed``: HED's
-VGG16, fetched and cached by ``nst.weights``); ``floor``, ``levers`` and ``memory`` measure speed
-and memory only, which do not depend on the weights' values, on seeded random VGG19 weights.
 4. ``memory``: peak memory of a few iterations at 512 and 1024 px, and 2048 px with gradient
    checkpointing, each in a fresh process (RSS on the CPU, ``torch.cuda.max_memory_allocated``
    on a GPU), plus the L-BFGS history that a long run adds on top (computed: 2 x history x image).
@@ -31,6 +28,11 @@ and memory only, which do not depend on the weights' values, on seeded random VG
    each against the plan's estimate, and the tiling overhead at 1024 px.
 6. ``overhead``: the tiling overhead at 1024 px, whole image, squares and bands in turn in one
    process, and the spread of the start-up speed measurement (``benchmarks/large.py``).
+7. ``curve``: seconds per pixel-iteration against image size over the start-up run's, the fit
+   behind the plan's speed curve (``benchmarks/speed_curve.py``).
+
+``peers`` and ``quality`` run on real trained weights, ``--weights`` (default ``hed``: HED's VGG16,
+cached by ``nst.weights``); the rest measure speed and memory, on seeded random VGG19 weights.
 
 Usage: ``python benchmarks/bench_engine.py [--quick] [--only floor peers quality memory]
 [--device cpu|cuda]`` (``make bench``; ``--quick`` runs every section at toy sizes in well under
@@ -56,7 +58,7 @@ sys.path.insert(0, str(ROOT / "handler"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import peers  # noqa: E402
-from large import large_probe, overhead_probe, section_large, section_overhead  # noqa: E402
+from large import large_cases, large_probe, overhead_probe, section_large, section_overhead  # noqa: E402
 from memory import memory_probe, section_memory  # noqa: E402
 from nst.cache import StyleCache  # noqa: E402
 from nst.images import decode_image, to_pil, to_tensor  # noqa: E402
@@ -64,8 +66,9 @@ from nst.stylize import Iterate, StylizeOptions, _Targets, stylize  # noqa: E402
 from nst.vgg import LAYER_INDEX, FeatureExtractor, VGGFeatures, build_vgg19_features  # noqa: E402
 from nst.weights import make_random, resolve  # noqa: E402
 from results import publish  # noqa: E402
+from speed_curve import section_speed_curve  # noqa: E402
 
-SECTIONS = ("floor", "levers", "peers", "quality", "memory", "large", "overhead")
+SECTIONS = ("floor", "levers", "peers", "quality", "memory", "large", "overhead", "curve")
 CONTENT = ROOT / "examples" / "contents" / "tubingen.jpg"
 STYLE = ROOT / "examples" / "styles" / "starry_night.jpg"
 
@@ -343,18 +346,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(large_probe(args.probe_large, args.tile, args.budget_mb, args.iters, device) if args.probe_large
                          else overhead_probe(args.probe_overhead, args.iters, device)))
         return 0
-    first = args.large_sizes[0]
-    untiled = args.large_sizes[:2] if args.large_untiled is None else args.large_untiled  # 2048 whole: ~10 GiB
-    large_cases: list[tuple[int, int | None, int | None]] = [(size, None, None) for size in untiled]
-    large_cases += [(first, first // 2, None), (first, first * 3 // 4, None)]  # squares, bands
-    large_cases += [(size, None, args.large_budget_mb) for size in args.large_sizes[1:]]
+    large = large_cases(args.large_sizes, args.large_untiled, args.large_budget_mb)
     memory_cases = [(512, False), (1024, False), (1024, True), (2048, False), (2048, True)]
     memory_iters = 3
     if args.quick:
         args.sizes, args.iters, args.peer_size, args.peer_seconds = [64], 3, 64, 2.0
         args.ttq_size, args.ttq_steps, args.ttq_levels, args.ttq_scaled_steps = 64, 10, 2, 10
         memory_cases, memory_iters = [(64, False), (64, True)], 2
-        large_cases = [(256, None, None), (256, 128, None), (256, 192, None), (512, None, 2048)]
+        large = large_cases([256, 512], [256], 2048)
     features = build_vgg19_features(make_random(0).state).to(device)  # speed and memory only
     # Real weights only for the sections about results (fetching HED's takes a few seconds).
     real = resolve(args.weights) if {"peers", "quality"} & set(args.only) else None
@@ -364,10 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         machine += f" ({torch.cuda.get_device_name(device)})"
     command = "python benchmarks/bench_engine.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    titles = {"floor": "Engine against the floor", "levers": "Levers on the floor pass",
-              "peers": "Peers, same wall time",
+    titles = {"floor": "Engine against the floor", "levers": "Levers on the floor pass", "peers": "Peers, same wall time",
               "quality": "Time to quality", "memory": "Peak memory", "large": "Large images",
-              "overhead": "Tiling overhead, one process"}
+              "overhead": "Tiling overhead, one process", "curve": "Speed curve"}
     for name in args.only:
         started = time.perf_counter()
         if name == "floor":
@@ -385,9 +383,11 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "memory":
             body = section_memory(device, memory_cases, memory_iters, StylizeOptions().lbfgs_history)
         elif name == "large":
-            body = section_large(device, large_cases, 2)
-        else:
+            body = section_large(device, large, 2)
+        elif name == "overhead":
             body = section_overhead(device, *((128, 1) if args.quick else (args.large_sizes[0], 3)))
+        else:
+            body = section_speed_curve(features, device, *(([128, 192], 1) if args.quick else ([512, 1024, 1448], 3)))
         report = (f"\n## {titles[name]} ({dt.date.today().isoformat()})\n\n"
                   f"Machine: {machine}. Command: `{command.strip()}` (section took "
                   f"{time.perf_counter() - started:.0f} s).\n\n{body}\n")

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from nst.memory import CHECKPOINT_PIXELS, level_bytes
+from nst.memory import checkpoints, level_bytes
 from nst.options import StylizeOptions
 from nst.plan import make_plan
 from nst.records import Iterate
@@ -73,13 +73,14 @@ def large_probe(size: int, tile: int | None, budget_mb: int | None, iters: int, 
     peak = peak_rss() if device.type == "cpu" else torch.cuda.max_memory_allocated(device)
     layers = DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS
     stored = min(iters - 1, level.history or options.lbfgs_history)
-    on = bool(level.checkpointing) if level.checkpointing is not None else level.tile is None and size * size > CHECKPOINT_PIXELS
+    on = checkpoints((size, size), level.tile, level.checkpointing)
     model_probe = baseline + level_bytes((size, size), layers, DEFAULT_CONTENT_LAYERS, tile=level.tile,
                                          checkpointing=on, history=stored, kept_tails=level.kept_tails)
     return {"size": size, "tile": level.tile, "tiles": level.tiles, "history": level.history or options.lbfgs_history,
             "checkpointing": on, "budget_gib": None if budget is None else budget.total / GIB,
             "s_per_iter": (stamps[-1] - stamps[0]) / (len(stamps) - 1),
             "s_per_iter_estimate": level.iteration_work * curve.weight(level) * rate, "exponent": curve.exponent,
+            "startup_us": rate * 1e6,
             "peak_gib": peak / GIB, "peak_estimate_gib": model_probe / GIB,
             "long_run_gib": (baseline + level.peak_bytes) / GIB}
 
@@ -88,6 +89,16 @@ def _iters(size: int, iters: int) -> int:
     """Iterations a case runs: twice ``iters`` up to 1024 px, where they are short and the
     tiling overhead is measured (three intervals average this VM's drift better than one)."""
     return 2 * iters if size <= 1024 else iters
+
+
+def large_cases(sizes: list[int], untiled: list[int] | None, budget_mb: int) -> list[tuple[int, int | None, int | None]]:
+    """The section's ``(size, tile, budget MiB)`` cases: ``untiled`` sizes whole without a budget
+    (default: the first two; 2048 px whole peaks near 10 GiB), the first size also in tiles of
+    half and three quarters its side (squares, bands), and every other size within ``budget_mb``."""
+    first = sizes[0]
+    cases: list[tuple[int, int | None, int | None]] = [(s, None, None) for s in (sizes[:2] if untiled is None else untiled)]
+    cases += [(first, first // 2, None), (first, first * 3 // 4, None)]
+    return cases + [(s, None, budget_mb) for s in sizes[1:]]
 
 
 def section_large(device: torch.device, cases: list[tuple[int, int | None, int | None]], iters: int) -> str:
@@ -101,13 +112,13 @@ def section_large(device: torch.device, cases: list[tuple[int, int | None, int |
         proc = subprocess.run(cmd, capture_output=True, text=True)
         label = f"{size} | {tile or 'auto'} | {'none' if budget is None else f'{budget / 1024:.0f} GiB'}"
         if proc.returncode != 0:
-            rows.append(f"| {label} | failed: {proc.stderr.strip().splitlines()[-1:]} | | | | | |")
+            rows.append(f"| {label} | failed: {proc.stderr.strip().splitlines()[-1:]} | | | | | | |")
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(r)
         ran = "whole" if r["tile"] is None else f"{r['tiles']} tiles of {r['tile']} px"
         ran += ", checkpointing" if r["checkpointing"] else ""
-        rows.append(f"| {label} | {ran}, history {r['history']} | {r['s_per_iter']:.1f} | "
+        rows.append(f"| {label} | {ran}, history {r['history']} | {r['startup_us']:.1f} | {r['s_per_iter']:.1f} | "
                     f"{r['s_per_iter_estimate']:.1f} ({r['s_per_iter_estimate'] / r['s_per_iter'] - 1:+.0%}) | "
                     f"{r['peak_gib']:.2f} | {r['peak_estimate_gib']:.2f} ({r['peak_estimate_gib'] / r['peak_gib'] - 1:+.0%}) | "
                     f"{r['long_run_gib']:.2f} |")
@@ -120,17 +131,18 @@ def section_large(device: torch.device, cases: list[tuple[int, int | None, int |
                          f"one): {r['s_per_iter'] / whole[0]['s_per_iter']:.2f}x per iteration.\n")
     kind = "peak RSS of the process" if device.type == "cpu" else "torch.cuda.max_memory_allocated"
     return "\n".join([
-        f"Each case in a fresh process: the start-up speed run, the plan within the budget, then {iters} L-BFGS "
+        f"Each case in a fresh process: the start-up speed run ('start-up': its speed, which every estimate of "
+        f"the row scales), the plan within the budget, then {iters} L-BFGS "
         f"iterations ({_iters(1024, iters)} up to 1024 px) of one level of square random images, random weights. "
         f"Measured: seconds per iteration "
         f"(between the first and last evaluation) and {kind}. Estimates: the plan's pixel-iterations at the "
         f"start-up speed scaled to the pixels one pass runs on (the level's, or a tile's crop) by the device's "
-        f"speed curve (nst_http.budget.SpeedCurve, exponent {results[0]['exponent'] if results else 0:.2f}), and "
+        f"speed curve (nst_http.budget.SpeedCurve, exponent {results[0]['exponent'] if results else 0:.3f}), and "
         f"nst.memory's model for the history pairs stored (one fewer than the iterations) plus the process's "
         f"baseline; 'long run': the model with the whole planned history.\n",
-        "| size (px) | tile | budget | plan | s / iteration | estimate (error) | peak (GiB) | estimate (error) "
-        "| long run, model (GiB) |",
-        "|---|---|---|---|---|---|---|---|---|", *rows]) + "\n" + overhead
+        "| size (px) | tile | budget | plan | start-up (µs / pixel-iteration) | s / iteration | estimate (error) "
+        "| peak (GiB) | estimate (error) | long run, model (GiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|", *rows]) + "\n" + overhead
 
 
 #: Iterations per run of the overhead probe (two intervals timed per run).

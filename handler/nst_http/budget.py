@@ -36,12 +36,15 @@ CALIBRATION_SIDE = 256
 CALIBRATION_STEPS = 5
 #: How a CPU's seconds per pixel-iteration grow with the pixels one pass of the network runs on
 #: (their feature maps fall out of the caches): ``(pixels / CALIBRATION_SIDE²) ** exponent`` up
-#: to ``hold`` x the start-up run's pixels, flat beyond. Fitted on a 2-core x86 CPU to passes of
-#: 0.4 to 4.2 megapixels against the start-up run (``benchmarks/RESULTS.md``, "Large images":
-#: 1.4x the start-up speed per pixel at 1024 px, 1.6x at 2048 px). A GPU's curve is unmeasured
-#: (no GPU was lent): it is taken as flat, though a GPU runs large images faster per pixel, so
-#: its large runs come out overestimated.
-CPU_SPEED_EXPONENT, CPU_SPEED_HOLD = 0.15, 16
+#: to ``hold`` x the start-up run's pixels (2048² px), flat beyond. Fitted on a 2-core x86 CPU to
+#: whole images of 512, 1024 and 1448 px measured in one process with the start-up runs
+#: (``python benchmarks/bench_engine.py --only curve``, ``benchmarks/RESULTS.md``, "Speed curve"): 1.15x the
+#: start-up run's time per pixel at 512 px, 1.20x at 1024 px, 1.35x at 1448 px, best fitted by
+#: 0.081 (0.072 in an earlier run of the same measurement). The exponent was 0.15 before, fitted
+#: to separate processes' runs, and overestimated 1024 px images by 15-28%. A GPU's
+#: curve is unmeasured (no GPU was lent): it is taken as flat, though a GPU runs large images
+#: faster per pixel, so its large runs come out overestimated.
+CPU_SPEED_EXPONENT, CPU_SPEED_HOLD = 0.075, 64
 
 
 @dataclass(frozen=True)

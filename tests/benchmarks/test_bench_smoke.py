@@ -30,8 +30,9 @@ def run(script: str) -> str:
 def test_quick_engine_benchmark_prints_every_section(results_unchanged) -> None:
     out = run("bench_engine.py")
     for title in ("Engine against the floor", "Levers on the floor pass", "Peers, same wall time", "Time to quality",
-                  "Peak memory", "Large images", "Tiling overhead, one process"):
+                  "Peak memory", "Large images", "Tiling overhead, one process", "Speed curve"):
         assert f"## {title}" in out
+    assert "| 192 | 0.6 |" in out  # the speed curve's row at 192 px: 0.56x the start-up run's pixels
     assert "| 64 |" in out and "floor s/iter" in out
     assert "PyTorch tutorial recipe" in out and "Gatys et al. recipe" in out
     assert "coarse-to-fine, scales [32, 64]" in out and "hed-bsds500-vgg16 weights" in out
