@@ -40,7 +40,7 @@ BENCH_ENGINE = Path(__file__).with_name("bench_engine.py")
 GIB = 2**30
 
 
-def _stamper(device: torch.device, steps: int, stamps: list[float]) -> Callable[[Iterate], None]:
+def evaluation_stamper(device: torch.device, steps: int, stamps: list[float]) -> Callable[[Iterate], None]:
     """A progress callback that appends the time of each of a ``steps``-iteration run's
     evaluations to ``stamps`` (the last report is the result's losses, not an evaluation)."""
 
@@ -65,7 +65,7 @@ def large_probe(size: int, tile: int | None, budget_mb: int | None, iters: int, 
     gen = torch.Generator().manual_seed(0)
     content, style = (torch.rand(1, 3, size, size, generator=gen).to(device) for _ in range(2))
     stamps: list[float] = []
-    callback = _stamper(device, iters, stamps)
+    callback = evaluation_stamper(device, iters, stamps)
     baseline = peak_rss() if device.type == "cpu" else torch.cuda.memory_allocated(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -180,7 +180,7 @@ def overhead_probe(size: int, rounds: int, device: torch.device) -> dict:
             options = StylizeOptions(steps=OVERHEAD_STEPS, tile_size=tile, gradient_checkpointing=False)
             plan = make_plan((size, size), [(size, size)], options, budget=budget)
             stamps: list[float] = []
-            stylize(content, style, features, options, plan=plan, callback=_stamper(device, OVERHEAD_STEPS, stamps))
+            stylize(content, style, features, options, plan=plan, callback=evaluation_stamper(device, OVERHEAD_STEPS, stamps))
             seconds[name] += [b - a for a, b in zip(stamps, stamps[1:])]
             levels[name] = plan.levels[0]
     whole = statistics.median(seconds["whole"])

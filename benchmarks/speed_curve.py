@@ -18,7 +18,7 @@ import math
 import statistics
 
 import torch
-from large import _stamper
+from large import evaluation_stamper
 from nst.options import StylizeOptions
 from nst.plan import make_plan
 from nst.stylize import stylize
@@ -39,6 +39,7 @@ def section_speed_curve(features: VGGFeatures, device: torch.device, sides: list
     """Measure the speed curve (see the module) and return the section's Markdown body."""
     startup: list[float] = []
     rates: dict[int, list[float]] = {side: [] for side in sides}
+    levels = {}
     for r in range(rounds):
         for _ in range(STARTUPS_PER_ROUND):
             curve, seconds, work = measure_speed(features, device)
@@ -50,8 +51,9 @@ def section_speed_curve(features: VGGFeatures, device: torch.device, sides: list
             options = StylizeOptions(steps=steps, gradient_checkpointing=False)
             plan = make_plan((side, side), [(side, side)], options)
             stamps: list[float] = []
-            stylize(content, style, features, options, plan=plan, callback=_stamper(device, steps, stamps))
-            work = plan.levels[0].iteration_work
+            stylize(content, style, features, options, plan=plan, callback=evaluation_stamper(device, steps, stamps))
+            levels[side] = plan.levels[0]
+            work = levels[side].iteration_work
             rates[side] += [(b - a) / work * 1e6 for a, b in zip(stamps, stamps[1:])]
     base = statistics.median(startup)
     points = [(side * side / CALIBRATION_SIDE**2, statistics.median(rates[side]) / base) for side in sides]
@@ -59,9 +61,8 @@ def section_speed_curve(features: VGGFeatures, device: torch.device, sides: list
     fitted = sum(lx * ly for lx, ly in logs) / sum(lx * lx for lx, _ in logs) if logs else 0.0
     rows = []
     for (x, ratio), side in zip(points, sides):
-        level = make_plan((side, side), [(side, side)], StylizeOptions(gradient_checkpointing=False)).levels[0]
         rows.append(f"| {side} | {x:.1f} | {' '.join(f'{v:.1f}' for v in rates[side])} | {ratio:.2f} | "
-                    f"{x ** fitted:.2f} | {curve.weight(level):.2f} |")
+                    f"{x ** fitted:.2f} | {curve.weight(levels[side]):.2f} |")
     return "\n".join([
         f"One process, {rounds} rounds; each round runs {STARTUPS_PER_ROUND} start-up runs "
         f"(nst_http.budget.measure_speed, {CALIBRATION_SIDE} px), then the whole image at each side "

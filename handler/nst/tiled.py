@@ -169,21 +169,19 @@ def evaluate_tiled(image: torch.Tensor, tiles: Sequence[Tile], *, style_extracto
         rather than through a slice, whose backward would give autograd a contiguous one to
         add to the next layer's and convert for the convolutions (measured: 1.9 s of copies in
         a 24 s iteration at 1024 px)."""
-        local = image.new_zeros(())
         outputs, grads = [o for o, _ in into], [g for _, g in into]
+        interiors = _interiors(tile, {name: f.detach() for name, f in crop.items()}, size)
         for name, f in crop.items():
             inside, owned = (..., *tile.interior_of(name, size)), tile.owned(name, size)
-            interior = f.detach()[inside]
             grad = torch.zeros_like(f)
             if name in style:
-                grad[inside] = style[name].partial_grad(interior, owned, feature_size(size, name), d_grams[name])
+                grad[inside] = style[name].partial_grad(interiors[name], owned, feature_size(size, name), d_grams[name])
             if name in content:
-                local = local + content[name].part(interior, owned) / len(content)
-                grad[inside] += content[name].part_grad(interior, owned) * (cw / len(content))
+                grad[inside] += content[name].part_grad(interiors[name], owned) * (cw / len(content))
             outputs.append(f)
             grads.append(grad)
         torch.autograd.backward(outputs, grads)
-        return local
+        return _content_part(content, tile, interiors, size)
 
     # Pass 2: the last tile first, then the tiles with kept tails, each freed before another
     # crop's graph is built.
@@ -220,8 +218,12 @@ def evaluate_tiled(image: torch.Tensor, tiles: Sequence[Tile], *, style_extracto
 def _content_part(content: Mapping[str, ContentLoss], tile: Tile, feats: Mapping[str, torch.Tensor],
                   size: tuple[int, int]) -> torch.Tensor:
     """``tile``'s share of the content term (the mean of the content layers' losses) from its
-    trimmed ``feats`` (every layer's; pass 2 computes its shares in ``push``)."""
-    return torch.stack([loss.part(feats[n], tile.owned(n, size)) for n, loss in content.items()]).mean()
+    trimmed ``feats``: the share of the content layers among them (a kept tail's head and tail
+    each hold some), a 0-dim tensor."""
+    parts = [loss.part(feats[n], tile.owned(n, size)) for n, loss in content.items() if n in feats]
+    if not parts:
+        return next(iter(feats.values())).new_zeros(())
+    return torch.stack(parts).sum() / len(content)
 
 
 def _interiors(tile: Tile, feats: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:

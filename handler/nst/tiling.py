@@ -167,16 +167,16 @@ def _tile_grid(size: Size, tile_side: int, layers: tuple[str, ...]) -> tuple[Til
     square = [min(counts[i], max(1, math.ceil(side / tile_side))) for i, side in enumerate(size)]
     largest = max(min(tile_side + 2 * margin, h) * min(tile_side + 2 * margin, w),
                   _axis_extent(h, square[0], grid, margin)[1] * _axis_extent(w, square[1], grid, margin)[1])
-    best: tuple[int, int, int, int, int] | None = None  # (pixels, tiles, -rows, rows, columns)
+    best: tuple[int, int, int, int] | None = None  # (pixels, tiles, -rows, columns)
     for ny in range(1, counts[0] + 1):
         rows_sum, rows_max = _axis_extent(h, ny, grid, margin)
         for nx in range(1 if ny > 1 else 2, counts[1] + 1):  # the first that fits has the fewest pixels
             cols_sum, cols_max = _axis_extent(w, nx, grid, margin)
             if rows_max * cols_max <= largest:
-                candidate = (rows_sum * cols_sum, ny * nx, -ny, ny, nx)
+                candidate = (rows_sum * cols_sum, ny * nx, -ny, nx)
                 best = candidate if best is None or candidate < best else best
                 break
-    return tuple(grid_tiles(size, (square[0], square[1]) if best is None else best[3:], layers))
+    return tuple(grid_tiles(size, (square[0], square[1]) if best is None else (-best[2], best[3]), layers))
 
 
 def grid_tiles(size: Size, counts: tuple[int, int], layers: Iterable[str]) -> list[Tile]:

@@ -302,9 +302,9 @@ class FeatureExtractor(nn.Module):
             ValueError: ``image`` is not ``(B, 3, H, W)`` or a side is below :attr:`min_side` pixels.
         """
         x = self._network_input(image)
-        out: dict[str, torch.Tensor] = {}
         if self.checkpointing and torch.is_grad_enabled() and image.requires_grad:
             # One checkpointed segment per returned layer: from after the previous one to it.
+            out: dict[str, torch.Tensor] = {}
             start = 0
             for end, name in enumerate(self.net_layers):
                 if name in self._wanted:
@@ -312,7 +312,7 @@ class FeatureExtractor(nn.Module):
                     out[name] = x
                     start = end + 1
             return out
-        return self._run(x, 0, len(self.net_layers), out)[1]
+        return self._run(x, 0, len(self.net_layers))[1]
 
     def head(self, image: torch.Tensor, last: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The network up to and including layer ``last``: the returned layers among those, and
@@ -356,11 +356,10 @@ class FeatureExtractor(nn.Module):
         x = image if self.channels is None else image[:, self.channels]  # RGB -> BGR for Caffe's weights
         return (x * self.scale - self.shift).contiguous(memory_format=torch.channels_last)
 
-    def _run(self, x: torch.Tensor, start: int, end: int,
-             out: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _run(self, x: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Layers ``start`` to ``end - 1`` on ``x``: the last one's output and the returned
-        layers' outputs among them (added to ``out``)."""
-        out = {} if out is None else out
+        layers' outputs among them."""
+        out: dict[str, torch.Tensor] = {}
         for name, layer in islice(zip(self.net_layers, self.net), start, end):
             x = layer(x)
             if name in self._wanted:
