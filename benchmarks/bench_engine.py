@@ -3,26 +3,20 @@
 Sections (issue 5), each printed as a Markdown table and, unless ``--quick``, appended with the
 machine and the command to ``benchmarks/RESULTS.md``:
 
-1. ``floor``: the floor for one iteration is one forward and one backward pass of VGG19 up to
-   ``relu5_1`` with a gradient for the input image only; our engine's seconds per iteration at the
-   same sizes, and the ratio. Everything an iteration does besides that pass (loss terms, Gram
-   matrices, L-BFGS, image handling) is the overhead the ratio shows.
-   ``levers``: the same pass under channels_last, torch.compile, thread counts (CPU) or bf16 /
-   TF32 (GPU), and the style cache's saving per request.
-2. ``peers``: the PyTorch tutorial's recipe and the plain Gatys et al. recipe
-   (``benchmarks/peers.py``) against our engine for the same wall time on the same inputs and
-   weights: seconds per evaluation, and the loss each result reaches on one yardstick, our
-   objective at default settings (normalized losses; lower is better). The three pictures go
-   side by side into ``benchmarks/peers.png``.
-3. ``quality``: time to quality. A single-scale L-BFGS run of our default configuration for
-   ``--ttq-steps`` (500) iterations at ``--ttq-size`` (512) px sets the target loss (its last
-   one); the time that run first reached it, and the time the same configuration with
-   ``--ttq-levels`` (3) coarse-to-fine ``scales`` and ``--ttq-scaled-steps`` (300) iterations
-   in all needs to reach it (stopping there).
-
-4. ``memory``: peak memory of a few iterations at 512 and 1024 px, and 2048 px with gradient
-   checkpointing, each in a fresh process (RSS on the CPU, ``torch.cuda.max_memory_allocated``
-   on a GPU), plus the L-BFGS history that a long run adds on top (computed: 2 x history x image).
+1. ``floor``: one forward and input-gradient backward pass of VGG19 to ``relu5_1``; the engine's
+   seconds per iteration (L-BFGS history full) at the same sizes, and the ratio: the overhead of
+   everything else an iteration does (loss terms, Gram matrices, L-BFGS, image handling).
+   ``levers``: the same pass under channels_last, torch.compile, thread counts (CPU) or each
+   ``precision`` (GPU), and the style cache's saving per request.
+2. ``peers``: the PyTorch tutorial's and Gatys et al.'s recipes (``benchmarks/peers.py``) against
+   the engine for the same wall time, inputs and weights: seconds per evaluation and the loss each
+   reaches on our default objective (lower is better); the pictures into ``benchmarks/peers.png``.
+3. ``quality``: time to quality: the target is the last loss of ``--ttq-steps`` (500) single-scale
+   L-BFGS iterations at ``--ttq-size`` (512) px; the time that run and ``--ttq-levels`` (3)
+   coarse-to-fine levels of ``--ttq-scaled-steps`` (300) iterations in all first reach it.
+4. ``memory``: peak memory of a few iterations at 512, 1024 and (checkpointed) 2048 px, each in a
+   fresh process (RSS on the CPU, ``torch.cuda.max_memory_allocated`` on a GPU), plus the L-BFGS
+   history a long run adds (computed: 2 x history x image).
 5. ``large``: large images (``benchmarks/large.py``): seconds per iteration and peak memory at
    1024, 2048 and 4096 px, whole and tiled, within an 8 GiB budget (``--large-budget-mb``),
    each against the plan's estimate, and the tiling overhead at 1024 px.
@@ -34,9 +28,8 @@ machine and the command to ``benchmarks/RESULTS.md``:
 ``peers`` and ``quality`` run on real trained weights, ``--weights`` (default ``hed``: HED's VGG16,
 cached by ``nst.weights``); the rest measure speed and memory, on seeded random VGG19 weights.
 
-Usage: ``python benchmarks/bench_engine.py [--quick] [--only floor peers quality memory]
-[--device cpu|cuda]`` (``make bench``; ``--quick`` runs every section at toy sizes in well under
-a minute and writes nothing). Timings vary with the machine's load: run it on a quiet machine.
+Usage: ``python benchmarks/bench_engine.py [--quick] [--only floor peers ...] [--device cpu|cuda]``
+(``make bench``; ``--quick``: toy sizes, a minute, writes nothing). Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -62,6 +55,7 @@ from large import large_cases, large_probe, overhead_probe, section_large, secti
 from memory import memory_probe, section_memory  # noqa: E402
 from nst.cache import StyleCache  # noqa: E402
 from nst.images import decode_image, to_pil, to_tensor  # noqa: E402
+from nst.precision import numerics  # noqa: E402
 from nst.stylize import Iterate, StylizeOptions, _Targets, stylize  # noqa: E402
 from nst.vgg import LAYER_INDEX, FeatureExtractor, VGGFeatures, build_vgg19_features  # noqa: E402
 from nst.weights import make_random, resolve  # noqa: E402
@@ -105,8 +99,11 @@ def floor_seconds(features: VGGFeatures, size: int, iters: int, device: torch.de
     return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))
 
 
-def engine_seconds(features: VGGFeatures, size: int, iters: int, device: torch.device) -> float:
-    """Median seconds per L-BFGS iteration of the engine's default configuration at size x size."""
+def engine_seconds(features: VGGFeatures, size: int, iters: int, device: torch.device,
+                   history: int = StylizeOptions.lbfgs_history) -> float:
+    """Median seconds per L-BFGS iteration of the engine's default configuration at size x size,
+    over ``iters`` iterations once L-BFGS's ``history`` pairs are filled (each of those
+    iterations runs the two-loop recursion over the whole history)."""
     gen = torch.Generator().manual_seed(0)
     content = torch.rand(1, 3, size, size, generator=gen).to(device)
     style = torch.rand(1, 3, size, size, generator=gen).to(device)
@@ -116,21 +113,23 @@ def engine_seconds(features: VGGFeatures, size: int, iters: int, device: torch.d
         sync(device)
         stamps.append(time.perf_counter())
 
-    stylize(content, style, features, StylizeOptions(steps=iters + 1), callback=callback)
+    stylize(content, style, features, StylizeOptions(steps=history + iters + 2, lbfgs_history=history),
+            callback=callback)
     # stamps[0] is iteration 0 (after the targets), stamps[-1] the final evaluation (forward only):
-    # time the iterations 1..iters between them, each one forward + backward + an L-BFGS update.
-    inner = stamps[1:-1]
-    return statistics.median(b - a for a, b in zip(inner, inner[1:])) if len(inner) > 1 else stamps[-2] - stamps[0]
+    # time the last iters + 1 iterations before it, each one forward + backward + an L-BFGS update.
+    inner = stamps[-iters - 2:-1]
+    return statistics.median(b - a for a, b in zip(inner, inner[1:]))
 
 
-def section_floor(features, device, sizes: list[int], iters: int) -> str:
+def section_floor(features, device, sizes: list[int], iters: int, history: int) -> str:
     rows = []
     for size in sizes:
         floor = floor_seconds(features, size, iters, device)
-        ours = engine_seconds(features, size, iters, device)
+        ours = engine_seconds(features, size, iters, device, history)
         rows.append(f"| {size} | {floor:.3f} | {ours:.3f} | {ours / floor:.2f}x |")
     return "\n".join([
-        f"Seconds per iteration, median of {iters} after a warm-up, random weights, fp32.\n",
+        f"Seconds per iteration, median of {iters} after a warm-up (the engine's after its L-BFGS history of "
+        f"{history} pairs is full), random weights, fp32.\n",
         "| size (px) | floor s/iter (VGG19 fwd+bwd to relu5_1) | engine s/iter | ratio |",
         "|---|---|---|---|", *rows])
 
@@ -189,10 +188,10 @@ def section_levers(features, device, size: int, iters: int, compile_: bool = Tru
         with torch.autocast("cuda", dtype=torch.bfloat16):
             _, bf = _pass_seconds(FeatureExtractor(features, ["relu5_1"]), image, iters, device)
         rows.append(f"| bf16 autocast | {bf:.3f} | {base / bf:.2f}x | |")
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        _, tf = _pass_seconds(FeatureExtractor(features, ["relu5_1"]), image, iters, device)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        rows.append(f"| TF32 | {tf:.3f} | {base / tf:.2f}x | |")
+        for precision in ("fp32", "tf32"):
+            with numerics(precision, device):
+                _, t = _pass_seconds(FeatureExtractor(features, ["relu5_1"]), image, iters, device)
+            rows.append(f"| precision {precision} | {t:.3f} | {base / t:.2f}x | |")
     # The style cache: a repeated style skips the style image's VGG pass and Gram matrices.
     style = load(STYLE, size, device)
     content = load(CONTENT, size, device)
@@ -226,7 +225,7 @@ def section_peers(features, device, size: int, seconds: float, label: str, sheet
     tiles = [(f"content {CONTENT.name}", to_pil(content)), (f"style {STYLE.name}", to_pil(style))]
     with torch.no_grad():
         for name, image, evaluations in runs:
-            _, losses = yardstick(image)
+            losses = yardstick.losses(image)
             rows.append(f"| {name} | {evaluations} | {seconds / max(evaluations, 1):.3f} | "
                         f"{losses['total']:.3f} | {losses['content']:.3f} | {losses['style']:.4f} |")
             tiles.append((f"{name}: {evaluations} evaluations in {seconds:g} s, our loss {losses['total']:.3f}",
@@ -316,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="floor section, pixels")
     parser.add_argument("--iters", type=int, default=10, help="floor section / memory probe, iterations")
+    parser.add_argument("--history", type=int, default=StylizeOptions.lbfgs_history,
+                        help="floor section: L-BFGS history filled before the engine is timed, pairs")
     parser.add_argument("--peer-size", type=int, default=256, help="peers section, pixels")
     parser.add_argument("--peer-seconds", type=float, default=60.0, help="peers section, seconds per recipe")
     parser.add_argument("--ttq-size", type=int, default=512, help="time-to-quality section, pixels")
@@ -350,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     memory_cases = [(512, False), (1024, False), (1024, True), (2048, False), (2048, True)]
     memory_iters = 3
     if args.quick:
-        args.sizes, args.iters, args.peer_size, args.peer_seconds = [64], 3, 64, 2.0
+        args.sizes, args.iters, args.peer_size, args.peer_seconds, args.history = [64], 3, 64, 2.0, 3
         args.ttq_size, args.ttq_steps, args.ttq_levels, args.ttq_scaled_steps = 64, 10, 2, 10
         memory_cases, memory_iters = [(64, False), (64, True)], 2
         large = large_cases([256, 512], [256], 2048)
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only:
         started = time.perf_counter()
         if name == "floor":
-            body = section_floor(features, device, args.sizes, args.iters)
+            body = section_floor(features, device, args.sizes, args.iters, args.history)
         elif name == "levers":
             body = section_levers(features, device, args.sizes[0], args.iters, compile_=not args.quick)
         elif name == "peers":

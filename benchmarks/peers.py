@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "handler"))
 
+from nst.images import initial_image
 from nst.vgg import FeatureExtractor, VGGFeatures
 
 # The tutorial's conv_1 .. conv_5 are VGG19's first five convolutions.
@@ -104,7 +105,7 @@ def gatys_recipe(content: torch.Tensor, style: torch.Tensor, features: VGGFeatur
         content_t = {n: extractor(content)[n] for n in GATYS_CONTENT}
         style_f = extractor(style)
         style_t = {n: _raw_gram(style_f[n]) for n in GATYS_STYLE}
-    image = torch.rand(content.shape, generator=torch.Generator().manual_seed(seed)).requires_grad_(True)
+    image = initial_image(content, "noise", seed).requires_grad_(True)
     alpha, beta = 1.0, 1e3  # alpha / beta = 1e-3 (sec. 3, fig. 3)
 
     def closure_fn(optimizer: torch.optim.Optimizer) -> torch.Tensor:

@@ -91,6 +91,14 @@ def original_colors(output: torch.Tensor, content: torch.Tensor) -> torch.Tensor
     return yuv_to_rgb(torch.cat([y, uv], dim=1)).clamp(0.0, 1.0)
 
 
+def _covariance(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """``(3, 3)`` covariance of ``(3, N)`` pixels with their ``(3, 1)`` mean (unbiased, as
+    ``torch.cov``, which reads a value back to the host), plus ``1e-5`` on the diagonal."""
+    centred = x - mean
+    eye = torch.eye(3, dtype=x.dtype, device=x.device)
+    return centred @ centred.T / (x.shape[1] - 1) + 1e-5 * eye
+
+
 def _sqrtm(cov: torch.Tensor, inverse: bool = False) -> torch.Tensor:
     eigvals, eigvecs = torch.linalg.eigh(cov)
     eigvals = eigvals.clamp_min(1e-8)
@@ -112,8 +120,6 @@ def match_color_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.T
     s = style.reshape(3, -1).double()  # (3, N_s)
     c = content.reshape(3, -1).double()  # (3, N_c)
     s_mean, c_mean = s.mean(1, keepdim=True), c.mean(1, keepdim=True)
-    s_cov = torch.cov(s) + 1e-5 * torch.eye(3, dtype=s.dtype, device=s.device)
-    c_cov = torch.cov(c) + 1e-5 * torch.eye(3, dtype=c.dtype, device=c.device)
-    transform = _sqrtm(c_cov) @ _sqrtm(s_cov, inverse=True)
+    transform = _sqrtm(_covariance(c, c_mean)) @ _sqrtm(_covariance(s, s_mean), inverse=True)
     out = transform @ (s - s_mean) + c_mean
     return out.reshape(style.shape).to(style.dtype).clamp(0.0, 1.0)

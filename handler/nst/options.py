@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .precision import DEFAULT_PRECISION, PRECISIONS
 from .vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, POOLINGS, VGG19_LAYERS, layer_names
 
 INITS: tuple[str, ...] = ("content", "noise", "style", "image")
@@ -220,6 +221,14 @@ class StylizeOptions:
     """Adam's step size, in pixel values (``[0, 1]``) per iteration; L-BFGS ignores it."""
     lbfgs_history: int = option(100, int, minimum=1, maximum=1000, unit="iterations")
     """L-BFGS memory (pairs of past gradients kept), as in jcjohnson/neural-style."""
+    precision: str = option(DEFAULT_PRECISION, str, choices=PRECISIONS)
+    """The arithmetic of the VGG passes (:mod:`nst.precision`). ``"fp32"``: strict IEEE float32
+    convolutions and matrix products (TF32 off). ``"tf32"``: TensorFloat-32 tensor cores for
+    convolutions and matrix products on GPUs that have them (NVIDIA Ampere and newer), float32
+    elsewhere; the optimizer, the loss terms and the image stay float32. ``"bf16"``: the
+    network's forward pass under ``torch.autocast`` with bfloat16 (on the CPU too, where it is
+    slow and only for comparison), Gram matrices and losses still in float32. On a CPU,
+    ``"fp32"`` and ``"tf32"`` compute the same."""
     scales: tuple[int, ...] = option((), list, item=int, minimum=1, unit="pixels", min_items=0,
                                      wire=Spec(int, minimum=1, maximum=MAX_LEVELS, unit="levels, or pixels (long sides)"), wire_default=1)
     """Long sides, in pixels, of the coarse-to-fine levels, increasing and ending at the

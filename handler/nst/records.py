@@ -6,12 +6,23 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
 
 from .plan import Level, Plan
+
+#: The loss terms a run reports, in the order the objective returns them as a tensor: the
+#: normalized terms before weighting, and the weighted sum minimized.
+TERMS: tuple[str, ...] = ("content", "style", "tv", "total")
+
+
+def named_terms(values: Sequence[float]) -> dict[str, float]:
+    """``{term: value}`` of the values of :data:`TERMS`, in that order (as read to the host)."""
+    if len(values) != len(TERMS):
+        raise ValueError(f"expected {len(TERMS)} loss terms {TERMS}, got {len(values)}")
+    return dict(zip(TERMS, values))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import torch
 
 from . import color
 from .cache import StyleCache
+from .host import to_host
 from .images import initial_image, resize
 from .losses import (
     ContentLoss,
@@ -33,9 +34,11 @@ from .losses import (
 )
 from .masks import MaskError, label_regions, region_colors, resize_regions
 from .memory import checkpoints
+from .optim import LBFGS, Adam, Optimizer
 from .options import StylizeOptions, normalized
 from .plan import Level, Plan, check_inputs, make_plan
-from .records import Iterate, Recorder, Stopping, Stylized
+from .precision import numerics
+from .records import Iterate, Recorder, Stopping, Stylized, named_terms
 from .tiled import assembled_features, evaluate_tiled, image_grams
 from .tiling import tile_grid
 from .vgg import FeatureExtractor, VGGFeatures, feature_size
@@ -74,8 +77,8 @@ class _Targets:
         layers = opts.content_layers + opts.style_layers
         self.tiles = None if tile is None else tile_grid(_size(content), tile, layers)
         with torch.no_grad():
-            content_feats = assembled_features(FeatureExtractor(features, opts.content_layers, opts.pooling), content,
-                                               self.tiles)
+            content_extractor = FeatureExtractor(features, opts.content_layers, opts.pooling, precision=opts.precision)
+            content_feats = assembled_features(content_extractor, content, self.tiles)
             self.content = {n: ContentLoss(content_feats[n]) for n in opts.content_layers}
             del content_feats
             style_grams = [
@@ -100,10 +103,11 @@ class _Targets:
                 self.style[name] = GuidedStyleLoss(target, resize_regions(content_regions, layer_size))
         checkpointing = checkpoints(_size(content), tile,
                                     opts.gradient_checkpointing if checkpointing is None else checkpointing)
-        self.extractor = FeatureExtractor(features, layers, opts.pooling, checkpointing=checkpointing)
+        self.extractor = FeatureExtractor(features, layers, opts.pooling, checkpointing=checkpointing,
+                                          precision=opts.precision)
         # Pass 1 of a tiled evaluation stops at the deepest style layer.
         self.style_extractor = None if self.tiles is None else FeatureExtractor(features, opts.style_layers,
-                                                                               opts.pooling)
+                                                                               opts.pooling, precision=opts.precision)
         layer_weights = opts.style_layer_weights or normalized([1.0] * len(opts.style_layers))
         self.layer_weights = dict(zip(opts.style_layers, layer_weights))
         self.opts = opts
@@ -116,14 +120,14 @@ class _Targets:
         if cache is not None and style_key is not None:
             # Everything the Grams depend on besides what the caller's key names (the style
             # input, and with colour control or masks the content and the masks).
-            key = (style_key, tuple(style.shape), opts.style_layers, opts.pooling, opts.color_control,
+            key = (style_key, tuple(style.shape), opts.style_layers, opts.pooling, opts.precision, opts.color_control,
                    regions is not None, id(features), str(style.device))
             cached = cache.get(key)
             if cached is not None:
                 self.cache_hits += 1
                 return cached
             self.cache_misses += 1
-        extractor = FeatureExtractor(features, opts.style_layers, opts.pooling)
+        extractor = FeatureExtractor(features, opts.style_layers, opts.pooling, precision=opts.precision)
         if self.tile is not None:
             grams = image_grams(extractor, style, tile_grid(_size(style), self.tile, opts.style_layers), regions)
         else:
@@ -137,21 +141,23 @@ class _Targets:
             cache.put(key, grams)
         return grams
 
-    def evaluate(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss of ``image`` (a leaf that requires a gradient) and its terms, with the
-        gradient added to ``image.grad``: one backward pass, or tile by tile."""
+    def evaluate(self, image: torch.Tensor) -> torch.Tensor:
+        """The loss terms of ``image`` (a leaf that requires a gradient), a ``(4,)`` tensor on
+        its device in the order of :data:`nst.records.TERMS`, with the gradient added to
+        ``image.grad``: one backward pass, or tile by tile. Reads nothing back to the host."""
         if self.tiles is None:
-            total, losses = self(image)
+            total, terms = self(image)
             total.backward()
-            return total, losses
-        return self._tiled(image, backward=True)
+            return terms
+        return self._tiled(image, backward=True)[1]
 
     def losses(self, image: torch.Tensor) -> dict[str, float]:
-        """The loss terms of ``image``, without a gradient."""
+        """The loss terms of ``image``, without a gradient, read to the host (one read)."""
         with torch.no_grad():
-            return self(image)[1] if self.tiles is None else self._tiled(image, backward=False)[1]
+            terms = self(image)[1] if self.tiles is None else self._tiled(image, backward=False)[1]
+        return named_terms(to_host(terms))
 
-    def _tiled(self, image: torch.Tensor, *, backward: bool) -> tuple[torch.Tensor, dict[str, float]]:
+    def _tiled(self, image: torch.Tensor, *, backward: bool) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.tiles is not None and self.style_extractor is not None
         o = self.opts
         return evaluate_tiled(image, self.tiles, style_extractor=self.style_extractor, extractor=self.extractor,
@@ -159,8 +165,9 @@ class _Targets:
                               weights=(o.content_weight, o.style_weight, o.tv_weight), backward=backward,
                               kept_tails=self.kept_tails)
 
-    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss of ``image`` (untiled) as a tensor with its autograd graph, and its terms."""
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of ``image`` (untiled) as a tensor with its autograd graph, and its terms
+        (:data:`nst.records.TERMS`, a detached ``(4,)`` tensor)."""
         feats = self.extractor(image)
         # Content layers are averaged and style layers weighted to sum 1, so adding a layer
         # does not change a group's overall weight.
@@ -169,8 +176,7 @@ class _Targets:
         tv_term = tv_loss(image)
         o = self.opts
         total = o.content_weight * content_term + o.style_weight * style_term + o.tv_weight * tv_term
-        terms = {"content": content_term, "style": style_term, "tv": tv_term, "total": total}
-        return total, {k: float(v.detach()) for k, v in terms.items()}
+        return total, torch.stack([content_term, style_term, tv_term, total]).detach()
 
 
 @dataclass
@@ -326,23 +332,24 @@ def _run_levels(inputs: _Inputs, recorder: Recorder, init_image: torch.Tensor | 
     image: torch.Tensor | None = None
     ran: list[Level] = []
     for level in plan.levels:
-        content, styles, targets = inputs.level(level)
-        if image is None:
-            start = initial_image(content, opts.init, opts.seed, style=styles[0], init_image=init_image)
-            if opts.color_control == "luminance":
-                start = color.luminance(start)
-        else:
-            start = resize(image, level.size)  # warm start from the coarser level's result
-        image, completed = _optimize(start, targets, opts, level, recorder, stopping)
-        ran.append(level)
-        recorder.done += completed
-        if completed < level.steps:  # out of time, or cancelled
-            final = targets if level is plan.levels[-1] else inputs.level(plan.levels[-1])[2]
-            if completed == 0 or final is not targets:
-                # The answer is full size, and its losses are those of the image returned.
-                image = resize(image, plan.size)
-                recorder.restate_last(final.losses(image))
-            break
+        with numerics(opts.precision, fixed_shapes=level.tile is None):
+            content, styles, targets = inputs.level(level)
+            if image is None:
+                start = initial_image(content, opts.init, opts.seed, style=styles[0], init_image=init_image)
+                if opts.color_control == "luminance":
+                    start = color.luminance(start)
+            else:
+                start = resize(image, level.size)  # warm start from the coarser level's result
+            image, completed = _optimize(start, targets, opts, level, recorder, stopping)
+            ran.append(level)
+            recorder.done += completed
+            if completed < level.steps:  # out of time, or cancelled
+                final = targets if level is plan.levels[-1] else inputs.level(plan.levels[-1])[2]
+                if completed == 0 or final is not targets:
+                    # The answer is full size, and its losses are those of the image returned.
+                    image = resize(image, plan.size)
+                    recorder.restate_last(final.losses(image))
+                break
     assert image is not None
     return image, ran
 
@@ -351,40 +358,32 @@ def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, le
               stopping: Stopping) -> tuple[torch.Tensor, int]:
     """Run up to ``level.steps`` iterations from ``start`` (fewer if the next one would likely
     be cut short by ``stopping``; the first level always runs one), reporting each evaluation to
-    ``recorder``. Returns the clamped result and the iterations completed."""
-    image = start.detach().clone().requires_grad_(True)
+    ``recorder``. Returns the clamped result and the iterations completed.
+
+    Each iteration reads the host once (the loss terms, :mod:`nst.optim`); the callback, the
+    deadline and the cancel event use what was read."""
+    # A contiguous copy whatever the start's strides: the optimizers work on flat views.
+    image = start.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
+    optimizer: Optimizer
     if opts.optimizer == "lbfgs":
-        # Negative tolerances so that exactly level.steps iterations run (with normalized
-        # losses torch's defaults can stop a run after one evaluation).
-        optimizer: torch.optim.Optimizer = torch.optim.LBFGS(
-            [image], lr=1.0, max_iter=1, history_size=level.history or opts.lbfgs_history,
-            tolerance_grad=-1.0, tolerance_change=-1.0,
-        )
+        optimizer = LBFGS(image, history_size=level.history or opts.lbfgs_history)
     else:
-        optimizer = torch.optim.Adam([image], lr=opts.learning_rate)
-    evaluations = 0
+        optimizer = Adam(image, lr=opts.learning_rate)
 
-    def closure() -> torch.Tensor:
-        nonlocal evaluations
-        optimizer.zero_grad(set_to_none=True)
-        total, losses = objective.evaluate(image)
-        recorder.report(evaluations, losses, image, level)
-        evaluations += 1
-        return total
+    def evaluate() -> torch.Tensor:
+        image.grad = None
+        return objective.evaluate(image)
 
-    # One iteration per step() call: for L-BFGS each call evaluates once and updates once,
-    # exactly as one step() with max_iter=level.steps would, with room to report in between.
     started = time.monotonic()
     completed = 0
     while completed < level.steps:
         if (completed or level.index > 0) and stopping.now(started, completed):
             break
-        # torch types the closure as returning a float; both optimizers take (and L-BFGS returns) the loss tensor.
-        optimizer.step(closure)  # type: ignore[arg-type]
+        # The image the evaluation scored, for the callback: the step updates it in place.
+        scored = image.detach().clone() if recorder.callback is not None else image
+        losses = named_terms(optimizer.step(evaluate))
+        recorder.report(completed, losses, scored, level)
         completed += 1
-        if opts.optimizer == "adam":
-            with torch.no_grad():
-                image.clamp_(0.0, 1.0)
     result = image.detach().clamp(0.0, 1.0)
     if completed:  # the losses reported last are those of the returned (clamped) image
         recorder.report(completed, objective.losses(result), result, level)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import cache
 from itertools import islice
@@ -26,6 +27,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.models import vgg16, vgg19
+
+from .precision import DEFAULT_PRECISION, autocast_dtype
 
 #: Convolutions per block: configurations "D" (VGG16) and "E" (VGG19) of Simonyan & Zisserman,
 #: "Very Deep Convolutional Networks for Large-Scale Image Recognition", ICLR 2015, table 1.
@@ -251,6 +254,9 @@ class FeatureExtractor(nn.Module):
             layers' outputs are kept for the backward pass, and the layers between them run
             again during it. Same values and gradients; at 2048 px, about 30% more time per
             L-BFGS iteration for 30% less peak memory (see ``benchmarks/RESULTS.md``).
+        precision: the arithmetic of the network's passes (:mod:`nst.precision`); with
+            ``"bf16"`` the network runs under ``torch.autocast`` and the returned features are
+            cast back to float32.
 
     Raises:
         ValueError: a layer name the network lacks (the message lists its layers), no layer
@@ -267,9 +273,10 @@ class FeatureExtractor(nn.Module):
     shift: torch.Tensor  # (1, 3, 1, 1) of the input convention
 
     def __init__(self, features: VGGFeatures, layers: Iterable[str], pooling: str = "max",
-                 checkpointing: bool = False) -> None:
+                 checkpointing: bool = False, precision: str = DEFAULT_PRECISION) -> None:
         super().__init__()
         self.checkpointing = checkpointing
+        self.autocast = autocast_dtype(precision)
         self.layers = features.check_layer_names(layers)
         if not self.layers:
             raise ValueError("FeatureExtractor needs at least one layer")
@@ -289,8 +296,10 @@ class FeatureExtractor(nn.Module):
         self.min_side = min_side(self.layers)
         convention = features.input_convention
         self.channels = None if convention.channels == (0, 1, 2) else list(convention.channels)
-        self.register_buffer("scale", torch.tensor(convention.scale).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("shift", torch.tensor(convention.shift).view(1, 3, 1, 1), persistent=False)
+        # On the weights' device: an extractor is made per level, after the network was moved.
+        device = next(features.parameters()).device
+        self.register_buffer("scale", torch.tensor(convention.scale, device=device).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.tensor(convention.shift, device=device).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return ``{layer name: (B, C_l, H_l, W_l)}`` for ``image`` of shape ``(B, 3, H, W)`` in ``[0, 1]``.
@@ -306,12 +315,13 @@ class FeatureExtractor(nn.Module):
             # One checkpointed segment per returned layer: from after the previous one to it.
             out: dict[str, torch.Tensor] = {}
             start = 0
-            for end, name in enumerate(self.net_layers):
-                if name in self._wanted:
-                    x = checkpoint(self.net[start: end + 1], x, use_reentrant=False)
-                    out[name] = x
-                    start = end + 1
-            return out
+            with self._arithmetic(x):
+                for end, name in enumerate(self.net_layers):
+                    if name in self._wanted:
+                        x = checkpoint(self.net[start: end + 1], x, use_reentrant=False)
+                        out[name] = x
+                        start = end + 1
+            return self._float(out)
         return self._run(x, 0, len(self.net_layers))[1]
 
     def head(self, image: torch.Tensor, last: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -360,8 +370,17 @@ class FeatureExtractor(nn.Module):
         """Layers ``start`` to ``end - 1`` on ``x``: the last one's output and the returned
         layers' outputs among them."""
         out: dict[str, torch.Tensor] = {}
-        for name, layer in islice(zip(self.net_layers, self.net), start, end):
-            x = layer(x)
-            if name in self._wanted:
-                out[name] = x
-        return x, out
+        with self._arithmetic(x):
+            for name, layer in islice(zip(self.net_layers, self.net), start, end):
+                x = layer(x)
+                if name in self._wanted:
+                    out[name] = x
+        return x, self._float(out)
+
+    def _arithmetic(self, x: torch.Tensor) -> AbstractContextManager[Any]:
+        """The autocast of :attr:`autocast` on ``x``'s device, or nothing."""
+        return nullcontext() if self.autocast is None else torch.autocast(x.device.type, dtype=self.autocast)
+
+    def _float(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The returned features in float32 (for the Gram matrices and losses), as they are without autocast."""
+        return out if self.autocast is None else {name: f.float() for name, f in out.items()}

@@ -67,7 +67,8 @@ CALLS: dict[str, tuple[Any, dict[str, Any]]] = {
     "every scalar": (STARRY, dict(
         image_size=64, steps=3, content_weight=2, style_weight=1e3, tv_weight=0.5, init="noise", seed=7,
         output_format="jpeg", style_scale=0.5, color_control="histogram", pooling="avg", optimizer="adam",
-        learning_rate=0.05, lbfgs_history=10, mode="stylize", return_history=True, time_budget_s=30)),
+        learning_rate=0.05, lbfgs_history=10, precision="bf16", mode="stylize", return_history=True,
+        time_budget_s=30)),
     "layers and scales as tuples": (STARRY, dict(
         content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1"), style_layer_weights=(1, 3),
         scales=(32, 64), image_size=64, steps=4)),

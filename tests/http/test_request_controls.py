@@ -283,6 +283,7 @@ def test_style_scale_limits(body: dict) -> None:
 
 @pytest.mark.parametrize("name, value", [
     ("color_control", "colour"), ("pooling", "min"), ("optimizer", "sgd"), ("init", "random"), ("mode", "transfer"),
+    ("precision", "fp16"),
 ])
 def test_control_choices(name: str, value: str) -> None:
     error = _error(parse_params, {name: value})
@@ -305,14 +306,15 @@ def test_options_map_every_param(body: dict, image_b64) -> None:
         "seed": 5, "content_layers": ["relu3_1"], "style_layers": ["relu1_1", "relu2_1"],
         "style_layer_weights": [1, 3], "style_blend_weights": [3, 1], "style_scale": 1.5,
         "color_control": "histogram", "pooling": "avg", "optimizer": "adam", "learning_rate": 0.1,
-        "lbfgs_history": 7, "scales": 2, "mode": "stylize", "time_budget_s": 30, "tile_size": 48,
+        "lbfgs_history": 7, "precision": "bf16", "scales": 2, "mode": "stylize", "time_budget_s": 30,
+        "tile_size": 48,
     }
     options = parse_request(body).options()
     assert options == StylizeOptions(
         steps=7, content_weight=2.0, style_weight=3.0, tv_weight=4.0, init="image", seed=5,
         content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1"), style_layer_weights=(0.25, 0.75),
         style_blend_weights=(0.75, 0.25), style_scale=1.5, color_control="histogram", pooling="avg",
-        optimizer="adam", learning_rate=0.1, lbfgs_history=7, scales=(32, 64), mode="stylize",
+        optimizer="adam", learning_rate=0.1, lbfgs_history=7, precision="bf16", scales=(32, 64), mode="stylize",
         time_budget_s=30.0, tile_size=48,
     )
     # Every option was set away from its default, so a parameter options() dropped would show.

@@ -5,6 +5,7 @@ with it: both clients' signatures, the request body, the CLI's flags and docs/sd
 from __future__ import annotations
 
 import argparse
+import asyncio
 import inspect
 import re
 import typing
@@ -58,3 +59,41 @@ def test_sdk_doc_tables_every_parameter() -> None:
     table = SDK_DOC.read_text(encoding="utf-8").split("| parameter | type |", 1)[1].split("\n\n", 1)[0]
     named = {name for cell in re.findall(r"^\| ([^|]+) \|", table, re.M) for name in re.findall(r"`(\w+)`", cell)}
     assert named - {"progress"} == set(STYLIZE_PARAMS)
+
+
+# --- one parameter end to end: precision (issue 23) --------------------------------------------
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+CONTENT, STYLE = DATA / "tubingen_64x64.png", DATA / "starry_night_64x64.png"
+
+
+def test_precision_is_a_typed_keyword_sent_in_params(server) -> None:
+    StyleTransferClient(base_url=server.url).stylize(CONTENT, STYLE, precision="bf16")
+
+    async def main() -> None:
+        async with AsyncStyleTransferClient(base_url=server.url) as client:
+            await client.stylize(CONTENT, STYLE, precision="fp32")
+
+    asyncio.run(main())
+    assert [r.json["params"] for r in server.requests] == [{"precision": "bf16"}, {"precision": "fp32"}]
+    assert typing.get_args(next(p.type for p in PARAMS if p.name == "precision")) == ("fp32", "tf32", "bf16")
+
+
+def test_precision_left_out_is_not_sent(server) -> None:
+    StyleTransferClient(base_url=server.url).stylize(CONTENT, STYLE, precision=None, steps=2)
+    assert server.requests[0].json["params"] == {"steps": 2}
+
+
+def test_cli_precision_flag_reaches_the_request(server, tmp_path: Path) -> None:
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "--precision", "bf16", "-o", str(tmp_path / "o.png"),
+                   "--url", server.url])
+    assert rc == 0
+    assert server.requests[0].json["params"] == {"precision": "bf16"}
+
+
+def test_cli_refuses_an_unknown_precision_before_any_request(server, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["stylize", str(CONTENT), str(STYLE), "--precision", "fp16", "-o", str(tmp_path / "o.png"),
+                  "--url", server.url])
+    assert exit_info.value.code == 2 and server.requests == []
+    assert "fp16" in capsys.readouterr().err

@@ -35,7 +35,16 @@ from ._exceptions import (
 )
 from ._images import ImageInput, StyleInput
 from ._jobs import AsyncJob, Job, JobStatus
-from ._params import ColorControl, InitMode, OptimizerName, OutputFormat, Pooling, RenderMode, StylizeParams
+from ._params import (
+    ColorControl,
+    InitMode,
+    OptimizerName,
+    OutputFormat,
+    Pooling,
+    Precision,
+    RenderMode,
+    StylizeParams,
+)
 from ._plan import Plan, PlanLevel
 from ._results import ModelInfo, StylizeResult
 from ._stream import PreviewEvent, ProgressEvent, ResultEvent, StreamEvent
@@ -63,6 +72,7 @@ __all__ = [
     "ColorControl",
     "Pooling",
     "OptimizerName",
+    "Precision",
     "RenderMode",
     "OutputFormat",
     "NSTError",

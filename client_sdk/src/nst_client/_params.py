@@ -33,7 +33,7 @@ from ._images import ImageInput
 
 __all__ = [
     "Cli", "Param", "StylizeParams", "StreamParams", "PlanParams", "StylizeImages", "StylizeArgs", "StreamArgs",
-    "InitMode", "ColorControl", "Pooling", "OptimizerName", "RenderMode", "OutputFormat",
+    "InitMode", "ColorControl", "Pooling", "OptimizerName", "Precision", "RenderMode", "OutputFormat",
     "PARAMS", "STREAM_PARAMS", "PLAN_PARAMS", "STYLIZE_PARAMS", "STYLIZE_IMAGES", "DRY_RUN", "keyword_signature",
 ]
 
@@ -43,6 +43,7 @@ InitMode = Literal["content", "noise", "style", "image"]
 ColorControl = Literal["none", "luminance", "histogram", "original_colors"]
 Pooling = Literal["max", "avg"]
 OptimizerName = Literal["lbfgs", "adam"]
+Precision = Literal["fp32", "tf32", "bf16"]
 RenderMode = Literal["stylize", "reconstruct_content", "reconstruct_style"]
 OutputFormat = Literal["png", "jpeg", "webp", "tiff16"]
 
@@ -98,6 +99,11 @@ class StylizeParams(TypedDict, total=False):
         optimizer: ``"lbfgs"`` or ``"adam"``.
         learning_rate: Optimiser step size (Adam), in image units (pixel values 0..1) per step.
         lbfgs_history: L-BFGS history size, in (gradient, step) pairs kept.
+        precision: The arithmetic of the network's passes on the server's CUDA GPU: ``"fp32"``
+            (strict float32), ``"tf32"`` (TensorFloat-32 tensor cores for convolutions and matrix
+            products where the GPU has them; the server's default) or ``"bf16"`` (the forward
+            pass under bfloat16 autocast; losses stay float32). On a CPU ``"fp32"`` and
+            ``"tf32"`` are the same.
         scales: Coarse-to-fine schedule: the number of levels (``int``), or the long side of each
             level in pixels (list of ints).
         mode: ``"stylize"``, ``"reconstruct_content"`` or ``"reconstruct_style"``.
@@ -137,6 +143,9 @@ class StylizeParams(TypedDict, total=False):
     optimizer: typing.Annotated[Optional[OptimizerName], Cli("optimiser")]
     learning_rate: typing.Annotated[Optional[float], Cli("optimiser step size (Adam)", "F")]
     lbfgs_history: typing.Annotated[Optional[int], Cli("L-BFGS history size", "N")]
+    precision: typing.Annotated[Optional[Precision], Cli(
+        "arithmetic of the network on the server's GPU: fp32 strict, tf32 tensor cores (server default), "
+        "bf16 autocast")]
     scales: typing.Annotated[
         Optional[Union[int, Sequence[int]]],
         Cli("coarse-to-fine: number of levels (3) or long side of each level in px (256,512)", "N|LIST")]

@@ -1,0 +1,134 @@
+"""The optimizers of the stylization loop, each reading the host once per iteration.
+
+:class:`LBFGS` is ``torch.optim.LBFGS`` as the engine runs it (``lr=1``, ``max_iter=1`` per
+step, no line search, tolerances off, so that exactly the planned iterations run), rewritten so
+that its state stays on the image's device: the same history, directions and steps (the two-loop
+recursion of Nocedal & Wright, "Numerical Optimization", 2nd ed., algorithm 7.4, in torch's
+order), but the scalars of the recursion are 0-dim tensors instead of Python numbers. torch's
+own reads one value per stored pair in each loop (``alpha=-al[i]``), about ``2 x history + 8``
+per iteration: on a GPU each read waits for the device to drain (:mod:`nst.host`).
+
+The one value the host must know, whether the new pair is kept in the history (torch's
+``ys > 1e-10``, curvature along the step), is read together with the evaluation's loss terms,
+which the progress record needs anyway: one read per iteration. Whether the step is taken
+(torch skips it when the direction is not one of descent, ``gtd > -tolerance_change``) is
+decided on the device.
+
+:class:`Adam` wraps ``torch.optim.Adam`` (whose step count lives on the CPU, so its reads of
+it do not wait for a GPU) with the same interface, and clamps the image to ``[0, 1]`` after
+each step.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+
+from .host import to_host
+
+#: torch.optim.LBFGS keeps a pair only when its curvature ``y . s`` exceeds this.
+CURVATURE_MIN = 1e-10
+#: Evaluations return the values to report as a 1-D tensor; the optimizer reads them.
+Evaluate = Callable[[], torch.Tensor]
+
+
+class Optimizer(Protocol):
+    """What the stylization loop needs of an optimizer."""
+
+    def step(self, evaluate: Evaluate) -> list[float]:
+        """Evaluate the objective once (``evaluate`` puts its gradient into the image's
+        ``.grad`` and returns a 1-D tensor of the values to report), update the image once,
+        and return those values read to the host."""
+        ...
+
+
+class LBFGS:
+    """L-BFGS on one tensor, equal to ``torch.optim.LBFGS([image], lr=lr, max_iter=1,
+    history_size=history_size, tolerance_grad=-1, tolerance_change=-1)`` stepped once per
+    call, with one host read per step (see the module).
+
+    Args:
+        image: the leaf being optimized (any shape and device), updated in place.
+        history_size: pairs ``(s, y)`` kept, each two image-sized vectors (memory).
+        lr: step length after the first iteration (the first is ``min(1, 1 / |g|_1) * lr``,
+            as torch's).
+    """
+
+    def __init__(self, image: torch.Tensor, *, history_size: int = 100, lr: float = 1.0) -> None:
+        if history_size < 1:
+            raise ValueError(f"history_size must be at least 1, got {history_size}")
+        self.image, self.lr = image, lr
+        self.pairs: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=history_size)
+        """``(s, y, 1 / (y . s))`` of the kept pairs, oldest first (flat vectors, 0-dim)."""
+        self._d: torch.Tensor | None = None  # the last direction (flat)
+        self._t: torch.Tensor | float = lr  # the last step length
+        self._g: torch.Tensor | None = None  # the last gradient (flat)
+        self._h: torch.Tensor | float = 1.0  # scale of the initial inverse Hessian, y.s / y.y
+
+    def step(self, evaluate: Evaluate) -> list[float]:
+        """One evaluation and one update (see :class:`Optimizer`); one host read."""
+        with torch.enable_grad():
+            values = evaluate().detach().reshape(-1)
+        with torch.no_grad():
+            if self.image.grad is None:
+                raise ValueError("evaluate() left no gradient in the image")
+            g = self.image.grad.reshape(-1)
+            t: torch.Tensor | float
+            if self._d is None or self._g is None:
+                host = to_host(values)
+                d, t = g.neg(), torch.clamp(1.0 / g.abs().sum(), max=1.0) * self.lr
+            else:
+                y, s = g - self._g, self._d * self._t
+                ys = y.dot(s)
+                host = to_host(torch.cat([values.to(ys.dtype), (ys > CURVATURE_MIN).to(ys.dtype).reshape(1)]))
+                if host.pop():
+                    self.pairs.append((s, y, 1.0 / ys))
+                    self._h = ys / y.dot(y)
+                d, t = self._direction(g), self.lr
+            self._g = g.clone(memory_format=torch.contiguous_format)
+            # torch takes no step along a direction that is not one of descent (g . d > 1 with
+            # tolerance_change -1); its state keeps d and t all the same.
+            take = (g.dot(d) <= 1.0).to(g.dtype)
+            self.image.add_((d * (take * t)).view_as(self.image))
+            self._d, self._t = d, t
+        return host
+
+    def _direction(self, g: torch.Tensor) -> torch.Tensor:
+        """``-H g`` for the L-BFGS inverse Hessian ``H`` of the kept pairs (two-loop recursion)."""
+        q = g.neg()
+        al: list[torch.Tensor] = []
+        for s, y, rho in reversed(self.pairs):  # newest first
+            a = s.dot(q) * rho
+            q.addcmul_(y, a, value=-1)
+            al.append(a)
+        r = q * self._h
+        for (s, y, rho), a in zip(self.pairs, reversed(al)):  # oldest first
+            r.addcmul_(s, a - y.dot(r) * rho)
+        return r
+
+
+class Adam:
+    """``torch.optim.Adam`` on the image with the :class:`Optimizer` interface, clamping the
+    image to ``[0, 1]`` after each step (Adam's steps do not shrink near a bound as L-BFGS's
+    curvature does).
+
+    Args:
+        image: the leaf being optimized, updated in place.
+        lr: learning rate, in pixel values per step at most (Adam's step is about ``lr``).
+    """
+
+    def __init__(self, image: torch.Tensor, *, lr: float) -> None:
+        self.image = image
+        self.optimizer = torch.optim.Adam([image], lr=lr)
+
+    def step(self, evaluate: Evaluate) -> list[float]:
+        """One evaluation and one update (see :class:`Optimizer`); one host read."""
+        with torch.enable_grad():
+            values = evaluate().detach()
+        self.optimizer.step()
+        with torch.no_grad():
+            self.image.clamp_(0.0, 1.0)
+        return to_host(values)
