@@ -27,7 +27,7 @@ DEMO_ARGS    ?= --image-size 256 --steps 150
 
 export PYTHONPATH := $(CURDIR)/handler$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help install check-java weights archive serve stop demo test lint gallery bench kserve-layout clean
+.PHONY: help install check-java weights archive serve stop demo test lint gallery bench gpu-deps gpu-check kserve-layout clean
 
 help:
 	@echo "make demo      build, serve and stylize $(DEMO_CONTENT) in the style of $(DEMO_STYLE) -> $(DEMO_OUT)"
@@ -41,6 +41,8 @@ help:
 	@echo "make stop      stop TorchServe"
 	@echo "make gallery   render docs/gallery/*.png: one tile per stylization control (hed weights, minutes on CPU)"
 	@echo "make bench     engine and server benchmarks -> benchmarks/RESULTS.md (BENCH_ARGS=--quick: smoke run)"
+	@echo "make gpu-deps  gather what the GPU check needs beyond a bare PyTorch into $(GPU_DEPS)/ (run here)"
+	@echo "make gpu-check on a GPU host (only make and python3): the GPU check -> $(GPU_CHECK_OUT)/gpu_check.json"
 	@echo "make kserve-layout  $(KSERVE_LAYOUT)/{config,model-store}: what to upload to a KServe storageUri (deploy/README.md)"
 	@echo "make clean     remove build outputs, logs and $(VENV)"
 
@@ -128,6 +130,22 @@ BENCH_ARGS ?=
 bench: check-java install
 	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)
 	$(PY) benchmarks/bench_server.py $(BENCH_ARGS)
+
+# The GPU check (issue 23, benchmarks/gpu_check.py): a few minutes on a GPU host that has only
+# its own PyTorch (no TorchServe, no Java, no network, no $(VENV)). `make gpu-deps` here copies
+# TorchServe's Python package (without its 44 MB Java frontend) and `packaging` from $(VENV)
+# into $(GPU_DEPS)/ (ignored by git, about 1 MB), which travels with the checkout; then on the
+# GPU host `make gpu-check` (GPU_PYTHON: a Python with torch; results in $$OUT when set).
+GPU_DEPS       := .gpu-deps
+GPU_PYTHON     ?= python3
+GPU_CHECK_OUT  ?= $(if $(OUT),$(OUT),gpu-check-out)
+GPU_CHECK_ARGS ?=
+gpu-deps: install
+	rm -rf $(GPU_DEPS)
+	$(PY) benchmarks/gpu_check.py --gather-deps $(GPU_DEPS)
+
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 # The layout KServe's TorchServe runtime reads from an InferenceService's storageUri
 # (deploy/README.md): upload the folder's contents as they are. Build the archive first.

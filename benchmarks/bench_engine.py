@@ -189,7 +189,7 @@ def section_levers(features, device, size: int, iters: int, compile_: bool = Tru
             _, bf = _pass_seconds(FeatureExtractor(features, ["relu5_1"]), image, iters, device)
         rows.append(f"| bf16 autocast | {bf:.3f} | {base / bf:.2f}x | |")
         for precision in ("fp32", "tf32"):
-            with numerics(precision, device):
+            with numerics(precision):
                 _, t = _pass_seconds(FeatureExtractor(features, ["relu5_1"]), image, iters, device)
             rows.append(f"| precision {precision} | {t:.3f} | {base / t:.2f}x | |")
     # The style cache: a repeated style skips the style image's VGG pass and Gram matrices.

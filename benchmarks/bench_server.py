@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = "\n".join(f"| {c} | {n} | {e:.1f} | {n / e:.3f} |" for c, n, e in throughput)
     report = (
         f"\n## Server: start-up, overhead, throughput ({dt.date.today().isoformat()})\n\n"
-        f"Machine: {machine}. Command: `{command.strip()}`. One worker (model-config.yaml), random weights.\n\n"
+        f"Machine: {machine}. Command: `{command.strip()}`. One worker (a CPU host), random weights.\n\n"
         f"| measure | value |\n|---|---|\n"
         f"| `torchserve --start` to worker READY | {ready:.1f} s |\n"
         f"| direct engine call, {args.size} px, {args.steps} iterations (fastest of {args.repeat}) | {direct:.2f} s |\n"

@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
@@ -30,9 +31,9 @@ from nst.stylize import stylize
 from nst.weights import PROVENANCE_FILE, load_features, read_provenance
 from nst_http import kserve, response
 from nst_http.batch import Row
-from nst_http.budget import LoopClock, measure_budget, measure_speed
+from nst_http.budget import LoopClock, measure_budget, measure_speed, release_cached_memory
 from nst_http.desk import JobDesk
-from nst_http.errors import PHRASES, RequestError, from_engine_error, internal_error
+from nst_http.errors import PHRASES, RequestError, from_engine_error, internal_error, is_out_of_memory
 from nst_http.jobs import SUBMIT, JobSettings, parse_job
 from nst_http.params import Limits, parse_params
 from nst_http.request import decode_body, parse_request
@@ -76,8 +77,7 @@ class NSTHandler(BaseHandler):
         self.style_cache = StyleCache(int(config.get("style_cache_size", 32)))
         if config.get("torch_threads"):
             torch.set_num_threads(int(config["torch_threads"]))
-        gpu_id = props.get("gpu_id")
-        self.device = torch.device(f"cuda:{gpu_id}" if torch.cuda.is_available() and gpu_id is not None else "cpu")
+        self.device = worker_device(props.get("gpu_id"))
         weights_path = model_dir / context.manifest["model"]["serializedFile"]
         self.features = load_features(weights_path, self.provenance).to(self.device)
         self.budget = measure_budget(self.limits.memory_budget_mb, self.device)
@@ -250,10 +250,7 @@ class NSTHandler(BaseHandler):
             image = encode_image(result.image, request.serving.output_format, alpha=request.output_alpha())
             encoded = time.perf_counter()
         except Exception as exc:
-            known = from_engine_error(exc)
-            if known is None or known.status >= 500:
-                logger.exception("request %s failed", row.request_id)
-            return known or internal_error(row.request_id)
+            return self._failed(row, exc)
         self._metric("NSTIterations", result.iterations)
         self._metric("NSTOutputPixels", result.image.shape[-1] * result.image.shape[-2])
         if result.iterations:
@@ -266,6 +263,25 @@ class NSTHandler(BaseHandler):
                     result.iterations, sum(timings.values()))
         return response.result_body(request, result, image, timings_ms=timings, weights=self.provenance.label,
                                     device=str(self.device), request_id=row.request_id)
+
+    def _failed(self, row: Row, exc: Exception) -> RequestError:
+        """The answer to row ``row``'s run, which raised ``exc``. After CUDA ran out of memory,
+        the failed run's tensors (the locals of the frames it raised through) are dropped and
+        the allocator's cache emptied, so that the worker serves the next request."""
+        assert row.request is not None
+        known = from_engine_error(exc, row.request.output_size)
+        if known is None or known.status >= 500:
+            logger.exception("request %s failed", row.request_id)
+        if is_out_of_memory(exc):
+            traceback.clear_frames(exc.__traceback__)
+            release_cached_memory()
+        return known or internal_error(row.request_id)
+
+
+def worker_device(gpu_id: int | None) -> torch.device:
+    """The device of a worker that TorchServe gave ``gpu_id`` (``None`` on a CPU host):
+    ``cuda:<gpu_id>`` where CUDA is available, else the CPU."""
+    return torch.device(f"cuda:{gpu_id}" if gpu_id is not None and torch.cuda.is_available() else "cpu")
 
 
 def _worker_slot() -> str:

@@ -1,14 +1,18 @@
-"""The worker's memory budget: what one optimization may use on its device (issue 13).
+"""The worker's memory budget: what one optimization may use on its device (issues 13, 23).
 
 ``handler.limits.memory_budget_mb`` sets the worker's peak (the process's resident memory on
-the CPU, the device's allocated memory on CUDA); without it, a third of the machine's RAM on
-the CPU and 90% of the GPU's memory on CUDA. The optimization's share is that less what the
-worker already holds once loaded (the runtime, the weights), measured at start-up;
-:func:`nst.memory.fit_level` plans each level within it.
+the CPU, the device's allocated memory on CUDA). Without it: a third of the machine's RAM on
+the CPU; on CUDA, what the worker holds plus what its own GPU has free once the worker is
+loaded (``torch.cuda.mem_get_info`` of its device, and its allocator's unused cached blocks),
+less :data:`CUDA_RESERVE_BYTES` and :data:`CUDA_RESERVE_SHARE` for what the memory model
+leaves out. The optimization's share is that peak less what the worker already holds once
+loaded (the runtime, the weights), measured at start-up; :func:`nst.memory.fit_level` plans
+each level within it.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import statistics
@@ -24,8 +28,17 @@ from nst.vgg import VGGFeatures
 
 #: Share of the machine's RAM a CPU worker plans for, without ``memory_budget_mb``.
 CPU_SHARE = 1 / 3
-#: Share of a GPU's memory a CUDA worker plans for, without ``memory_budget_mb``.
-GPU_SHARE = 0.9
+#: What a CUDA worker keeps back, without ``memory_budget_mb``, from the memory its GPU has free
+#: at start-up, for what :mod:`nst.memory` does not model on CUDA: bytes, plus a share of that
+#: free memory. The bytes cover what the first convolution and matrix product create after the
+#: budget is measured (cuDNN's and cuBLAS's handles and workspaces, kernels loaded lazily); the
+#: share covers what grows with the activations (the workspaces cuDNN's convolution algorithms
+#: ask for, and the caching allocator's fragmentation: memory it reserves beyond the peak it
+#: hands out, which is the peak the model predicts). A conservative figure, not yet measured on
+#: a GPU (no GPU was lent while it was set): ``make gpu-check`` (``benchmarks/gpu_check.py``)
+#: measures the model against ``torch.cuda.max_memory_allocated`` at 1024 and 2048 px; set
+#: these from its figures.
+CUDA_RESERVE_BYTES, CUDA_RESERVE_SHARE = 2**30, 0.10
 #: Side of the images of the start-up run that measures a worker's speed, pixels, after an
 #: untimed warm-up run at half that (a process's first run pays for allocations and kernel
 #: choices); smaller images measure mostly per-call overheads.
@@ -71,16 +84,40 @@ def measure_budget(memory_budget_mb: int | None, device: torch.device) -> Budget
     """The budget of a worker on ``device`` once its model is loaded (see the module).
 
     Args:
-        memory_budget_mb: the worker's peak, MiB; ``None``: the device's share.
+        memory_budget_mb: the worker's peak, MiB; ``None``: the device's share
+            (:func:`cuda_peak` on CUDA, :data:`CPU_SHARE` of the RAM on the CPU).
     """
     if device.type == "cuda":
         baseline = torch.cuda.memory_allocated(device)
-        default = GPU_SHARE * torch.cuda.get_device_properties(device).total_memory
+        default = cuda_peak(device)
     else:
         baseline = peak_rss()
-        default = CPU_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    total = int(default if memory_budget_mb is None else memory_budget_mb * 2**20)
+        default = int(CPU_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    total = default if memory_budget_mb is None else memory_budget_mb * 2**20
     return Budget(total=total, baseline=baseline)
+
+
+def cuda_peak(device: torch.device) -> int:
+    """The peak a worker on CUDA ``device`` may reach, bytes of allocated memory: what it holds
+    (``torch.cuda.memory_allocated``) plus what it could still allocate (what the GPU has free,
+    ``torch.cuda.mem_get_info``, and the allocator's cached blocks it holds unused), less the
+    reserve (:data:`CUDA_RESERVE_BYTES` + :data:`CUDA_RESERVE_SHARE` of that). Memory other
+    processes hold (other workers, other programs) is not free, so it is left to them; measure
+    it once the worker's weights are on the device."""
+    held = torch.cuda.memory_allocated(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    available = free + max(0, torch.cuda.memory_reserved(device) - held)
+    reserve = CUDA_RESERVE_BYTES + CUDA_RESERVE_SHARE * available
+    return held + max(0, int(available - reserve))
+
+
+def release_cached_memory() -> None:
+    """Hand the CUDA caching allocator's unused blocks back to the GPU, after the objects of a
+    failed run are collected: after an out-of-memory error, so that the next request starts
+    from what the worker holds. The cache is emptied only where CUDA is available."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @dataclass(frozen=True)

@@ -54,11 +54,33 @@ def internal_error(request_id: str | None) -> RequestError:
     return RequestError(500, "internal_error", f"internal error; see the server log for request {request_id}")
 
 
-def from_engine_error(exc: Exception) -> RequestError | None:
+#: How the message of a CUDA out-of-memory error begins where PyTorch raises it as a plain
+#: ``RuntimeError`` rather than ``torch.cuda.OutOfMemoryError``: the caching allocator's own
+#: wording, and a failed ``cudaMalloc`` outside it (a library's handle or workspace).
+CUDA_OOM_MESSAGES = ("CUDA out of memory", "CUDA error: out of memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is CUDA running out of device memory (the worker can go on: nothing of
+    the failed run is kept once its objects are collected)."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and str(exc).startswith(CUDA_OOM_MESSAGES))
+
+
+def from_engine_error(exc: Exception, output_size: tuple[int, int]) -> RequestError | None:
     """The answer to an engine failure that is the request's (masks that make no regions: 400)
-    or the server's capacity (out of GPU memory: 507); ``None`` for any other (a 500)."""
+    or the server's capacity (out of GPU memory: a 507 naming the request's output size and
+    what makes it need less); ``None`` for any other (a 500).
+
+    Args:
+        exc: what the run raised.
+        output_size: ``(width, height)`` of the request's output, pixels.
+    """
     if isinstance(exc, MaskError):
         return RequestError(400, "invalid_mask", str(exc), "content_mask")
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return RequestError(507, "out_of_memory", "the GPU ran out of memory; try a smaller image_size")
+    if is_out_of_memory(exc):
+        width, height = output_size
+        return RequestError(507, "out_of_memory", f"the GPU ran out of memory for a {width}x{height} px output; "
+                            "lower params.image_size, or set params.tile_size to run it in smaller tiles",
+                            "params.image_size")
     return None

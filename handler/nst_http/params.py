@@ -97,7 +97,8 @@ class Limits:
     memory_budget_mb: int | None = None
     """The worker's peak memory, MiB (resident memory on the CPU, allocated memory on CUDA),
     within which every level is planned (:mod:`nst_http.budget`); ``None``: a third of the
-    machine's RAM on the CPU, 90% of the GPU's memory on CUDA."""
+    machine's RAM on the CPU; on CUDA, what the worker's GPU has free at start-up (and the worker
+    holds), less a reserve for what the memory model leaves out (:func:`nst_http.budget.cuda_peak`)."""
 
 
 DEFAULT_LIMITS = Limits()

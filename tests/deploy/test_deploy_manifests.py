@@ -27,9 +27,11 @@ REDIS = DEPLOY / "kserve" / "redis.yaml"
 #: config by splitting each line at its first "=".
 WRAPPER_KEYS = ("inference_address", "management_address", "grpc_inference_port", "model_store", "model_snapshot")
 #: Settings the KServe config must share with the repository's config.properties.
-SHARED_KEYS = ("max_request_size", "max_response_size", "default_response_timeout", "default_workers_per_model",
-               "enable_model_api", "install_py_dep_per_model", "metrics_mode", "grpc_inference_address",
-               "grpc_management_address")
+SHARED_KEYS = ("max_request_size", "max_response_size", "default_response_timeout", "enable_model_api",
+               "install_py_dep_per_model", "metrics_mode", "grpc_inference_address", "grpc_management_address")
+#: The settings that make TorchServe start one worker per GPU it sees and one without a GPU
+#: (config.properties explains them; tests/e2e/test_workers_per_gpu.py starts TorchServe with them).
+ONE_PROCESSOR = "-XX:ActiveProcessorCount=1"
 #: protocolVersion -> the service_envelope KServe sets (TS_SERVICE_ENVELOPE) for it.
 ENVELOPES = {"v1": "kserve", "v2": "kservev2"}
 
@@ -129,13 +131,35 @@ def test_snapshot_serves_the_archive_make_builds(snapshot):
 
 
 def test_snapshot_has_model_config_settings(snapshot):
-    """Workers, batch and timeouts as handler/model-config.yaml (packed into nst.mar) sets them."""
+    """Batch and timeouts as handler/model-config.yaml (packed into nst.mar) sets them."""
     model_config = yaml.safe_load((ROOT / archive_args()["config-file"]).read_text())
     (entry,) = snapshot["models"]["nst"].values()
-    for key in ("minWorkers", "maxWorkers", "batchSize", "maxBatchDelay", "responseTimeout", "startupTimeout"):
+    for key in ("batchSize", "maxBatchDelay", "responseTimeout", "startupTimeout"):
         assert entry[key] == model_config[key], key
     # The KServe envelopes read only a batch's first request.
     assert entry["batchSize"] == 1
+
+
+def test_snapshot_runs_one_worker_per_gpu_of_the_pod(snapshot, isvc):
+    """A snapshot must give the workers as numbers: the pod's GPUs, one worker each."""
+    (entry,) = snapshot["models"]["nst"].values()
+    gpus = int(isvc["spec"]["predictor"]["model"]["resources"]["limits"]["nvidia.com/gpu"])
+    assert entry["minWorkers"] == entry["maxWorkers"] == gpus
+
+
+@pytest.mark.parametrize("config", [ROOT / "config.properties", DEPLOY / "docker" / "config.properties"],
+                         ids=["repository", "docker"])
+def test_workers_follow_the_gpus(config):
+    """No worker count is fixed: TorchServe's default (one per GPU it counts, else one per JVM
+    processor) decides, with the JVM given one processor so that a CPU host runs one worker."""
+    model_config = yaml.safe_load((ROOT / archive_args()["config-file"]).read_text())
+    assert "minWorkers" not in model_config and "maxWorkers" not in model_config
+    props = properties(config)
+    assert int(props.get("default_workers_per_model", "0")) == 0
+    assert "number_of_gpu" not in props  # a cap on the GPUs counted; unset, every visible one serves
+    assert ONE_PROCESSOR in props["vmargs"].split()
+    # The frontend's I/O threads are not derived from that one processor.
+    assert int(props["number_of_netty_threads"]) >= 2 and int(props["netty_client_threads"]) >= 2
 
 
 def test_kserve_config_ports_paths_and_auth(kserve_config):

@@ -136,7 +136,7 @@ def test_luminance_only_keeps_the_content_colours(chelsea, scream, features: VGG
     noisy: list[Iterate] = []
     stylize(chelsea, scream, features, opts(steps=1, init="noise", color_control="luminance"), callback=noisy.append)
     grey_noise = color.luminance(initial_image(chelsea, "noise", 0))
-    assert noisy[0].losses == pytest.approx(recorded[-1](grey_noise)[1], rel=1e-5)
+    assert noisy[0].losses == pytest.approx(recorded[-1].losses(grey_noise), rel=1e-5)
     # Precondition: without colour control the orange style changes the colours measurably.
     assert chroma_difference(plain.image, chelsea) > 0.005
     assert chroma_difference(lum.image, chelsea) < 0.2 * chroma_difference(plain.image, chelsea)
@@ -234,7 +234,7 @@ def test_each_init_starts_where_it_says(content, starry, chelsea, features: VGGF
         seen: list[Iterate] = []
         stylize(content, starry, features, o, init_image=chelsea if init == "image" else None, callback=seen.append)
         assert seen[0].iteration == 0
-        _, expected = objective(features, o, content, [starry])(start)
+        expected = objective(features, o, content, [starry]).losses(start)
         assert seen[0].losses == pytest.approx(expected, rel=1e-5, abs=1e-7), init
         first[init] = seen[0].losses
     assert first["content"]["content"] == 0.0
@@ -316,7 +316,7 @@ def test_style_layer_weights(content, starry, features: VGGFeatures) -> None:
     small_content, small_style = content[..., ::2, ::2], starry[..., ::2, ::2]
     start = torch.rand(small_content.shape, generator=torch.Generator().manual_seed(0))
     style_term = lambda **kw: objective(  # noqa: E731
-        features, StylizeOptions(**kw), small_content, [small_style])(start)[1]["style"]
+        features, StylizeOptions(**kw), small_content, [small_style]).losses(start)["style"]
     default = style_term()
     first_only = style_term(style_layer_weights=(1.0, 0.0, 0.0, 0.0, 0.0))
     alone = style_term(style_layers=("relu1_1",))
@@ -416,7 +416,7 @@ def test_reconstruction(content, starry, features: VGGFeatures, mode: str, term:
     result = stylize(content, starry, features, o, callback=seen.append)
     # Iteration 0 is the seeded noise (init="content" is overridden).
     noise = initial_image(content, "noise", 2)
-    assert seen[0].losses == pytest.approx(objective(features, o, content, [starry])(noise)[1], rel=1e-5)
+    assert seen[0].losses == pytest.approx(objective(features, o, content, [starry]).losses(noise), rel=1e-5)
     assert seen[0].losses[term] > 0.05
     weight = effective.content_weight if term == "content" else effective.style_weight
     for it in seen:

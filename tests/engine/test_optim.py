@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from nst.options import StylizeOptions
 from nst.stylize import _Targets, stylize
 from nst.vgg import VGGFeatures
 
-SHALLOW = {"style_layers": ("relu1_1", "relu2_1"), "content_layers": ("relu2_2",)}
+SHALLOW: dict[str, Any] = {"style_layers": ("relu1_1", "relu2_1"), "content_layers": ("relu2_2",)}
 
 
 def rand(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

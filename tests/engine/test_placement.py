@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import importlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -33,7 +34,7 @@ META = torch.device("meta")
 #: The module (``nst`` exports the function of the same name).
 ENGINE = importlib.import_module("nst.stylize")
 #: Two style layers keep the meta runs cheap (no values, but every module still runs).
-SHALLOW = {"style_layers": ("relu1_1", "relu2_1"), "content_layers": ("relu2_2",)}
+SHALLOW: dict[str, Any] = {"style_layers": ("relu1_1", "relu2_1"), "content_layers": ("relu2_2",)}
 
 
 def zeros_read(values: torch.Tensor) -> list[float]:
@@ -63,7 +64,7 @@ def regions(h: int, w: int, device: torch.device) -> torch.Tensor:
     return torch.cat([left, 1 - left])
 
 
-CASES = {
+CASES: dict[str, dict[str, Any]] = {
     "whole": {},
     "tiled": {"tile": 32},
     "tiled, tails kept": {"tile": 32, "kept_tails": 1},
