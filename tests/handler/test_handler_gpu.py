@@ -11,19 +11,7 @@ import nst_handler
 import pytest
 import torch
 from nst_handler import NSTHandler
-from test_nst_handler import assert_error, make_context, model_dir, model_yaml_config, run  # noqa: F401 - model_dir: a fixture
-
-
-@pytest.fixture(scope="module")
-def config(root_dir: Path) -> dict:
-    return model_yaml_config(root_dir)
-
-
-@pytest.fixture(scope="module")
-def handler(model_dir: Path, config: dict) -> NSTHandler:
-    h = NSTHandler()
-    h.initialize(make_context(model_dir, config, 1))
-    return h
+from test_nst_handler import assert_error, config, handler, model_dir, run  # noqa: F401 - fixtures
 
 
 @pytest.fixture
