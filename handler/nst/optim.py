@@ -33,15 +33,18 @@ from .host import to_host
 CURVATURE_MIN = 1e-10
 #: Evaluations return the values to report as a 1-D tensor; the optimizer reads them.
 Evaluate = Callable[[], torch.Tensor]
+#: Receives those values once read, before the image is updated.
+Report = Callable[[list[float]], None]
 
 
 class Optimizer(Protocol):
     """What the stylization loop needs of an optimizer."""
 
-    def step(self, evaluate: Evaluate) -> list[float]:
+    def step(self, evaluate: Evaluate, report: Report) -> None:
         """Evaluate the objective once (``evaluate`` puts its gradient into the image's
-        ``.grad`` and returns a 1-D tensor of the values to report), update the image once,
-        and return those values read to the host."""
+        ``.grad`` and returns a 1-D tensor of the values to report), pass those values, read
+        to the host, to ``report`` while the image is still the one evaluated, then update the
+        image once."""
         ...
 
 
@@ -68,8 +71,8 @@ class LBFGS:
         self._g: torch.Tensor | None = None  # the last gradient (flat)
         self._h: torch.Tensor | float = 1.0  # scale of the initial inverse Hessian, y.s / y.y
 
-    def step(self, evaluate: Evaluate) -> list[float]:
-        """One evaluation and one update (see :class:`Optimizer`); one host read."""
+    def step(self, evaluate: Evaluate, report: Report) -> None:
+        """One evaluation, its report and one update (see :class:`Optimizer`); one host read."""
         with torch.enable_grad():
             values = evaluate().detach().reshape(-1)
         with torch.no_grad():
@@ -88,13 +91,13 @@ class LBFGS:
                     self.pairs.append((s, y, 1.0 / ys))
                     self._h = ys / y.dot(y)
                 d, t = self._direction(g), self.lr
+            report(host)
             self._g = g.clone(memory_format=torch.contiguous_format)
             # torch takes no step along a direction that is not one of descent (g . d > 1 with
             # tolerance_change -1); its state keeps d and t all the same.
             take = (g.dot(d) <= 1.0).to(g.dtype)
             self.image.add_((d * (take * t)).view_as(self.image))
             self._d, self._t = d, t
-        return host
 
     def _direction(self, g: torch.Tensor) -> torch.Tensor:
         """``-H g`` for the L-BFGS inverse Hessian ``H`` of the kept pairs (two-loop recursion)."""
@@ -124,11 +127,11 @@ class Adam:
         self.image = image
         self.optimizer = torch.optim.Adam([image], lr=lr)
 
-    def step(self, evaluate: Evaluate) -> list[float]:
-        """One evaluation and one update (see :class:`Optimizer`); one host read."""
+    def step(self, evaluate: Evaluate, report: Report) -> None:
+        """One evaluation, its report and one update (see :class:`Optimizer`); one host read."""
         with torch.enable_grad():
             values = evaluate().detach()
+        report(to_host(values))
         self.optimizer.step()
         with torch.no_grad():
             self.image.clamp_(0.0, 1.0)
-        return to_host(values)

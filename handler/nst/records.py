@@ -43,7 +43,8 @@ class Iterate:
     image: torch.Tensor | None = field(default=None, repr=False, compare=False)
     """The ``(1, 3, h, w)`` image this evaluation scored (the current level's size; with
     luminance-only colour control, its grey luminance). Passed to the callback for previews;
-    not kept in the history. Read-only: the optimizer keeps updating it."""
+    not kept in the history. Read-only, and only during the callback: the optimizer updates it
+    in place once the callback returns."""
 
 
 @dataclass

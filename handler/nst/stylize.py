@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -354,6 +355,11 @@ def _run_levels(inputs: _Inputs, recorder: Recorder, init_image: torch.Tensor | 
     return image, ran
 
 
+def _report(recorder: Recorder, k: int, image: torch.Tensor, level: Level, values: list[float]) -> None:
+    """``recorder.report`` of the loss terms read to the host (:data:`nst.records.TERMS`)."""
+    recorder.report(k, named_terms(values), image, level)
+
+
 def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, level: Level, recorder: Recorder,
               stopping: Stopping) -> tuple[torch.Tensor, int]:
     """Run up to ``level.steps`` iterations from ``start`` (fewer if the next one would likely
@@ -379,10 +385,8 @@ def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, le
     while completed < level.steps:
         if (completed or level.index > 0) and stopping.now(started, completed):
             break
-        # The image the evaluation scored, for the callback: the step updates it in place.
-        scored = image.detach().clone() if recorder.callback is not None else image
-        losses = named_terms(optimizer.step(evaluate))
-        recorder.report(completed, losses, scored, level)
+        # Reported between the read and the update: the callback sees the image evaluated.
+        optimizer.step(evaluate, partial(_report, recorder, completed, image, level))
         completed += 1
     result = image.detach().clamp(0.0, 1.0)
     if completed:  # the losses reported last are those of the returned (clamped) image
