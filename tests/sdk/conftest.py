@@ -297,3 +297,38 @@ def job() -> Callable[..., dict[str, Any]]:
 def write_key_file() -> Callable[[Path, str], Path]:
     """``write_key_file(path, key)`` writes a TorchServe key file with that inference key."""
     return _write_key_file
+
+
+@dataclass
+class InFlight:
+    """The CLI's ``client.stylize`` calls in flight at once: ``peak``, the most seen."""
+
+    peak: int = 0
+    now: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@pytest.fixture
+def pairs_in_flight(monkeypatch: pytest.MonkeyPatch) -> InFlight:
+    """Wraps the CLI's client's ``stylize`` (the real call still reaches the server) so that
+    calls start two at a time: each waits, up to 30 s, until a second one is in flight with it.
+    A CLI that sent them one after another fails that wait; with the counting, a test asserts
+    concurrency by counts, never by how long the run took."""
+    from nst_client import cli
+
+    seen, together = InFlight(), threading.Barrier(2, timeout=30)
+    real = cli.StyleTransferClient.stylize
+
+    def paired(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with seen.lock:
+            seen.now += 1
+            seen.peak = max(seen.peak, seen.now)
+        try:
+            together.wait()
+            return real(self, *args, **kwargs)
+        finally:
+            with seen.lock:
+                seen.now -= 1
+
+    monkeypatch.setattr(cli.StyleTransferClient, "stylize", paired)
+    return seen
