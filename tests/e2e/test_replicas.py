@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+from polling import poll
 from torchserve_server import ROOT, Server, running_server
 
 DATA = ROOT / "tests" / "data"
@@ -44,12 +45,8 @@ def status(replica: Server, job_id: str) -> dict[str, Any]:
     return answer["job"]
 
 
-def wait_until(replica: Server, job_id: str, predicate, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while not predicate(job := status(replica, job_id)):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
-    return job
+def wait_until(replica: Server, job_id: str, predicate) -> dict[str, Any]:
+    return poll(lambda: status(replica, job_id), predicate, what=f"job {job_id}")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +79,7 @@ def test_a_job_submitted_to_one_replica_is_watched_cancelled_and_fetched_through
     assert running["state"] == "running"
     code, flagged = call(b, {"job": {"action": "cancel", "id": job_id}})
     assert code == 200 and flagged["job"]["cancel_requested"] is True
-    wait_until(b, job_id, lambda j: j["state"] == "cancelled", timeout=30)  # A stopped its run
+    wait_until(b, job_id, lambda j: j["state"] == "cancelled")  # A stopped its run
     code, result = call(b, {"job": {"action": "result", "id": job_id}})
     assert code == 200 and result["stopped"] == "cancelled" and 2 <= result["iterations"] < SLOW["steps"]
     code, quick = call(b, stylize_body(image_size=32, steps=3) | {"job": {"action": "submit"}})
@@ -102,7 +99,7 @@ def test_the_jobs_of_a_replica_that_went_away_are_reported_failed(replicas, kser
         job_id = accepted["job"]["id"]
         wait_until(a, job_id, lambda j: j["state"] == "running")
     stopped = time.monotonic()
-    failed = wait_until(a, job_id, lambda j: j["state"] != "running", timeout=HEARTBEAT_TIMEOUT_S + 30)
+    failed = wait_until(a, job_id, lambda j: j["state"] != "running")
     assert failed["state"] == "failed" and failed["error"]["code"] == "worker_died", failed
     assert "no heartbeat" in failed["error"]["message"]
     print(f"a replica's job reported failed {time.monotonic() - stopped:.1f} s after the replica stopped "

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+from polling import poll
 from torchserve_server import Server, running_server
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -63,14 +64,8 @@ def job(server, job_id: str, action: str = "status") -> requests.Response:
     return post(server, {"job": {"action": action, "id": job_id}})
 
 
-def wait_until(server, job_id: str, predicate, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = job(server, job_id).json()["job"]
-        if predicate(status):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id}: {status}")
+def wait_until(server, job_id: str, predicate) -> dict[str, Any]:
+    return poll(lambda: job(server, job_id).json()["job"], predicate, what=f"job {job_id}")
 
 
 def management(server, method: str, path: str) -> requests.Response:
@@ -147,10 +142,8 @@ def test_a_killed_worker_reports_its_jobs_failed_and_keeps_earlier_results(serve
     wait_until(server, running["id"], lambda j: j["state"] == "running")
     (worker,) = [w for w in workers(server) if w["status"] == "READY"]
     os.kill(worker["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 180
-    while not any(w["status"] == "READY" and w["pid"] != worker["pid"] for w in workers(server)):
-        assert time.monotonic() < deadline, workers(server)
-        time.sleep(0.5)
+    poll(lambda: workers(server), lambda ws: any(w["status"] == "READY" and w["pid"] != worker["pid"] for w in ws),
+         what="a new READY worker", timeout=180, interval=0.5)
     for lost in (running, queued):
         status = job(server, lost["id"]).json()["job"]
         assert status["state"] == "failed" and status["error"]["code"] == "worker_died"
@@ -178,8 +171,6 @@ def test_two_workers_share_the_store_and_the_device(server) -> None:
         assert spans[1][0] >= spans[0][1] - 0.05, spans
     finally:
         management(server, "PUT", "/models/nst?min_worker=1&max_worker=1&synchronous=true")
-    deadline = time.monotonic() + 120
-    while len(workers(server)) != 1 or workers(server)[0]["status"] != "READY":
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    poll(lambda: workers(server), lambda ws: len(ws) == 1 and ws[0]["status"] == "READY", what="one READY worker",
+         interval=0.5)
 

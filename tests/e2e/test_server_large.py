@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 from nst_client import BadRequestError, cli
 from PIL import ImageChops
+from polling import poll
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CONTENT = DATA / "chelsea_128x96.png"
@@ -36,10 +36,7 @@ def test_a_plan_through_the_sdk_shows_tiles_memory_and_seconds(client) -> None:
 def test_a_plan_is_answered_while_a_job_runs(client) -> None:
     job = client.submit(CONTENT, STYLE, image_size=128, steps=2000)
     try:
-        deadline = time.monotonic() + 60
-        while job.status().state != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        poll(lambda: job.status().state, lambda state: state == "running", what="the job running")
         plan = client.plan(CONTENT, STYLE, image_size=128, steps=10)
         assert plan.levels[0].tiles == 1
         assert job.status().state == "running"  # answered beside the job, not after it

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from polling import poll
 from torchserve_server import BIN, ROOT, Server, running_server
 
 #: The toy handler: one class (TorchServe's model loader wants exactly one), which writes the
@@ -55,13 +55,10 @@ def toy_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def ready_workers(server: Server, count: int, timeout: float = 60.0) -> dict[str, Any]:
     """The model description once ``count`` workers are READY (fails the test after ``timeout`` s)."""
     key = json.loads(server.key_file.read_text())["management"]["key"]
-    deadline = time.monotonic() + timeout
-    while True:
-        desc = requests.get(f"{server.management_url}/models/nst", headers={"Authorization": f"Bearer {key}"},
-                            timeout=10).json()[0]
-        if sum(w["status"] == "READY" for w in desc["workers"]) >= count or time.monotonic() > deadline:
-            return desc
-        time.sleep(0.5)
+    return poll(lambda: requests.get(f"{server.management_url}/models/nst", headers={"Authorization": f"Bearer {key}"},
+                                     timeout=10).json()[0],
+                lambda desc: sum(w["status"] == "READY" for w in desc["workers"]) >= count,
+                what=f"{count} READY workers", timeout=timeout, interval=0.5)
 
 
 @pytest.mark.parametrize(("extra", "env", "gpu_ids"), [

@@ -11,6 +11,7 @@ from typing import Any
 import nst_handler
 import pytest
 from nst_handler import NSTHandler
+from polling import poll
 from test_nst_handler import assert_error, make_context, model_dir, model_yaml_config, run  # noqa: F401 - model_dir: a fixture
 
 
@@ -23,14 +24,8 @@ def status(handler, model_dir, config, job_id: str, action: str = "status") -> t
     return call(handler, model_dir, config, {"job": {"action": action, "id": job_id}})
 
 
-def wait_for(handler, model_dir, config, job_id: str, done: Callable[[dict], bool], timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out, _ = status(handler, model_dir, config, job_id)
-        if done(out["job"]):
-            return out["job"]
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} not done in {timeout} s: {out}")
+def wait_for(handler, model_dir, config, job_id: str, done: Callable[[dict], bool]) -> dict:
+    return poll(lambda: status(handler, model_dir, config, job_id)[0]["job"], done, what=f"job {job_id}", interval=0.05)
 
 
 @pytest.fixture

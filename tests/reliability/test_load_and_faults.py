@@ -12,6 +12,7 @@ from pathlib import Path
 
 import requests
 from nst_client import ServerError, StyleTransferClient, StylizeResult
+from polling import poll
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CONTENT = DATA / "chelsea_128x96.png"
@@ -24,15 +25,10 @@ def management(server, path: str) -> requests.Response:
     return requests.get(f"{server.management_url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=10)
 
 
-def ready_worker_pid(server, timeout: float = 120.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        workers = management(server, "/models/nst").json()[0]["workers"]
-        ready = [w for w in workers if w["status"] == "READY"]
-        if ready:
-            return ready[0]["pid"]
-        time.sleep(0.5)
-    raise TimeoutError("no READY worker")
+def ready_worker_pid(server) -> int:
+    ready = poll(lambda: [w for w in management(server, "/models/nst").json()[0]["workers"] if w["status"] == "READY"],
+                 bool, what="a READY worker", interval=0.5)
+    return ready[0]["pid"]
 
 
 def test_concurrent_clients_lose_and_mix_up_nothing(server):
