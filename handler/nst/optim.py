@@ -27,11 +27,12 @@ from typing import Protocol
 
 import torch
 
-from .host import to_host
+from . import host
 
 #: torch.optim.LBFGS keeps a pair only when its curvature ``y . s`` exceeds this.
 CURVATURE_MIN = 1e-10
-#: Evaluations return the values to report as a 1-D tensor; the optimizer reads them.
+#: Evaluations put the gradient into the image's ``.grad`` (which the optimizer clears before)
+#: and return the values to report as a 1-D tensor; the optimizer reads them.
 Evaluate = Callable[[], torch.Tensor]
 #: Receives those values once read, before the image is updated.
 Report = Callable[[list[float]], None]
@@ -41,10 +42,10 @@ class Optimizer(Protocol):
     """What the stylization loop needs of an optimizer."""
 
     def step(self, evaluate: Evaluate, report: Report) -> None:
-        """Evaluate the objective once (``evaluate`` puts its gradient into the image's
-        ``.grad`` and returns a 1-D tensor of the values to report), pass those values, read
-        to the host, to ``report`` while the image is still the one evaluated, then update the
-        image once."""
+        """Clear the image's gradient and evaluate the objective once (``evaluate`` puts the
+        gradient into the image's ``.grad`` and returns a 1-D tensor of the values to report),
+        pass those values, read to the host, to ``report`` while the image is still the one
+        evaluated, then update the image once."""
         ...
 
 
@@ -73,6 +74,7 @@ class LBFGS:
 
     def step(self, evaluate: Evaluate, report: Report) -> None:
         """One evaluation, its report and one update (see :class:`Optimizer`); one host read."""
+        self.image.grad = None  # a fresh gradient tensor: the last one is kept as _g, not copied
         with torch.enable_grad():
             values = evaluate().detach().reshape(-1)
         with torch.no_grad():
@@ -81,18 +83,18 @@ class LBFGS:
             g = self.image.grad.reshape(-1)
             t: torch.Tensor | float
             if self._d is None or self._g is None:
-                host = to_host(values)
+                read = host.to_host(values)
                 d, t = g.neg(), torch.clamp(1.0 / g.abs().sum(), max=1.0) * self.lr
             else:
                 y, s = g - self._g, self._d * self._t
                 ys = y.dot(s)
-                host = to_host(torch.cat([values.to(ys.dtype), (ys > CURVATURE_MIN).to(ys.dtype).reshape(1)]))
-                if host.pop():
+                read = host.to_host(torch.cat([values.to(ys.dtype), (ys > CURVATURE_MIN).to(ys.dtype).reshape(1)]))
+                if read.pop():
                     self.pairs.append((s, y, 1.0 / ys))
                     self._h = ys / y.dot(y)
                 d, t = self._direction(g), self.lr
-            report(host)
-            self._g = g.clone(memory_format=torch.contiguous_format)
+            report(read)
+            self._g = g
             # torch takes no step along a direction that is not one of descent (g . d > 1 with
             # tolerance_change -1); its state keeps d and t all the same.
             take = (g.dot(d) <= 1.0).to(g.dtype)
@@ -129,9 +131,10 @@ class Adam:
 
     def step(self, evaluate: Evaluate, report: Report) -> None:
         """One evaluation, its report and one update (see :class:`Optimizer`); one host read."""
+        self.image.grad = None
         with torch.enable_grad():
             values = evaluate().detach()
-        report(to_host(values))
+        report(host.to_host(values))
         self.optimizer.step()
         with torch.no_grad():
             self.image.clamp_(0.0, 1.0)

@@ -21,9 +21,8 @@ from functools import partial
 
 import torch
 
-from . import color
+from . import color, host
 from .cache import StyleCache
-from .host import to_host
 from .images import initial_image, resize
 from .losses import (
     ContentLoss,
@@ -150,15 +149,15 @@ class _Targets:
             total, terms = self(image)
             total.backward()
             return terms
-        return self._tiled(image, backward=True)[1]
+        return self._tiled(image, backward=True)
 
     def losses(self, image: torch.Tensor) -> dict[str, float]:
         """The loss terms of ``image``, without a gradient, read to the host (one read)."""
         with torch.no_grad():
-            terms = self(image)[1] if self.tiles is None else self._tiled(image, backward=False)[1]
-        return named_terms(to_host(terms))
+            terms = self(image)[1] if self.tiles is None else self._tiled(image, backward=False)
+        return named_terms(host.to_host(terms))
 
-    def _tiled(self, image: torch.Tensor, *, backward: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tiled(self, image: torch.Tensor, *, backward: bool) -> torch.Tensor:
         assert self.tiles is not None and self.style_extractor is not None
         o = self.opts
         return evaluate_tiled(image, self.tiles, style_extractor=self.style_extractor, extractor=self.extractor,
@@ -376,17 +375,13 @@ def _optimize(start: torch.Tensor, objective: _Targets, opts: StylizeOptions, le
     else:
         optimizer = Adam(image, lr=opts.learning_rate)
 
-    def evaluate() -> torch.Tensor:
-        image.grad = None
-        return objective.evaluate(image)
-
     started = time.monotonic()
     completed = 0
     while completed < level.steps:
         if (completed or level.index > 0) and stopping.now(started, completed):
             break
         # Reported between the read and the update: the callback sees the image evaluated.
-        optimizer.step(evaluate, partial(_report, recorder, completed, image, level))
+        optimizer.step(partial(objective.evaluate, image), partial(_report, recorder, completed, image, level))
         completed += 1
     result = image.detach().clamp(0.0, 1.0)
     if completed:  # the losses reported last are those of the returned (clamped) image

@@ -99,7 +99,7 @@ def add_gram_shares(grams: dict[str, torch.Tensor], style: Mapping[str, GramLoss
 def evaluate_tiled(image: torch.Tensor, tiles: Sequence[Tile], *, style_extractor: FeatureExtractor,
                    extractor: FeatureExtractor, content: Mapping[str, ContentLoss], style: Mapping[str, GramLoss],
                    layer_weights: Mapping[str, float], weights: tuple[float, float, float],
-                   backward: bool, kept_tails: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                   backward: bool, kept_tails: int = 0) -> torch.Tensor:
     """The objective of :class:`nst.stylize._Targets` on ``image``, tile by tile (see the module).
 
     Args:
@@ -118,9 +118,9 @@ def evaluate_tiled(image: torch.Tensor, tiles: Sequence[Tile], *, style_extracto
             activations until pass 2 reaches the tile (:func:`nst.memory.level_bytes`).
 
     Returns:
-        The total loss (a 0-dim tensor, detached) and the terms, a ``(4,)`` tensor on the
-        image's device in the order of :data:`nst.records.TERMS`, as ``_Targets`` gives them
-        (nothing is read back to the host).
+        The loss terms, a detached ``(4,)`` tensor on the image's device in the order of
+        :data:`nst.records.TERMS` (the total last), as ``_Targets`` gives them (nothing is read
+        back to the host).
     """
     cw, sw, tw = weights
     size = (image.shape[-2], image.shape[-1])
@@ -213,7 +213,7 @@ def evaluate_tiled(image: torch.Tensor, tiles: Sequence[Tile], *, style_extracto
             (tv_term * tw).backward()
     tv_term = tv_term.detach()
     total = cw * content_term + sw * style_term + tw * tv_term
-    return total, torch.stack([content_term, style_term, tv_term, total])
+    return torch.stack([content_term, style_term, tv_term, total])
 
 
 def _content_part(content: Mapping[str, ContentLoss], tile: Tile, feats: Mapping[str, torch.Tensor],

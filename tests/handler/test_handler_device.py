@@ -9,13 +9,11 @@ iteration is replaced by zeros (meta tensors hold no values).
 from __future__ import annotations
 
 import base64
-import importlib
 from pathlib import Path
 
 import nst_handler
 import pytest
 import torch
-from nst import host, optim
 from nst_handler import NSTHandler, worker_device
 from test_nst_handler import config, make_context, model_dir, run  # noqa: F401 - fixtures
 
@@ -31,7 +29,7 @@ def test_a_worker_given_a_gpu_id_runs_on_that_gpu(monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.fixture()
-def on_meta(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+def on_meta(monkeypatch: pytest.MonkeyPatch, meta_reads: None) -> list[int | None]:
     """The worker's device is ``meta`` (recording the gpu_id it was asked for)."""
     asked: list[int | None] = []
 
@@ -40,8 +38,6 @@ def on_meta(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
         return META
 
     monkeypatch.setattr(nst_handler, "worker_device", device)
-    for module in (host, optim, importlib.import_module("nst.stylize")):
-        monkeypatch.setattr(module, "to_host", lambda values: [0.0] * values.numel())
     return asked
 
 
