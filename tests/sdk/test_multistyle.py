@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import requests
 from nst_client import APIResponseValidationError, StyleTransferClient, cli
 from PIL import Image
 
@@ -301,19 +302,19 @@ def test_cli_history_out_without_history_in_answer_is_a_bad_response(server, tmp
     assert "no history" in capsys.readouterr().err
 
 
-def test_time_budget_is_sent_and_bounds_the_read_timeout(server, success_body):
+def test_time_budget_is_sent_and_bounds_the_read_timeout(server, success_body, monkeypatch):
     from nst_client._constants import DEADLINE_READ_MARGIN
 
     server.reply(200, success_body(stopped="time_budget"))
     client = StyleTransferClient(base_url=server.url, timeout=900)
     sent = {}
-    original = client._session.request
+    original = requests.Session.request
 
-    def spy(method, url, **kwargs):
+    def spy(session, method, url, **kwargs):
         sent["timeout"] = kwargs["timeout"]
-        return original(method, url, **kwargs)
+        return original(session, method, url, **kwargs)
 
-    client._session.request = spy  # records the timeout the real request is made with
+    monkeypatch.setattr(requests.Session, "request", spy)  # records the timeout the real request is made with
     result = client.stylize(CONTENT, STYLE, time_budget_s=5)
     assert server.requests[-1].json["params"]["time_budget_s"] == 5
     assert sent["timeout"][1] == 5 + DEADLINE_READ_MARGIN

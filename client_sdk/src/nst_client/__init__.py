@@ -12,6 +12,8 @@ Example::
 ``pip install 'nst-client[async]'``); ``info()`` on either describes the served model, and
 ``submit()`` starts a :class:`Job` to follow, cancel or fetch later, and ``plan()`` returns the
 server's :class:`Plan` of a request (sizes, tiles, memory, seconds) without running it.
+:func:`stylize_many` runs many ``stylize`` calls N at a time over one client (threads, on the
+base install).
 """
 
 from ._async import AsyncStyleTransferClient
@@ -35,6 +37,7 @@ from ._exceptions import (
 )
 from ._images import ImageInput, StyleInput
 from ._jobs import AsyncJob, Job, JobStatus
+from ._many import StylizeCall, StylizeOutcome, stylize_many
 from ._params import (
     ColorControl,
     InitMode,
@@ -54,6 +57,9 @@ __all__ = [
     "__version__",
     "StyleTransferClient",
     "AsyncStyleTransferClient",
+    "stylize_many",
+    "StylizeCall",
+    "StylizeOutcome",
     "StylizeResult",
     "ModelInfo",
     "Plan",

@@ -22,6 +22,7 @@ from ._plan import Plan, plan_result
 from ._request import Request
 from ._results import ModelInfo, StylizeResult, json_object, model_info, stylize_result
 from ._retry import Outcome, attempts, run
+from ._sessions import SessionPool
 from ._stream import EventDecoder, StreamEvent, consume, require_tqdm
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ class StyleTransferClient(BaseClient):
       above); a missing or unusable one is reported by :meth:`info`, not here.
 
     Use as a context manager, or call :meth:`close`, to release the HTTP connection pool.
+    One client may serve several threads at once (each call in flight has a ``requests``
+    session of its own); :func:`stylize_many` runs many calls N at a time over one client.
     :class:`AsyncStyleTransferClient` is the same client for ``asyncio``.
 
     Example::
@@ -99,7 +102,7 @@ class StyleTransferClient(BaseClient):
     """
 
     def _open(self) -> None:
-        self._session = requests.Session()
+        self._sessions = SessionPool()
 
     @keyword_signature(StylizeArgs)
     def stylize(self, content: ImageInput, style: StyleInput, *, progress: bool = False,
@@ -319,8 +322,8 @@ class StyleTransferClient(BaseClient):
         return model_info(response.content, response.headers, response)
 
     def close(self) -> None:
-        """Close the underlying HTTP session. Safe to call more than once."""
-        self._session.close()
+        """Close the HTTP sessions' connections. Safe to call more than once."""
+        self._sessions.close()
 
     def __enter__(self) -> StyleTransferClient:
         return self
@@ -339,10 +342,11 @@ class StyleTransferClient(BaseClient):
     def _attempt(self, request: Request, headers: Dict[str, str]) -> Outcome:
         """Send ``request`` once and report what came back (an error answer's body read and closed)."""
         try:
-            response = self._session.request(
-                request.method, request.url, data=request.data, headers=headers,
-                timeout=(self.connect_timeout, request.read_timeout), stream=request.stream,
-            )
+            with self._sessions.borrow() as session:
+                response = session.request(
+                    request.method, request.url, data=request.data, headers=headers,
+                    timeout=(self.connect_timeout, request.read_timeout), stream=request.stream,
+                )
         except requests.exceptions.RequestException as exc:
             kind, detail = _failure(exc)
             return Outcome(failure=kind, detail=detail, cause=exc)

@@ -7,8 +7,9 @@ one JSON document on stdout, an error included.
 
 Rooms: this module parses and dispatches; ``_exit`` holds the exit codes, ``_output`` the
 ``--json`` documents and error reports, ``_flags`` the shared flags (the request parameters'
-derived from ``nst_client._params``), ``_cells`` what ``sweep`` and ``batch`` share (requests run
-concurrently, the manifest, the contact sheet); one module per command (``stylize``, ``sweep``,
+derived from ``nst_client._params``); what ``sweep`` and ``batch`` share: ``_cells`` (a cell, its
+names and key), ``_manifest`` (the resumable manifest), ``_contact_sheet`` (sheet.png) and
+``_run_cells`` (the run, on the SDK's ``stylize_many``); one module per command (``stylize``, ``sweep``,
 ``batch``, ``info`` for ``health`` and ``info``, ``jobs`` for ``submit``, ``status``, ``wait`` and
 ``cancel``, ``plan`` for ``plan`` and the ``--dry-run`` of ``stylize`` and ``submit``);
 ``sheets`` and ``plots`` draw the pictures.

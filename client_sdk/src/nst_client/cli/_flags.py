@@ -28,7 +28,8 @@ from ._output import Parser
 _T = TypeVar("_T")
 
 __all__ = ["common_parser", "add_inputs", "add_request_args", "add_param_flag", "request_params", "styles", "style_input",
-           "image_args", "request_args", "parse_extra", "parse_axis", "positive_int"]
+           "image_args", "request_args", "parse_extra", "parse_axis", "positive_int", "add_cells_command",
+           "add_cell_args"]
 
 
 def parse_extra(text: str) -> Tuple[str, Any]:
@@ -238,3 +239,27 @@ def image_args(args: argparse.Namespace) -> Dict[str, Any]:
         "content_mask": args.content_mask,
         "style_masks": list(args.style_masks) or None,
     }
+
+
+def add_cells_command(sub: Any, common: argparse.ArgumentParser, name: str, *, summary: str, description: str,
+                      content: Tuple[str, str]) -> argparse.ArgumentParser:
+    """Add ``sweep`` or ``batch`` (``name``) to the subparsers ``sub``: CONTENT (``content``: its
+    metavar and help), STYLE(s), ``-o DIR`` and the request flags; return its parser."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, parents=[common], help=summary, description=description)
+    parser.add_argument("content", metavar=content[0], help=content[1])
+    parser.add_argument("styles", nargs="*", metavar="STYLE",
+                        help="style image file(s); at least one in total with --style")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory (created)")
+    add_request_args(parser)
+    return parser
+
+
+def add_cell_args(group: Any, what: str) -> None:
+    """Add ``--concurrency``, ``--tile`` and ``--progress`` to the argument group ``group``;
+    ``what`` names the cells in their help (``"cells"``, ``"pairs"``)."""
+    group.add_argument("--concurrency", type=positive_int, default=1, metavar="N",
+                       help="requests in flight at once (default: %(default)d, one after the other)")
+    group.add_argument("--tile", type=positive_int, default=256, metavar="PX",
+                       help="longest side of each image on the sheet, px (default: %(default)d; never enlarged)")
+    group.add_argument("--progress", action="store_true",
+                       help=f"show a progress bar over the {what} on stderr (needs the 'progress' extra)")

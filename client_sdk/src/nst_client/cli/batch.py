@@ -15,24 +15,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from .._client import StyleTransferClient
 from .._exceptions import APIConnectionError, APITimeoutError, AuthenticationError, NotFoundError
 from .._params import DRY_RUN
-from ._cells import (
-    SHEET,
-    Cell,
-    Manifest,
-    Outcome,
-    add_cell_args,
-    add_command,
-    image_suffix,
-    params_text,
-    preflight,
-    read_json,
-    run_cells,
-    safe_name,
-    sha256,
-)
+from ._cells import Cell, image_suffix, params_text, safe_name, sha256
+from ._contact_sheet import SHEET
 from ._exit import EXIT_CODES, EXIT_ERROR, ExitCode, exit_row
-from ._flags import request_params, styles
+from ._flags import add_cell_args, add_cells_command, request_params, styles
+from ._manifest import Manifest, read_json
 from ._output import error_fields
+from ._run_cells import Outcome, preflight, run_cells
 
 __all__ = ["BATCH_MANIFEST", "BATCH_SHEET", "IMAGE_SUFFIXES", "add_parser", "find_contents", "run", "text"]
 
@@ -45,7 +34,7 @@ _MANIFEST_FORMAT = 1
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the ``batch`` command to the subparsers ``sub``."""
-    b = add_command(
+    b = add_cells_command(
         sub, common, "batch", summary="render many content images in the style of each STYLE into DIR",
         description="Render every content image of CONTENT_DIR_OR_GLOB in the style of each STYLE and "
                     "write one image per pair (CONTENTSTEM__STYLESTEM.png), a manifest (batch.json) "

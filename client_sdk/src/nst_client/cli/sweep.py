@@ -12,22 +12,11 @@ from typing import Any, Callable, Dict, List, Tuple
 
 from .._client import StyleTransferClient
 from .._params import DRY_RUN
-from ._cells import (
-    SHEET,
-    Cell,
-    Manifest,
-    add_cell_args,
-    add_command,
-    image_suffix,
-    params_text,
-    preflight,
-    read_json,
-    run_cells,
-    safe_name,
-    sha256,
-    value_label,
-)
-from ._flags import image_args, parse_axis, request_params, style_input, styles
+from ._cells import Cell, image_suffix, params_text, safe_name, sha256, value_label
+from ._contact_sheet import SHEET
+from ._flags import add_cell_args, add_cells_command, image_args, parse_axis, request_params, style_input, styles
+from ._manifest import Manifest, read_json
+from ._run_cells import preflight, run_cells
 
 __all__ = ["SWEEP_MANIFEST", "SWEEP_SHEET", "add_parser", "run", "text"]
 
@@ -38,7 +27,7 @@ _MANIFEST_FORMAT = 1
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the ``sweep`` command to the subparsers ``sub``."""
-    sw = add_command(
+    sw = add_cells_command(
         sub, common, "sweep", summary="render a grid of parameter values into DIR, with a contact sheet",
         description="Render CONTENT in the style of STYLE(s) once per combination of the --param "
                     "values and write each image, a manifest (sweep.json) and a labelled contact "
