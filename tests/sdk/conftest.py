@@ -241,7 +241,8 @@ class FakeServer:
 
 
 @pytest.fixture
-def server() -> Iterator[FakeServer]:
+def fake_server() -> Iterator[FakeServer]:
+    """A :class:`FakeServer` (in-process HTTP, no TorchServe) started for the test, stopped after it."""
     srv = FakeServer().start()
     try:
         yield srv

@@ -79,12 +79,12 @@ def test_public_methods_match_the_sync_client():
         assert inspect.iscoroutinefunction(getattr(AsyncStyleTransferClient, name)), name
 
 
-def test_sends_the_same_request_as_the_sync_client(server) -> None:
+def test_sends_the_same_request_as_the_sync_client(fake_server) -> None:
     kwargs: dict[str, Any] = dict(image_size=64, steps=3, style_layers=("relu1_1",), seed=None,
                                   content_mask=CONTENT, style_masks=[CONTENT, OUTPUT], colour=1)
-    StyleTransferClient(base_url=server.url, token="tok").stylize(CONTENT, [STYLE, OUTPUT], **kwargs)
-    result = run(lambda c: c.stylize(CONTENT, [STYLE, OUTPUT], **kwargs), base_url=server.url, token="tok")
-    sync, aio = server.requests
+    StyleTransferClient(base_url=fake_server.url, token="tok").stylize(CONTENT, [STYLE, OUTPUT], **kwargs)
+    result = run(lambda c: c.stylize(CONTENT, [STYLE, OUTPUT], **kwargs), base_url=fake_server.url, token="tok")
+    sync, aio = fake_server.requests
     assert (aio.method, aio.path, aio.raw) == (sync.method, sync.path, sync.raw)
     for header in ("Authorization", "Content-Type", "Accept", "User-Agent"):
         assert aio.headers[header] == sync.headers[header], header
@@ -92,35 +92,35 @@ def test_sends_the_same_request_as_the_sync_client(server) -> None:
     assert result.image_bytes == OUTPUT.read_bytes() and result.width == 128
 
 
-def test_concurrent_calls_on_one_client(server, success_body):
+def test_concurrent_calls_on_one_client(fake_server, success_body):
     async def many(client: AsyncStyleTransferClient) -> list:
         return await asyncio.gather(*(client.stylize(CONTENT, STYLE, seed=i) for i in range(5)))
 
-    server.reply(200, success_body(), delay=0.2)
-    results = run(many, base_url=server.url)
+    fake_server.reply(200, success_body(), delay=0.2)
+    results = run(many, base_url=fake_server.url)
     assert len(results) == 5 and all(r.width == 128 for r in results)
-    assert sorted(r.json["params"]["seed"] for r in server.requests) == [0, 1, 2, 3, 4]
+    assert sorted(r.json["params"]["seed"] for r in fake_server.requests) == [0, 1, 2, 3, 4]
 
 
-def test_local_input_errors_fail_before_any_http(server):
+def test_local_input_errors_fail_before_any_http(fake_server):
     with pytest.raises(FileNotFoundError):
-        run(lambda c: c.stylize(DATA / "missing.png", STYLE), base_url=server.url)
+        run(lambda c: c.stylize(DATA / "missing.png", STYLE), base_url=fake_server.url)
     with pytest.raises(ValueError, match="one mask per style"):
-        run(lambda c: c.stylize_stream(CONTENT, STYLE, style_masks=[CONTENT, CONTENT]), base_url=server.url)
-    assert server.requests == []
+        run(lambda c: c.stylize_stream(CONTENT, STYLE, style_masks=[CONTENT, CONTENT]), base_url=fake_server.url)
+    assert fake_server.requests == []
 
 
-def test_health(server):
-    server.reply(200, {"status": "Healthy"})
-    assert run(lambda c: c.health(), base_url=server.url, token="tok") == {"status": "Healthy"}
-    assert (server.requests[0].method, server.requests[0].path) == ("GET", "/ping")
+def test_health(fake_server):
+    fake_server.reply(200, {"status": "Healthy"})
+    assert run(lambda c: c.health(), base_url=fake_server.url, token="tok") == {"status": "Healthy"}
+    assert (fake_server.requests[0].method, fake_server.requests[0].path) == ("GET", "/ping")
 
 
 @pytest.mark.parametrize("status, body", [(200, "not json"), (200, [1, 2])])
-def test_health_malformed_answer(server, status, body):
-    server.reply(status, body)
+def test_health_malformed_answer(fake_server, status, body):
+    fake_server.reply(status, body)
     with pytest.raises(APIResponseValidationError):
-        run(lambda c: c.health(), base_url=server.url)
+        run(lambda c: c.health(), base_url=fake_server.url)
 
 
 def test_missing_httpx_names_the_extra(monkeypatch):
@@ -154,49 +154,49 @@ ERRORS = [
 
 
 @pytest.mark.parametrize("status, body, cls", ERRORS, ids=[f"{e[0]}-{e[2].__name__}" for e in ERRORS])
-def test_errors_map_exactly_as_in_the_sync_client(server, async_sleeps, status, body, cls):
-    server.reply(status, body, headers={"X-Request-ID": "rid"})
+def test_errors_map_exactly_as_in_the_sync_client(fake_server, async_sleeps, status, body, cls):
+    fake_server.reply(status, body, headers={"X-Request-ID": "rid"})
     with pytest.raises(cls) as sync:
-        StyleTransferClient(base_url=server.url, max_retries=3).stylize(CONTENT, STYLE)
+        StyleTransferClient(base_url=fake_server.url, max_retries=3).stylize(CONTENT, STYLE)
     with pytest.raises(cls) as aio:
-        run(lambda c: c.stylize(CONTENT, STYLE), base_url=server.url, max_retries=3)
+        run(lambda c: c.stylize(CONTENT, STYLE), base_url=fake_server.url, max_retries=3)
     fields = ("status_code", "code", "field", "message", "request_id", "body")
     assert [getattr(aio.value, f) for f in fields] == [getattr(sync.value, f) for f in fields]
     assert str(aio.value) == str(sync.value)
     assert aio.value.response.status_code == status
-    assert len(server.requests) == 2 and async_sleeps == []  # none of these is retried
+    assert len(fake_server.requests) == 2 and async_sleeps == []  # none of these is retried
 
 
-def test_retryable_answers_are_retried_with_backoff_and_retry_after(server, async_sleeps):
-    server.reply(503, {"code": 503, "type": "ServiceUnavailableException", "message": "no worker"},
+def test_retryable_answers_are_retried_with_backoff_and_retry_after(fake_server, async_sleeps):
+    fake_server.reply(503, {"code": 503, "type": "ServiceUnavailableException", "message": "no worker"},
                  headers={"Retry-After": "2"})
-    server.reply(429, "busy")
-    server.reply(200)
-    result = run(lambda c: c.stylize(CONTENT, STYLE), base_url=server.url, max_retries=2)
-    assert result.width == 128 and len(server.requests) == 3
+    fake_server.reply(429, "busy")
+    fake_server.reply(200)
+    result = run(lambda c: c.stylize(CONTENT, STYLE), base_url=fake_server.url, max_retries=2)
+    assert result.width == 128 and len(fake_server.requests) == 3
     assert async_sleeps[0] == 2.0 and 0.75 <= async_sleeps[1] <= 1.0
-    assert server.requests[0].raw == server.requests[2].raw
+    assert fake_server.requests[0].raw == fake_server.requests[2].raw
 
 
-def test_retries_are_bounded(server, async_sleeps):
-    server.reply(502, "bad gateway")
+def test_retries_are_bounded(fake_server, async_sleeps):
+    fake_server.reply(502, "bad gateway")
     with pytest.raises(ServerError):
-        run(lambda c: c.health(), base_url=server.url, max_retries=2)
-    assert len(server.requests) == 3 and len(async_sleeps) == 2
+        run(lambda c: c.health(), base_url=fake_server.url, max_retries=2)
+    assert len(fake_server.requests) == 3 and len(async_sleeps) == 2
 
 
-def test_expired_key_rereads_the_key_file_and_retries_once(server, tmp_path, write_key_file):
+def test_expired_key_rereads_the_key_file_and_retries_once(fake_server, tmp_path, write_key_file):
     key_file = write_key_file(tmp_path / "key_file.json", "old-key")
 
     async def main() -> dict[str, Any]:
-        async with AsyncStyleTransferClient(base_url=server.url, key_file=key_file, max_retries=0) as client:
+        async with AsyncStyleTransferClient(base_url=fake_server.url, key_file=key_file, max_retries=0) as client:
             write_key_file(key_file, "new-key")
             return await client.health()
 
-    server.reply(400, {"code": 400, "type": "InvalidKeyException", "message": "expired"})
-    server.reply(200, {"status": "Healthy"})
+    fake_server.reply(400, {"code": 400, "type": "InvalidKeyException", "message": "expired"})
+    fake_server.reply(200, {"status": "Healthy"})
     assert asyncio.run(main()) == {"status": "Healthy"}
-    assert [r.headers["Authorization"] for r in server.requests] == ["Bearer old-key", "Bearer new-key"]
+    assert [r.headers["Authorization"] for r in fake_server.requests] == ["Bearer old-key", "Bearer new-key"]
 
 
 def test_connection_refused_is_retried_then_raised(async_sleeps):
@@ -212,19 +212,19 @@ def test_connection_refused_is_retried_then_raised(async_sleeps):
     assert len(async_sleeps) == 2
 
 
-def test_read_timeout_is_not_retried(server, async_sleeps):
-    server.reply(200, delay=1.0)
+def test_read_timeout_is_not_retried(fake_server, async_sleeps):
+    fake_server.reply(200, delay=1.0)
     with pytest.raises(APITimeoutError, match="0.2 s"):
-        run(lambda c: c.stylize(CONTENT, STYLE), base_url=server.url, timeout=0.2, max_retries=2)
-    assert len(server.requests) == 1 and async_sleeps == []
+        run(lambda c: c.stylize(CONTENT, STYLE), base_url=fake_server.url, timeout=0.2, max_retries=2)
+    assert len(fake_server.requests) == 1 and async_sleeps == []
 
 
-def test_time_budget_bounds_the_read_timeout(server, success_body):
-    server.reply(200, success_body(stopped="time_budget"), delay=0.5)
+def test_time_budget_bounds_the_read_timeout(fake_server, success_body):
+    fake_server.reply(200, success_body(stopped="time_budget"), delay=0.5)
     # timeout=0.2 alone would expire; the budget cannot raise the timeout above the client's.
     with pytest.raises(APITimeoutError):
-        run(lambda c: c.stylize(CONTENT, STYLE, time_budget_s=5), base_url=server.url, timeout=0.2)
-    assert server.requests[-1].json["params"]["time_budget_s"] == 5
+        run(lambda c: c.stylize(CONTENT, STYLE, time_budget_s=5), base_url=fake_server.url, timeout=0.2)
+    assert fake_server.requests[-1].json["params"]["time_budget_s"] == 5
 
 
 # ------------------------------------------------------------------------------ streaming
@@ -236,23 +236,23 @@ def _lines(success_body) -> list[dict[str, Any]]:
     return [*progress, {"event": "result", **success_body(iterations=4)}]
 
 
-def test_stream_events_equal_the_sync_client(server, success_body):
-    server.stream(_lines(success_body), chunk_delay=0.01)
-    sync = list(StyleTransferClient(base_url=server.url).stylize_stream(CONTENT, STYLE, steps=4, progress_every=2))
+def test_stream_events_equal_the_sync_client(fake_server, success_body):
+    fake_server.stream(_lines(success_body), chunk_delay=0.01)
+    sync = list(StyleTransferClient(base_url=fake_server.url).stylize_stream(CONTENT, STYLE, steps=4, progress_every=2))
 
     async def collect(client: AsyncStyleTransferClient) -> list:
         return [e async for e in await client.stylize_stream(CONTENT, STYLE, steps=4, progress_every=2)]
 
-    aio = run(collect, base_url=server.url)
+    aio = run(collect, base_url=fake_server.url)
     assert [type(e) for e in aio] == [ProgressEvent] * 3 + [ResultEvent]
     assert aio[:3] == sync[:3]  # frozen dataclasses: equal field by field
     assert aio[-1].result.image_bytes == sync[-1].result.image_bytes
-    assert server.requests[0].raw == server.requests[1].raw
-    assert "application/x-ndjson" in server.requests[1].headers["Accept"]
+    assert fake_server.requests[0].raw == fake_server.requests[1].raw
+    assert "application/x-ndjson" in fake_server.requests[1].headers["Accept"]
 
 
-def test_stream_error_event_and_early_close(server, success_body):
-    server.stream([_lines(success_body)[0],
+def test_stream_error_event_and_early_close(fake_server, success_body):
+    fake_server.stream([_lines(success_body)[0],
                    {"event": "error", "status": 507, "error": {"code": "out_of_memory", "message": "oom"}}])
 
     async def until_error(client: AsyncStyleTransferClient) -> list[Any]:
@@ -263,9 +263,9 @@ def test_stream_error_event_and_early_close(server, success_body):
         assert (info.value.status_code, info.value.code) == (507, "out_of_memory")
         return seen
 
-    assert [type(e) for e in run(until_error, base_url=server.url)] == [ProgressEvent]
+    assert [type(e) for e in run(until_error, base_url=fake_server.url)] == [ProgressEvent]
 
-    server.stream(_lines(success_body), chunk_delay=0.05)
+    fake_server.stream(_lines(success_body), chunk_delay=0.05)
 
     async def first_only(client: AsyncStyleTransferClient) -> Any:
         events = await client.stylize_stream(CONTENT, STYLE)
@@ -273,31 +273,31 @@ def test_stream_error_event_and_early_close(server, success_body):
         await events.aclose()  # closes the connection before the result
         return first
 
-    assert isinstance(run(first_only, base_url=server.url), ProgressEvent)
+    assert isinstance(run(first_only, base_url=fake_server.url), ProgressEvent)
 
 
-def test_stalled_stream_times_out(server, success_body):
-    server.stream(_lines(success_body), chunk_delay=1.0)
+def test_stalled_stream_times_out(fake_server, success_body):
+    fake_server.stream(_lines(success_body), chunk_delay=1.0)
 
     async def collect(client: AsyncStyleTransferClient) -> list:
         return [e async for e in await client.stylize_stream(CONTENT, STYLE)]
 
     with pytest.raises(APITimeoutError, match="stalled"):
-        run(collect, base_url=server.url, timeout=0.3)
+        run(collect, base_url=fake_server.url, timeout=0.3)
 
 
-def test_error_before_streaming_raises_at_the_call(server):
-    server.reply(400, {"error": {"code": "out_of_range", "message": "no", "field": "params.progress_every"}})
+def test_error_before_streaming_raises_at_the_call(fake_server):
+    fake_server.reply(400, {"error": {"code": "out_of_range", "message": "no", "field": "params.progress_every"}})
     with pytest.raises(BadRequestError) as info:
-        run(lambda c: c.stylize_stream(CONTENT, STYLE, progress_every=0), base_url=server.url)
+        run(lambda c: c.stylize_stream(CONTENT, STYLE, progress_every=0), base_url=fake_server.url)
     assert info.value.field == "params.progress_every"
 
 
-def test_progress_bar(server, success_body, capsys):
-    server.stream(_lines(success_body))
-    result = run(lambda c: c.stylize(CONTENT, STYLE, steps=4, progress=True), base_url=server.url)
+def test_progress_bar(fake_server, success_body, capsys):
+    fake_server.stream(_lines(success_body))
+    result = run(lambda c: c.stylize(CONTENT, STYLE, steps=4, progress=True), base_url=fake_server.url)
     assert result.iterations == 4
-    assert server.requests[0].json["params"]["stream"] is True
+    assert fake_server.requests[0].json["params"]["stream"] is True
     assert "4/4" in capsys.readouterr().err
 
 
@@ -311,17 +311,17 @@ DESCRIPTION = [{
 }]
 
 
-def test_info_asks_the_management_api_with_the_management_key(server, tmp_path, write_key_file):
+def test_info_asks_the_management_api_with_the_management_key(fake_server, tmp_path, write_key_file):
     key_file = write_key_file(tmp_path / "key_file.json", "k")
-    server.reply(200, DESCRIPTION)
-    sync = StyleTransferClient(base_url="http://127.0.0.1:1", management_url=server.url, key_file=key_file).info()
-    aio = run(lambda c: c.info(), base_url="http://127.0.0.1:1", management_url=server.url, key_file=key_file)
+    fake_server.reply(200, DESCRIPTION)
+    sync = StyleTransferClient(base_url="http://127.0.0.1:1", management_url=fake_server.url, key_file=key_file).info()
+    aio = run(lambda c: c.info(), base_url="http://127.0.0.1:1", management_url=fake_server.url, key_file=key_file)
     for info in (sync, aio):
         assert isinstance(info, ModelInfo)
         assert (info.model, info.version, info.device, info.ready_workers) == ("nst", "1.0", "cpu", 1)
         assert info.weights["label"] == "random-seed-0" and info.defaults["steps"] == 300
     assert sync == aio
-    for req in server.requests:
+    for req in fake_server.requests:
         assert (req.method, req.path) == ("GET", "/models/nst?customized=true")
         assert req.headers["Authorization"] == "Bearer MGMT-k"
 
@@ -334,16 +334,16 @@ def test_info_management_url_defaults_and_env(monkeypatch):
     assert StyleTransferClient(management_url="http://x:1").management_url == "http://x:1"
 
 
-def test_info_errors(server, tmp_path):
+def test_info_errors(fake_server, tmp_path):
     key_file = tmp_path / "key_file.json"
     key_file.write_text(json.dumps({"inference": {"key": "only-inference"}}))
     # No management key: reported by info(), not by the constructor (stylize needs none).
     with pytest.raises(KeyFileError, match="management"):
-        run(lambda c: c.info(), base_url=server.url, management_url=server.url, key_file=key_file)
-    server.reply(404, {"code": 404, "type": "ModelNotFoundException", "message": "Model not found: nst"})
-    server.reply(200, {"not": "a list"})
+        run(lambda c: c.info(), base_url=fake_server.url, management_url=fake_server.url, key_file=key_file)
+    fake_server.reply(404, {"code": 404, "type": "ModelNotFoundException", "message": "Model not found: nst"})
+    fake_server.reply(200, {"not": "a list"})
     with pytest.raises(NotFoundError):
-        run(lambda c: c.info(), management_url=server.url, management_token="m")
+        run(lambda c: c.info(), management_url=fake_server.url, management_token="m")
     with pytest.raises(APIResponseValidationError):
-        run(lambda c: c.info(), management_url=server.url, management_token="m")
-    assert [r.headers["Authorization"] for r in server.requests] == ["Bearer m", "Bearer m"]
+        run(lambda c: c.info(), management_url=fake_server.url, management_token="m")
+    assert [r.headers["Authorization"] for r in fake_server.requests] == ["Bearer m", "Bearer m"]

@@ -18,17 +18,17 @@ STYLE = DATA / "starry_night_64x64.png"
 OUTPUT = DATA / "chelsea_128x96.png"
 
 
-def test_stylize_writes_output_and_sends_every_flag(server, tmp_path, capsys):
+def test_stylize_writes_output_and_sends_every_flag(fake_server, tmp_path, capsys):
     out = tmp_path / "out.png"
     rc = cli.main([
-        "stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", server.url, "--token", "tok",
+        "stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", fake_server.url, "--token", "tok",
         "--image-size", "32", "--steps", "3", "--content-weight", "1", "--style-weight", "1e6",
         "--tv-weight", "0", "--init", "noise", "--seed", "7", "--output-format", "png",
         "--param", "future_knob=[1, 2]", "--param", "label=hello",
     ])
     assert rc == 0
     assert out.read_bytes() == OUTPUT.read_bytes()
-    req = server.requests[0]
+    req = fake_server.requests[0]
     assert req.path == "/predictions/nst"
     assert req.headers["Authorization"] == "Bearer tok"
     assert req.json["params"] == {
@@ -40,10 +40,10 @@ def test_stylize_writes_output_and_sends_every_flag(server, tmp_path, capsys):
         assert part in summary
 
 
-def test_stylize_without_flags_sends_no_params(server, tmp_path):
-    assert cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", server.url]) == 0
-    assert server.requests[0].json["params"] == {}
-    assert "Authorization" not in server.requests[0].headers
+def test_stylize_without_flags_sends_no_params(fake_server, tmp_path):
+    assert cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", fake_server.url]) == 0
+    assert fake_server.requests[0].json["params"] == {}
+    assert "Authorization" not in fake_server.requests[0].headers
 
 
 @pytest.mark.parametrize(
@@ -60,10 +60,10 @@ def test_stylize_without_flags_sends_no_params(server, tmp_path):
         (507, {"error": {"code": "out_of_memory", "message": "out of memory", "field": None}}, cli.EXIT_SERVER),
     ],
 )
-def test_stylize_error_exit_codes(server, tmp_path, capsys, status, body, code):
-    server.reply(status, body)
+def test_stylize_error_exit_codes(fake_server, tmp_path, capsys, status, body, code):
+    fake_server.reply(status, body)
     out = tmp_path / "o.png"
-    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", server.url, "--max-retries", "0"])
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", fake_server.url, "--max-retries", "0"])
     assert rc == code
     assert not out.exists()
     err = capsys.readouterr().err
@@ -82,9 +82,9 @@ def test_connection_error_exit_code(tmp_path, capsys):
     assert "nst-client: error:" in capsys.readouterr().err
 
 
-def test_missing_input_file_exit_code(server, tmp_path, capsys):
-    rc = cli.main(["stylize", "nope.png", str(STYLE), "-o", str(tmp_path / "o.png"), "--url", server.url])
-    assert rc == 2 and server.requests == []
+def test_missing_input_file_exit_code(fake_server, tmp_path, capsys):
+    rc = cli.main(["stylize", "nope.png", str(STYLE), "-o", str(tmp_path / "o.png"), "--url", fake_server.url])
+    assert rc == 2 and fake_server.requests == []
     assert "nope.png" in capsys.readouterr().err
 
 
@@ -94,16 +94,16 @@ def test_usage_error_exits_2():
     assert info.value.code == 2
 
 
-def test_health_prints_json(server, capsys, monkeypatch):
-    server.reply(200, {"status": "Healthy"})
-    monkeypatch.setenv("NST_URL", server.url)
+def test_health_prints_json(fake_server, capsys, monkeypatch):
+    fake_server.reply(200, {"status": "Healthy"})
+    monkeypatch.setenv("NST_URL", fake_server.url)
     assert cli.main(["health"]) == 0
     assert json.loads(capsys.readouterr().out) == {"status": "Healthy"}
 
 
-def test_python_m_nst_client_subprocess(server, tmp_path, write_key_file):
+def test_python_m_nst_client_subprocess(fake_server, tmp_path, write_key_file):
     out = tmp_path / "out.jpg"
-    env = {**os.environ, "NST_URL": server.url, "NST_KEY_FILE": str(write_key_file(tmp_path / "k.json", "sub-key"))}
+    env = {**os.environ, "NST_URL": fake_server.url, "NST_KEY_FILE": str(write_key_file(tmp_path / "k.json", "sub-key"))}
     env.pop("NST_TOKEN", None)
     proc = subprocess.run(
         [sys.executable, "-m", "nst_client", "stylize", str(CONTENT), str(STYLE), "-o", str(out), "--steps", "2"],
@@ -113,44 +113,44 @@ def test_python_m_nst_client_subprocess(server, tmp_path, write_key_file):
     assert "iterations=7" in proc.stdout
     with Image.open(out) as img:  # png response re-encoded to the .jpg suffix
         assert img.format == "JPEG" and img.size == (128, 96)
-    assert server.requests[0].headers["Authorization"] == "Bearer sub-key"
-    assert server.requests[0].json["params"] == {"steps": 2}
+    assert fake_server.requests[0].headers["Authorization"] == "Bearer sub-key"
+    assert fake_server.requests[0].json["params"] == {"steps": 2}
 
 
-def test_read_timeout_exit_code(server, tmp_path, capsys):
-    server.reply(200, None, delay=1.0)
-    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", server.url,
+def test_read_timeout_exit_code(fake_server, tmp_path, capsys):
+    fake_server.reply(200, None, delay=1.0)
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", fake_server.url,
                    "--timeout", "0.2"])
     assert rc == cli.EXIT_TIMEOUT
     assert "within 0.2 s" in capsys.readouterr().err
 
 
-def test_contract_breaking_answer_exit_code(server, tmp_path, capsys):
-    server.reply(200, {"format": "png"})  # 200 without an image
-    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", server.url])
+def test_contract_breaking_answer_exit_code(fake_server, tmp_path, capsys):
+    fake_server.reply(200, {"format": "png"})  # 200 without an image
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", fake_server.url])
     assert rc == cli.EXIT_BAD_RESPONSE
     assert "image" in capsys.readouterr().err
 
 
-def test_history_asked_for_but_missing_keeps_the_image(server, tmp_path, capsys):
+def test_history_asked_for_but_missing_keeps_the_image(fake_server, tmp_path, capsys):
     out = tmp_path / "o.png"
-    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", server.url,
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", fake_server.url,
                    "--history-out", str(tmp_path / "h.json")])
     assert rc == cli.EXIT_BAD_RESPONSE
-    assert server.requests[0].json["params"] == {"return_history": True}
+    assert fake_server.requests[0].json["params"] == {"return_history": True}
     assert out.read_bytes() == OUTPUT.read_bytes() and not (tmp_path / "h.json").exists()
     assert "no history" in capsys.readouterr().err
 
 
-def test_missing_output_directory_fails_before_sending(server, tmp_path, capsys):
-    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "nope" / "o.png"), "--url", server.url])
-    assert rc == cli.EXIT_USAGE and server.requests == []
+def test_missing_output_directory_fails_before_sending(fake_server, tmp_path, capsys):
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "nope" / "o.png"), "--url", fake_server.url])
+    assert rc == cli.EXIT_USAGE and fake_server.requests == []
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_json_success_document(server, tmp_path, capsys):
+def test_json_success_document(fake_server, tmp_path, capsys):
     out = tmp_path / "o.png"
-    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", server.url, "--json"])
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", fake_server.url, "--json"])
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)  # exactly one JSON document, nothing else
     assert doc["ok"] is True and doc["command"] == "stylize"
@@ -161,9 +161,9 @@ def test_json_success_document(server, tmp_path, capsys):
     assert doc["params"] == {"image_size": 128, "steps": 7} and doc["elapsed_s"] >= 0
 
 
-def test_json_error_document(server, tmp_path, capsys):
-    server.reply(400, {"error": {"code": "out_of_range", "message": "steps must be >= 1", "field": "params.steps"}})
-    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", server.url,
+def test_json_error_document(fake_server, tmp_path, capsys):
+    fake_server.reply(400, {"error": {"code": "out_of_range", "message": "steps must be >= 1", "field": "params.steps"}})
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", fake_server.url,
                    "--json", "--steps", "0"])
     captured = capsys.readouterr()
     assert rc == cli.EXIT_REJECTED and captured.err == ""
@@ -182,14 +182,14 @@ def test_json_usage_error_is_a_document_too(capsys):
     assert doc["error"]["kind"] == "usage" and "style" in doc["error"]["message"]
 
 
-def test_health_json_document(server, capsys):
-    server.reply(200, {"status": "Healthy"})
-    assert cli.main(["health", "--json", "--url", server.url]) == 0
+def test_health_json_document(fake_server, capsys):
+    fake_server.reply(200, {"status": "Healthy"})
+    assert cli.main(["health", "--json", "--url", fake_server.url]) == 0
     assert json.loads(capsys.readouterr().out) == {
-        "ok": True, "command": "health", "url": server.url, "response": {"status": "Healthy"}}
+        "ok": True, "command": "health", "url": fake_server.url, "response": {"status": "Healthy"}}
 
 
-def test_info_reads_the_management_api(server, capsys):
+def test_info_reads_the_management_api(fake_server, capsys):
     description = {
         "modelName": "nst", "modelVersion": "1.0",
         "workers": [{"id": "9000", "status": "READY"}],
@@ -197,14 +197,14 @@ def test_info_reads_the_management_api(server, capsys):
             "weights": {"source": "random", "label": "random-seed-0"}, "device": "cpu",
             "limits": {"max_image_side": 1024}, "defaults": {"steps": 300}}),
     }
-    server.reply(200, [description])
-    argv = ["info", "--url", "http://127.0.0.1:1", "--management-url", server.url, "--management-token", "mk"]
+    fake_server.reply(200, [description])
+    argv = ["info", "--url", "http://127.0.0.1:1", "--management-url", fake_server.url, "--management-token", "mk"]
     assert cli.main([*argv, "--json"]) == 0
-    req = server.requests[0]
+    req = fake_server.requests[0]
     assert (req.method, req.path) == ("GET", "/models/nst?customized=true")
     assert req.headers["Authorization"] == "Bearer mk"
     doc = json.loads(capsys.readouterr().out)
-    assert doc["management_url"] == server.url and doc["weights"]["label"] == "random-seed-0"
+    assert doc["management_url"] == fake_server.url and doc["weights"]["label"] == "random-seed-0"
     assert (doc["device"], doc["limits"], doc["defaults"], doc["ready_workers"]) == \
         ("cpu", {"max_image_side": 1024}, {"steps": 300}, 1)
     assert cli.main(argv) == 0

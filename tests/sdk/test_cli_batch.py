@@ -38,21 +38,21 @@ def photos(tmp_path: Path) -> Path:
     return d
 
 
-def _batch(server, content: object, out: Path, *extra: str) -> int:
-    return cli.main(["batch", str(content), *map(str, STYLES), "-o", str(out), "--url", server.url, *extra])
+def _batch(fake_server, content: object, out: Path, *extra: str) -> int:
+    return cli.main(["batch", str(content), *map(str, STYLES), "-o", str(out), "--url", fake_server.url, *extra])
 
 
-def _sent_pairs(server, photos: Path) -> list[tuple[str, str]]:
+def _sent_pairs(fake_server, photos: Path) -> list[tuple[str, str]]:
     """(content name, style name) of each request, in the order they were sent."""
     names = {base64.b64encode(p.read_bytes()).decode(): p.name for p in [*photos.iterdir(), *STYLES] if p.is_file()}
-    return [(names[r.json["content"]], names[r.json["style"]]) for r in server.requests]
+    return [(names[r.json["content"]], names[r.json["style"]]) for r in fake_server.requests]
 
 
-def test_a_directory_gives_an_image_per_pair_a_manifest_and_a_sheet(server, photos, tmp_path, capsys):
+def test_a_directory_gives_an_image_per_pair_a_manifest_and_a_sheet(fake_server, photos, tmp_path, capsys):
     out = tmp_path / "out"
-    assert _batch(server, photos, out, "--steps", "3") == 0
-    assert sorted(_sent_pairs(server, photos)) == sorted(PAIRS.values())  # notes.txt and the folder left out
-    assert all(r.json["params"] == {"steps": 3} for r in server.requests)
+    assert _batch(fake_server, photos, out, "--steps", "3") == 0
+    assert sorted(_sent_pairs(fake_server, photos)) == sorted(PAIRS.values())  # notes.txt and the folder left out
+    assert all(r.json["params"] == {"steps": 3} for r in fake_server.requests)
     assert sorted(p.name for p in out.iterdir()) == sorted([*PAIRS, "batch.json", "sheet.png"])
     for name in PAIRS:
         assert (out / name).read_bytes() == OUTPUT.read_bytes()
@@ -68,50 +68,50 @@ def test_a_directory_gives_an_image_per_pair_a_manifest_and_a_sheet(server, phot
     assert "4 pairs: 4 rendered, 0 skipped as done before, 0 failed" in lines[-1]
 
 
-def test_a_glob_takes_the_files_it_matches(server, photos, tmp_path):
+def test_a_glob_takes_the_files_it_matches(fake_server, photos, tmp_path):
     (photos / "deeper").mkdir()
     shutil.copy(DATA / "starry_night_128x96.png", photos / "deeper" / "c.png")
     out = tmp_path / "out"
-    assert _batch(server, photos / "*.png", out) == 0  # a.png only: b.jpg does not match, sub.png is a folder
+    assert _batch(fake_server, photos / "*.png", out) == 0  # a.png only: b.jpg does not match, sub.png is a folder
     assert {p.name for p in out.glob("*__*")} == {"a__starry_night_64x64.png", "a__the_scream_128x96.png"}
-    assert _batch(server, f"{photos}/**/*.png", out) == 0  # ** spans directories
+    assert _batch(fake_server, f"{photos}/**/*.png", out) == 0  # ** spans directories
     assert {p.name.split("__")[0] for p in out.glob("*__*")} == {"a", "c"}
 
 
-def test_a_rerun_skips_every_pair_done(server, photos, tmp_path, capsys):
+def test_a_rerun_skips_every_pair_done(fake_server, photos, tmp_path, capsys):
     out = tmp_path / "out"
-    assert _batch(server, photos, out) == 0
-    server.requests.clear()
+    assert _batch(fake_server, photos, out) == 0
+    fake_server.requests.clear()
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*__*")}
     capsys.readouterr()
-    assert _batch(server, photos, out, "--json") == 0
-    assert server.requests == []  # nothing was sent
+    assert _batch(fake_server, photos, out, "--json") == 0
+    assert fake_server.requests == []  # nothing was sent
     doc = json.loads(capsys.readouterr().out)
     assert (doc["rendered"], doc["skipped"], doc["failed"]) == (0, 4, 0)
     assert {p["status"] for p in doc["pairs"]} == {"skipped"}
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*__*")} == mtimes
 
 
-def test_a_changed_parameter_or_input_renders_again(server, photos, tmp_path):
+def test_a_changed_parameter_or_input_renders_again(fake_server, photos, tmp_path):
     out = tmp_path / "out"
-    assert _batch(server, photos, out, "--steps", "3") == 0
-    server.requests.clear()
-    assert _batch(server, photos, out, "--steps", "4") == 0  # no refusal: every pair is rendered anew
-    assert len(server.requests) == 4 and all(r.json["params"] == {"steps": 4} for r in server.requests)
+    assert _batch(fake_server, photos, out, "--steps", "3") == 0
+    fake_server.requests.clear()
+    assert _batch(fake_server, photos, out, "--steps", "4") == 0  # no refusal: every pair is rendered anew
+    assert len(fake_server.requests) == 4 and all(r.json["params"] == {"steps": 4} for r in fake_server.requests)
     assert {e["params"]["steps"] for e in json.loads((out / "batch.json").read_text())["pairs"].values()} == {4}
 
-    server.requests.clear()
+    fake_server.requests.clear()
     shutil.copy(DATA / "chelsea_128x96.png", photos / "a.png")  # other bytes under the same name
-    assert _batch(server, photos, out, "--steps", "4") == 0
-    assert sorted(_sent_pairs(server, photos)) == [("a.png", "starry_night_64x64.png"),
+    assert _batch(fake_server, photos, out, "--steps", "4") == 0
+    assert sorted(_sent_pairs(fake_server, photos)) == [("a.png", "starry_night_64x64.png"),
                                                    ("a.png", "the_scream_128x96.png")]
 
 
-def test_a_rejected_pair_does_not_stop_the_others(server, photos, tmp_path, capsys):
-    server.reply(200).reply(400, REJECTED).reply(200)  # the second pair is refused, the rest succeed
+def test_a_rejected_pair_does_not_stop_the_others(fake_server, photos, tmp_path, capsys):
+    fake_server.reply(200).reply(400, REJECTED).reply(200)  # the second pair is refused, the rest succeed
     out = tmp_path / "out"
-    assert _batch(server, photos, out) == cli.EXIT_REJECTED
-    assert len(server.requests) == 4
+    assert _batch(fake_server, photos, out) == cli.EXIT_REJECTED
+    assert len(fake_server.requests) == 4
     assert sorted(p.name for p in out.glob("*__*")) == sorted(set(PAIRS) - {"a__the_scream_128x96.png"})
     entry = json.loads((out / "batch.json").read_text())["pairs"]["a__the_scream_128x96.png"]
     assert entry["error"]["kind"] == "rejected" and entry["error"]["code"] == "out_of_range"
@@ -121,27 +121,27 @@ def test_a_rejected_pair_does_not_stop_the_others(server, photos, tmp_path, caps
     assert lines[-1] == f"failed: {photos / 'a.png'} x {STYLES[1]}: rejected: too big"
 
     # A rerun sends the failed pair alone.
-    server.requests.clear()
-    assert _batch(server, photos, out) == 0
-    assert _sent_pairs(server, photos) == [("a.png", "the_scream_128x96.png")]
+    fake_server.requests.clear()
+    assert _batch(fake_server, photos, out) == 0
+    assert _sent_pairs(fake_server, photos) == [("a.png", "the_scream_128x96.png")]
 
 
-def test_an_unreadable_content_fails_its_pairs_only(server, photos, tmp_path, capsys):
+def test_an_unreadable_content_fails_its_pairs_only(fake_server, photos, tmp_path, capsys):
     (photos / "c.png").write_bytes(b"")
     out = tmp_path / "out"
-    assert _batch(server, photos, out, "--json") == cli.EXIT_USAGE
-    assert sorted(_sent_pairs(server, photos)) == sorted(PAIRS.values())  # nothing sent for c.png
+    assert _batch(fake_server, photos, out, "--json") == cli.EXIT_USAGE
+    assert sorted(_sent_pairs(fake_server, photos)) == sorted(PAIRS.values())  # nothing sent for c.png
     doc = json.loads(capsys.readouterr().out)
     assert (doc["rendered"], doc["failed"]) == (4, 2)
     assert [f["file"] for f in doc["failures"]] == ["c__starry_night_64x64.png", "c__the_scream_128x96.png"]
     assert all(f["error"]["kind"] == "usage" and "file is empty" in f["error"]["message"] for f in doc["failures"])
 
 
-def test_the_json_document_of_a_batch_with_failures(server, photos, tmp_path, capsys):
+def test_the_json_document_of_a_batch_with_failures(fake_server, photos, tmp_path, capsys):
     (photos / "c.png").write_bytes(b"")  # fails locally (usage) while a server refusal fails another pair
-    server.reply(400, REJECTED).reply(200)
+    fake_server.reply(400, REJECTED).reply(200)
     out = tmp_path / "out"
-    assert _batch(server, photos, out, "--json") == cli.EXIT_ERROR  # failures of two kinds
+    assert _batch(fake_server, photos, out, "--json") == cli.EXIT_ERROR  # failures of two kinds
     doc = json.loads(capsys.readouterr().out)
     assert set(doc) == {"ok", "command", "dir", "sheet", "manifest", "contents", "styles", "rendered", "skipped",
                         "failed", "pairs", "failures", "exit_code", "error"}
@@ -160,28 +160,28 @@ def test_the_json_document_of_a_batch_with_failures(server, photos, tmp_path, ca
                               "status_code": 400, "code": "out_of_range", "field": "params.image_size"}
 
 
-def test_concurrency_keeps_n_requests_in_flight(server, success_body, photos, tmp_path, capsys, pairs_in_flight):
-    server.reply(200, success_body(), delay=0.3)
-    assert _batch(server, photos, tmp_path / "out", "--concurrency", "2", "--progress") == 0
+def test_concurrency_keeps_n_requests_in_flight(fake_server, success_body, photos, tmp_path, capsys, pairs_in_flight):
+    fake_server.reply(200, success_body(), delay=0.3)
+    assert _batch(fake_server, photos, tmp_path / "out", "--concurrency", "2", "--progress") == 0
     # Two rounds of two (the fixture's pairing would time out one after the other), never all four at once.
-    assert len(server.requests) == 4 and pairs_in_flight.peak == 2
+    assert len(fake_server.requests) == 4 and pairs_in_flight.peak == 2
     assert "4/4" in capsys.readouterr().err  # the progress bar
 
 
-def test_an_auth_failure_stops_the_batch(server, photos, tmp_path):
-    server.reply(401, {"error": {"code": "unauthorized", "message": "bad token", "field": None}})
-    assert _batch(server, photos, tmp_path / "out") == cli.EXIT_AUTH
-    assert len(server.requests) == 1  # it would fail every pair: no other one is started
+def test_an_auth_failure_stops_the_batch(fake_server, photos, tmp_path):
+    fake_server.reply(401, {"error": {"code": "unauthorized", "message": "bad token", "field": None}})
+    assert _batch(fake_server, photos, tmp_path / "out") == cli.EXIT_AUTH
+    assert len(fake_server.requests) == 1  # it would fail every pair: no other one is started
 
 
-def test_each_pair_sends_the_mask_of_its_style(server, photos, tmp_path):
+def test_each_pair_sends_the_mask_of_its_style(fake_server, photos, tmp_path):
     masks = [tmp_path / "m0.png", tmp_path / "m1.png"]
     shutil.copy(DATA / "tubingen_64x64.png", masks[0])
     shutil.copy(DATA / "chelsea_128x96.png", masks[1])
     flags = ["--content-mask", str(masks[0]), "--style-mask", str(masks[0]), "--style-mask", str(masks[1])]
-    assert _batch(server, photos, tmp_path / "out", *flags) == 0
+    assert _batch(fake_server, photos, tmp_path / "out", *flags) == 0
     encoded = [base64.b64encode(m.read_bytes()).decode() for m in masks]
-    for (_, style), request in zip(_sent_pairs(server, photos), server.requests):
+    for (_, style), request in zip(_sent_pairs(fake_server, photos), fake_server.requests):
         assert request.json["style_masks"] == [encoded[[s.name for s in STYLES].index(style)]]
         assert request.json["content_mask"] == encoded[0]
 
@@ -192,23 +192,23 @@ def test_each_pair_sends_the_mask_of_its_style(server, photos, tmp_path):
     (lambda d: [str(d), "--dry-run"], "--dry-run is not supported"),
     (lambda d: [str(d), "--style-mask", str(STYLES[0])], "one per style"),
 ])
-def test_batch_usage_errors(server, photos, tmp_path, capsys, make_argv, message):
+def test_batch_usage_errors(fake_server, photos, tmp_path, capsys, make_argv, message):
     argv = make_argv(photos)
-    rc = cli.main(["batch", argv[0], *map(str, STYLES), "-o", str(tmp_path / "out"), "--url", server.url, *argv[1:]])
-    assert rc == cli.EXIT_USAGE and server.requests == [] and not (tmp_path / "out").exists()
+    rc = cli.main(["batch", argv[0], *map(str, STYLES), "-o", str(tmp_path / "out"), "--url", fake_server.url, *argv[1:]])
+    assert rc == cli.EXIT_USAGE and fake_server.requests == [] and not (tmp_path / "out").exists()
     err = capsys.readouterr().err
     assert message in err and (message != "no file matches" or str(photos / "*.gif") in err)
 
 
-def test_two_contents_with_one_stem_are_refused(server, photos, tmp_path, capsys):
+def test_two_contents_with_one_stem_are_refused(fake_server, photos, tmp_path, capsys):
     shutil.copy(photos / "a.png", photos / "a.webp")
-    assert _batch(server, photos, tmp_path / "out") == cli.EXIT_USAGE and server.requests == []
+    assert _batch(fake_server, photos, tmp_path / "out") == cli.EXIT_USAGE and fake_server.requests == []
     assert "would both be written to a__starry_night_64x64.png" in capsys.readouterr().err
 
 
-def test_jpeg_outputs_and_every_parameter_has_its_flag(server, photos, tmp_path):
+def test_jpeg_outputs_and_every_parameter_has_its_flag(fake_server, photos, tmp_path):
     out = tmp_path / "out"
-    assert _batch(server, photos, out, "--output-format", "jpeg") == 0
+    assert _batch(fake_server, photos, out, "--output-format", "jpeg") == 0
     assert {p.suffix for p in out.glob("*__*")} == {".jpg"}
     help_text = cli.build_parser().parse_args(["batch", "x", "y", "-o", "z"])
     assert all(hasattr(help_text, p.name) for p in PARAMS)

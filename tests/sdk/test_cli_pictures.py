@@ -41,9 +41,9 @@ def _stream(success_body, colors, *, steps: int) -> list[dict[str, Any]]:
     return lines
 
 
-def test_compare_sheet_holds_the_result_pixel_for_pixel(server, tmp_path, capsys):
+def test_compare_sheet_holds_the_result_pixel_for_pixel(fake_server, tmp_path, capsys):
     out, sheet = tmp_path / "o.png", tmp_path / "cmp.png"
-    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--compare", str(sheet), "--url", server.url])
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--compare", str(sheet), "--url", fake_server.url])
     assert rc == 0
     assert f"wrote {sheet} (compare)" in capsys.readouterr().out
     img = _open(sheet).convert("RGB")
@@ -53,55 +53,55 @@ def test_compare_sheet_holds_the_result_pixel_for_pixel(server, tmp_path, capsys
     found = [x for x in range(img.width - result.width + 1)
              if ImageChops.difference(img.crop((x, 6, x + result.width, 6 + result.height)), result).getbbox() is None]
     assert len(found) == 1 and found[0] > 2 * 96  # right of content and style
-    assert server.requests[0].json["params"] == {}  # a picture flag changes nothing in the request
+    assert fake_server.requests[0].json["params"] == {}  # a picture flag changes nothing in the request
 
 
-def test_plot_implies_return_history_and_writes_the_png(server, success_body, tmp_path):
-    server.reply(200, success_body(history=HISTORY))
+def test_plot_implies_return_history_and_writes_the_png(fake_server, success_body, tmp_path):
+    fake_server.reply(200, success_body(history=HISTORY))
     plot = tmp_path / "losses.png"
     rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--plot", str(plot),
-                   "--url", server.url, "--steps", "7"])
+                   "--url", fake_server.url, "--steps", "7"])
     assert rc == 0
-    assert server.requests[0].json["params"] == {"steps": 7, "return_history": True}
+    assert fake_server.requests[0].json["params"] == {"steps": 7, "return_history": True}
     with Image.open(plot) as img:
         assert img.format == "PNG" and img.size == (960, 540)
 
 
-def test_plot_without_matplotlib_names_the_extra_and_sends_nothing(server, tmp_path, capsys, monkeypatch):
+def test_plot_without_matplotlib_names_the_extra_and_sends_nothing(fake_server, tmp_path, capsys, monkeypatch):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--plot",
-                   str(tmp_path / "l.png"), "--url", server.url])
-    assert rc == cli.EXIT_MISSING_EXTRA and server.requests == []
+                   str(tmp_path / "l.png"), "--url", fake_server.url])
+    assert rc == cli.EXIT_MISSING_EXTRA and fake_server.requests == []
     assert "pip install 'nst-client[plot]'" in capsys.readouterr().err
 
 
-def test_progress_without_tqdm_exit_code(server, tmp_path, capsys, monkeypatch):
+def test_progress_without_tqdm_exit_code(fake_server, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)
     rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--progress",
-                   "--url", server.url, "--json"])
-    assert rc == cli.EXIT_MISSING_EXTRA and server.requests == []
+                   "--url", fake_server.url, "--json"])
+    assert rc == cli.EXIT_MISSING_EXTRA and fake_server.requests == []
     doc = json.loads(capsys.readouterr().out)
     assert doc["error"]["kind"] == "missing-extra" and "nst-client[progress]" in doc["error"]["message"]
 
 
 @pytest.mark.parametrize("flag, name", [("--plot", "l.xyz"), ("--compare", "c.xyz"), ("--compare", "c.psd")])
-def test_picture_suffixes_are_checked_before_sending(server, tmp_path, capsys, flag, name):
+def test_picture_suffixes_are_checked_before_sending(fake_server, tmp_path, capsys, flag, name):
     rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), flag,
-                   str(tmp_path / name), "--url", server.url])
-    assert rc == cli.EXIT_USAGE and server.requests == []
+                   str(tmp_path / name), "--url", fake_server.url])
+    assert rc == cli.EXIT_USAGE and fake_server.requests == []
     assert ".png" in capsys.readouterr().err
 
 
-def test_animate_streams_previews_into_a_gif_ending_on_the_result(server, success_body, tmp_path, capsys):
+def test_animate_streams_previews_into_a_gif_ending_on_the_result(fake_server, success_body, tmp_path, capsys):
     colors = [(250, 0, 0), (0, 250, 0), (0, 0, 250)]
-    server.stream(_stream(success_body, colors, steps=7))
+    fake_server.stream(_stream(success_body, colors, steps=7))
     gif = tmp_path / "a.gif"
     rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--animate", str(gif),
-                   "--preview-every", "3", "--steps", "7", "--url", server.url, "--json"])
+                   "--preview-every", "3", "--steps", "7", "--url", fake_server.url, "--json"])
     assert rc == 0
-    assert server.requests[0].json["params"] == {"steps": 7, "stream": True, "preview_every": 3}
+    assert fake_server.requests[0].json["params"] == {"steps": 7, "stream": True, "preview_every": 3}
     doc = json.loads(capsys.readouterr().out)
     # Three previews (iterations 0, 1, 2 here) and the result (iteration 7) as the last frame.
     assert doc["animation_frames"] == 4 and doc["files"]["animation"] == str(gif)
@@ -113,13 +113,13 @@ def test_animate_streams_previews_into_a_gif_ending_on_the_result(server, succes
             assert max(abs(r - color[0]), abs(g - color[1]), abs(b - color[2])) < 24
 
 
-def test_animate_default_interval_and_gif_suffix(server, success_body, tmp_path, capsys):
+def test_animate_default_interval_and_gif_suffix(fake_server, success_body, tmp_path, capsys):
     rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--animate",
-                   str(tmp_path / "a.png"), "--url", server.url])
-    assert rc == cli.EXIT_USAGE and server.requests == []
+                   str(tmp_path / "a.png"), "--url", fake_server.url])
+    assert rc == cli.EXIT_USAGE and fake_server.requests == []
     assert "gif" in capsys.readouterr().err
-    server.stream(_stream(success_body, [(9, 9, 9)], steps=7))
+    fake_server.stream(_stream(success_body, [(9, 9, 9)], steps=7))
     rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--animate",
-                   str(tmp_path / "a.gif"), "--url", server.url])
+                   str(tmp_path / "a.gif"), "--url", fake_server.url])
     assert rc == 0
-    assert server.requests[0].json["params"] == {"stream": True, "preview_every": 10}
+    assert fake_server.requests[0].json["params"] == {"stream": True, "preview_every": 10}

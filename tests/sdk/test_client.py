@@ -22,11 +22,11 @@ def _b64(req_json: dict, key: str) -> bytes:
     return base64.b64decode(req_json[key], validate=True)
 
 
-def test_request_shape(server):
-    with StyleTransferClient(base_url=server.url, token="tok") as client:
+def test_request_shape(fake_server):
+    with StyleTransferClient(base_url=fake_server.url, token="tok") as client:
         client.stylize(str(CONTENT), STYLE, steps=5, init="noise", style_weight=None)
 
-    (req,) = server.requests
+    (req,) = fake_server.requests
     assert req.method == "POST"
     assert req.path == "/predictions/nst"
     assert req.headers["Content-Type"] == "application/json"
@@ -36,42 +36,42 @@ def test_request_shape(server):
     assert req.json["params"] == {"steps": 5, "init": "noise"}  # None is omitted
 
 
-def test_no_params_sends_empty_object(server):
-    StyleTransferClient(base_url=server.url).stylize(CONTENT, STYLE)
-    assert server.requests[0].json["params"] == {}
+def test_no_params_sends_empty_object(fake_server):
+    StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE)
+    assert fake_server.requests[0].json["params"] == {}
 
 
-def test_all_known_params_and_unknown_ones_pass_through(server):
-    StyleTransferClient(base_url=server.url).stylize(
+def test_all_known_params_and_unknown_ones_pass_through(fake_server):
+    StyleTransferClient(base_url=fake_server.url).stylize(
         CONTENT, STYLE, image_size=256, steps=10, content_weight=1.0, style_weight=1e6,
         tv_weight=0.0, init="content", seed=0, output_format="jpeg",
         future_knob={"a": [1, 2]}, unset_future=None,
     )
-    assert server.requests[0].json["params"] == {
+    assert fake_server.requests[0].json["params"] == {
         "image_size": 256, "steps": 10, "content_weight": 1.0, "style_weight": 1e6,
         "tv_weight": 0.0, "init": "content", "seed": 0, "output_format": "jpeg",
         "future_knob": {"a": [1, 2]},
     }
 
 
-def test_model_name_and_base_url(server, monkeypatch):
-    StyleTransferClient(base_url=server.url + "/", model="other").stylize(CONTENT, STYLE)
-    monkeypatch.setenv("NST_URL", server.url)
+def test_model_name_and_base_url(fake_server, monkeypatch):
+    StyleTransferClient(base_url=fake_server.url + "/", model="other").stylize(CONTENT, STYLE)
+    monkeypatch.setenv("NST_URL", fake_server.url)
     client = StyleTransferClient()
-    assert client.base_url == server.url
+    assert client.base_url == fake_server.url
     client.stylize(CONTENT, STYLE)
-    assert [r.path for r in server.requests] == ["/predictions/other", "/predictions/nst"]
+    assert [r.path for r in fake_server.requests] == ["/predictions/other", "/predictions/nst"]
 
 
 def test_default_base_url():
     assert StyleTransferClient().base_url == "http://127.0.0.1:8080"
 
 
-def test_bytes_and_pil_inputs(server):
+def test_bytes_and_pil_inputs(fake_server):
     pil = Image.new("RGB", (5, 3), (10, 200, 30))
     raw = STYLE.read_bytes()
-    StyleTransferClient(base_url=server.url).stylize(pil, bytearray(raw))
-    req = server.requests[0].json
+    StyleTransferClient(base_url=fake_server.url).stylize(pil, bytearray(raw))
+    req = fake_server.requests[0].json
     assert _b64(req, "style") == raw
     decoded = Image.open(io.BytesIO(_b64(req, "content")))
     assert decoded.format == "PNG"
@@ -79,9 +79,9 @@ def test_bytes_and_pil_inputs(server):
     assert decoded.convert("RGB").getpixel((4, 2)) == (10, 200, 30)
 
 
-def test_cmyk_pil_is_converted_to_png_compatible_mode(server):
-    StyleTransferClient(base_url=server.url).stylize(Image.new("CMYK", (4, 4)), STYLE)
-    decoded = Image.open(io.BytesIO(_b64(server.requests[0].json, "content")))
+def test_cmyk_pil_is_converted_to_png_compatible_mode(fake_server):
+    StyleTransferClient(base_url=fake_server.url).stylize(Image.new("CMYK", (4, 4)), STYLE)
+    decoded = Image.open(io.BytesIO(_b64(fake_server.requests[0].json, "content")))
     assert decoded.format == "PNG" and decoded.mode == "RGB"
 
 
@@ -95,14 +95,14 @@ def test_cmyk_pil_is_converted_to_png_compatible_mode(server):
         (b"", ValueError),
     ],
 )
-def test_bad_local_input_fails_before_any_http(server, content, exc):
+def test_bad_local_input_fails_before_any_http(fake_server, content, exc):
     with pytest.raises(exc, match="content"):
-        StyleTransferClient(base_url=server.url).stylize(content, STYLE)
-    assert server.requests == []
+        StyleTransferClient(base_url=fake_server.url).stylize(content, STYLE)
+    assert fake_server.requests == []
 
 
-def test_result_fields(server):
-    result = StyleTransferClient(base_url=server.url).stylize(CONTENT, STYLE)
+def test_result_fields(fake_server):
+    result = StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE)
     assert isinstance(result, StylizeResult)
     assert result.image_bytes == OUTPUT.read_bytes()
     assert (result.format, result.width, result.height, result.iterations) == ("png", 128, 96, 7)
@@ -115,33 +115,33 @@ def test_result_fields(server):
     assert "image_bytes" not in repr(result)
 
 
-def test_missing_metadata_is_filled_from_the_image(server, success_body):
+def test_missing_metadata_is_filled_from_the_image(fake_server, success_body):
     body = success_body()
     for key in ("format", "width", "height", "iterations"):
         del body[key]
-    server.reply(200, body)
-    result = StyleTransferClient(base_url=server.url).stylize(CONTENT, STYLE)
+    fake_server.reply(200, body)
+    result = StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE)
     assert (result.format, result.width, result.height, result.iterations) == ("png", 128, 96, None)
 
 
-def test_save_same_format_writes_bytes_as_received(server, tmp_path):
-    result = StyleTransferClient(base_url=server.url).stylize(CONTENT, STYLE)
+def test_save_same_format_writes_bytes_as_received(fake_server, tmp_path):
+    result = StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE)
     out = result.save(tmp_path / "out.PNG")
     assert out.read_bytes() == OUTPUT.read_bytes()
 
 
-def test_save_other_suffix_reencodes(server, tmp_path):
-    result = StyleTransferClient(base_url=server.url).stylize(CONTENT, STYLE)
+def test_save_other_suffix_reencodes(fake_server, tmp_path):
+    result = StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE)
     out = result.save(str(tmp_path / "out.jpg"))
     with Image.open(out) as img:
         assert img.format == "JPEG" and img.size == (128, 96)
 
 
-def test_save_jpeg_response_as_jpeg(server, success_body, tmp_path):
+def test_save_jpeg_response_as_jpeg(fake_server, success_body, tmp_path):
     buf = io.BytesIO()
     Image.new("RGB", (8, 6), "red").save(buf, format="JPEG")
-    server.reply(200, success_body(image=base64.b64encode(buf.getvalue()).decode(), format="jpeg", width=8, height=6))
-    result = StyleTransferClient(base_url=server.url).stylize(CONTENT, STYLE, output_format="jpeg")
+    fake_server.reply(200, success_body(image=base64.b64encode(buf.getvalue()).decode(), format="jpeg", width=8, height=6))
+    result = StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, output_format="jpeg")
     assert result.save(tmp_path / "x.jpeg").read_bytes() == buf.getvalue()
 
 
@@ -149,24 +149,24 @@ def test_save_jpeg_response_as_jpeg(server, success_body, tmp_path):
     "status, body",
     [(200, "not json"), (200, {"format": "png"}), (200, {"image": "!!not base64!!"}), (200, [1, 2])],
 )
-def test_malformed_success_response(server, status, body):
-    server.reply(status, body)
+def test_malformed_success_response(fake_server, status, body):
+    fake_server.reply(status, body)
     with pytest.raises(APIResponseValidationError):
-        StyleTransferClient(base_url=server.url).stylize(CONTENT, STYLE)
+        StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE)
 
 
-def test_health(server):
-    server.reply(200, {"status": "Healthy"})
-    with StyleTransferClient(base_url=server.url, token="tok") as client:
+def test_health(fake_server):
+    fake_server.reply(200, {"status": "Healthy"})
+    with StyleTransferClient(base_url=fake_server.url, token="tok") as client:
         assert client.health() == {"status": "Healthy"}
-    (req,) = server.requests
+    (req,) = fake_server.requests
     assert (req.method, req.path, req.headers["Authorization"]) == ("GET", "/ping", "Bearer tok")
 
 
-def test_health_unhealthy_raises(server):
-    server.reply(500, {"status": "Unhealthy"})
+def test_health_unhealthy_raises(fake_server):
+    fake_server.reply(500, {"status": "Unhealthy"})
     with pytest.raises(ServerError):
-        StyleTransferClient(base_url=server.url).health()
+        StyleTransferClient(base_url=fake_server.url).health()
 
 
 def test_close_is_idempotent_and_context_manager_returns_self():

@@ -67,33 +67,33 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 CONTENT, STYLE = DATA / "tubingen_64x64.png", DATA / "starry_night_64x64.png"
 
 
-def test_precision_is_a_typed_keyword_sent_in_params(server) -> None:
-    StyleTransferClient(base_url=server.url).stylize(CONTENT, STYLE, precision="bf16")
+def test_precision_is_a_typed_keyword_sent_in_params(fake_server) -> None:
+    StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, precision="bf16")
 
     async def main() -> None:
-        async with AsyncStyleTransferClient(base_url=server.url) as client:
+        async with AsyncStyleTransferClient(base_url=fake_server.url) as client:
             await client.stylize(CONTENT, STYLE, precision="fp32")
 
     asyncio.run(main())
-    assert [r.json["params"] for r in server.requests] == [{"precision": "bf16"}, {"precision": "fp32"}]
+    assert [r.json["params"] for r in fake_server.requests] == [{"precision": "bf16"}, {"precision": "fp32"}]
     assert typing.get_args(next(p.type for p in PARAMS if p.name == "precision")) == ("fp32", "tf32", "bf16")
 
 
-def test_precision_left_out_is_not_sent(server) -> None:
-    StyleTransferClient(base_url=server.url).stylize(CONTENT, STYLE, precision=None, steps=2)
-    assert server.requests[0].json["params"] == {"steps": 2}
+def test_precision_left_out_is_not_sent(fake_server) -> None:
+    StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, precision=None, steps=2)
+    assert fake_server.requests[0].json["params"] == {"steps": 2}
 
 
-def test_cli_precision_flag_reaches_the_request(server, tmp_path: Path) -> None:
+def test_cli_precision_flag_reaches_the_request(fake_server, tmp_path: Path) -> None:
     rc = cli.main(["stylize", str(CONTENT), str(STYLE), "--precision", "bf16", "-o", str(tmp_path / "o.png"),
-                   "--url", server.url])
+                   "--url", fake_server.url])
     assert rc == 0
-    assert server.requests[0].json["params"] == {"precision": "bf16"}
+    assert fake_server.requests[0].json["params"] == {"precision": "bf16"}
 
 
-def test_cli_refuses_an_unknown_precision_before_any_request(server, tmp_path: Path, capsys) -> None:
+def test_cli_refuses_an_unknown_precision_before_any_request(fake_server, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["stylize", str(CONTENT), str(STYLE), "--precision", "fp16", "-o", str(tmp_path / "o.png"),
-                  "--url", server.url])
-    assert exit_info.value.code == 2 and server.requests == []
+                  "--url", fake_server.url])
+    assert exit_info.value.code == 2 and fake_server.requests == []
     assert "fp16" in capsys.readouterr().err

@@ -43,12 +43,12 @@ def arun(coro_of_client: Any, **kwargs: Any) -> Any:
 # ------------------------------------------------------------------------ the request
 
 
-def test_plan_sends_the_stylize_body_with_dry_run(server, plan_body):
-    server.reply(200, plan_body())
-    client = StyleTransferClient(base_url=server.url, token="tok")
+def test_plan_sends_the_stylize_body_with_dry_run(fake_server, plan_body):
+    fake_server.reply(200, plan_body())
+    client = StyleTransferClient(base_url=fake_server.url, token="tok")
     client.plan(CONTENT, [STYLE, OUTPUT], image_size=4096, scales=(1024, 4096), tile_size=1024, seed=None,
                 content_mask=CONTENT, future_knob=1)
-    (req,) = server.requests
+    (req,) = fake_server.requests
     assert (req.method, req.path, req.headers["Authorization"]) == ("POST", "/predictions/nst", "Bearer tok")
     assert req.json["params"] == {"image_size": 4096, "scales": [1024, 4096], "tile_size": 1024,
                                   "future_knob": 1, "dry_run": True}
@@ -56,16 +56,16 @@ def test_plan_sends_the_stylize_body_with_dry_run(server, plan_body):
     assert "content_mask" in req.json and "job" not in req.json
 
 
-def test_plan_without_params_sends_only_dry_run(server, plan_body):
-    server.reply(200, plan_body())
-    StyleTransferClient(base_url=server.url).plan(CONTENT, STYLE)
-    assert server.requests[0].json["params"] == {"dry_run": True}
-    assert isinstance(server.requests[0].json["style"], str)
+def test_plan_without_params_sends_only_dry_run(fake_server, plan_body):
+    fake_server.reply(200, plan_body())
+    StyleTransferClient(base_url=fake_server.url).plan(CONTENT, STYLE)
+    assert fake_server.requests[0].json["params"] == {"dry_run": True}
+    assert isinstance(fake_server.requests[0].json["style"], str)
 
 
-def test_stylize_sends_tile_size(server):
-    StyleTransferClient(base_url=server.url).stylize(CONTENT, STYLE, tile_size=512)
-    assert server.requests[0].json["params"] == {"tile_size": 512}
+def test_stylize_sends_tile_size(fake_server):
+    StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, tile_size=512)
+    assert fake_server.requests[0].json["params"] == {"tile_size": 512}
 
 
 def test_plan_takes_stylize_keywords_but_not_progress():
@@ -87,28 +87,28 @@ def test_dry_run_is_a_declared_parameter_but_no_stylize_keyword():
     lambda c: c.stylize_stream(CONTENT, STYLE, dry_run=True),
     lambda c: c.submit(CONTENT, STYLE, dry_run=True),
 ])
-def test_calls_that_expect_an_image_or_a_job_refuse_dry_run(server, call):
+def test_calls_that_expect_an_image_or_a_job_refuse_dry_run(fake_server, call):
     with pytest.raises(ValueError, match=r"dry_run: .*plan\("):
-        call(StyleTransferClient(base_url=server.url))
-    assert server.requests == []
+        call(StyleTransferClient(base_url=fake_server.url))
+    assert fake_server.requests == []
 
 
-def test_plan_refuses_stream_and_a_false_dry_run(server):
-    client = StyleTransferClient(base_url=server.url)
+def test_plan_refuses_stream_and_a_false_dry_run(fake_server):
+    client = StyleTransferClient(base_url=fake_server.url)
     with pytest.raises(ValueError, match="not streamed"):
         client.plan(CONTENT, STYLE, stream=True)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="always sends dry_run"):
         client.plan(CONTENT, STYLE, dry_run=False)  # type: ignore[call-arg]
-    assert server.requests == []
+    assert fake_server.requests == []
 
 
 # ------------------------------------------------------------------------ the answer
 
 
-def test_every_field_is_parsed_nulls_included(server, plan_body):
+def test_every_field_is_parsed_nulls_included(fake_server, plan_body):
     body = plan_body(extra_key="kept in raw")
-    server.reply(200, body)
-    plan = StyleTransferClient(base_url=server.url).plan(CONTENT, STYLE, image_size=4096)
+    fake_server.reply(200, body)
+    plan = StyleTransferClient(base_url=fake_server.url).plan(CONTENT, STYLE, image_size=4096)
     assert isinstance(plan, Plan)
     assert (plan.width, plan.height) == (4096, 3072)
     assert plan.levels == (
@@ -130,12 +130,12 @@ def test_every_field_is_parsed_nulls_included(server, plan_body):
     assert PlanLevel.from_dict(older).kept_tails == 0
 
 
-def test_measured_seconds_an_unknown_budget_and_no_request_id(server, plan_body):
+def test_measured_seconds_an_unknown_budget_and_no_request_id(fake_server, plan_body):
     body = plan_body(request_id=None)
     body["plan"].update(seconds=61, memory_budget_bytes=None)
     body["plan"]["levels"][1]["seconds"] = 0
-    server.reply(200, body)
-    plan = StyleTransferClient(base_url=server.url).plan(CONTENT, STYLE)
+    fake_server.reply(200, body)
+    plan = StyleTransferClient(base_url=fake_server.url).plan(CONTENT, STYLE)
     assert plan.seconds == 61.0 and isinstance(plan.seconds, float)
     assert plan.levels[1].seconds == 0.0 and plan.memory_budget_bytes is None and plan.request_id is None
 
@@ -172,62 +172,62 @@ def _broken(plan_body: Any, path: tuple[Any, ...], value: Any) -> dict[str, Any]
     (("weights",), 3),
     (("device",), None),
 ])
-def test_a_malformed_plan_is_a_validation_error(server, plan_body, path, value):
-    server.reply(200, _broken(plan_body, path, value))
+def test_a_malformed_plan_is_a_validation_error(fake_server, plan_body, path, value):
+    fake_server.reply(200, _broken(plan_body, path, value))
     with pytest.raises(APIResponseValidationError, match="Malformed plan response") as info:
-        StyleTransferClient(base_url=server.url).plan(CONTENT, STYLE)
+        StyleTransferClient(base_url=fake_server.url).plan(CONTENT, STYLE)
     assert isinstance(info.value.body, dict)
 
 
-def test_an_image_answer_to_a_dry_run_is_a_validation_error(server, success_body):
-    server.reply(200, success_body())  # a server that ignored dry_run
+def test_an_image_answer_to_a_dry_run_is_a_validation_error(fake_server, success_body):
+    fake_server.reply(200, success_body())  # a server that ignored dry_run
     with pytest.raises(APIResponseValidationError, match="'plan' is missing"):
-        StyleTransferClient(base_url=server.url).plan(CONTENT, STYLE)
+        StyleTransferClient(base_url=fake_server.url).plan(CONTENT, STYLE)
 
 
-def test_over_memory_budget_is_a_bad_request_with_its_field(server):
-    server.reply(400, OVER_BUDGET)
+def test_over_memory_budget_is_a_bad_request_with_its_field(fake_server):
+    fake_server.reply(400, OVER_BUDGET)
     with pytest.raises(BadRequestError) as info:
-        StyleTransferClient(base_url=server.url).plan(CONTENT, STYLE, image_size=4096, tile_size=2048)
+        StyleTransferClient(base_url=fake_server.url).plan(CONTENT, STYLE, image_size=4096, tile_size=2048)
     err = info.value
     assert (err.status_code, err.code, err.field) == (400, "over_memory_budget", "params.tile_size")
-    assert len(server.requests) == 1  # a 400 is not retried
+    assert len(fake_server.requests) == 1  # a 400 is not retried
 
 
 # ------------------------------------------------------------------------ async twin
 
 
-def test_async_plan_sends_the_same_request_and_parses_the_same_plan(server, plan_body):
-    server.reply(200, plan_body())
+def test_async_plan_sends_the_same_request_and_parses_the_same_plan(fake_server, plan_body):
+    fake_server.reply(200, plan_body())
     kwargs: dict[str, Any] = dict(image_size=4096, tile_size=1024, style_masks=[CONTENT])
-    sync = StyleTransferClient(base_url=server.url, token="t").plan(CONTENT, STYLE, **kwargs)
-    aio = arun(lambda c: c.plan(CONTENT, STYLE, **kwargs), base_url=server.url, token="t")
-    first, second = server.requests
+    sync = StyleTransferClient(base_url=fake_server.url, token="t").plan(CONTENT, STYLE, **kwargs)
+    aio = arun(lambda c: c.plan(CONTENT, STYLE, **kwargs), base_url=fake_server.url, token="t")
+    first, second = fake_server.requests
     assert (second.method, second.path, second.raw) == (first.method, first.path, first.raw)
     assert second.json["params"] == {"image_size": 4096, "tile_size": 1024, "dry_run": True}
     assert aio == sync
 
 
-def test_async_errors_map_as_in_the_sync_client(server, plan_body):
-    server.reply(400, OVER_BUDGET).reply(200, _broken(plan_body, ("plan", "levels"), []))
+def test_async_errors_map_as_in_the_sync_client(fake_server, plan_body):
+    fake_server.reply(400, OVER_BUDGET).reply(200, _broken(plan_body, ("plan", "levels"), []))
     with pytest.raises(BadRequestError) as info:
-        arun(lambda c: c.plan(CONTENT, STYLE), base_url=server.url)
+        arun(lambda c: c.plan(CONTENT, STYLE), base_url=fake_server.url)
     assert info.value.field == "params.tile_size"
     with pytest.raises(APIResponseValidationError):
-        arun(lambda c: c.plan(CONTENT, STYLE), base_url=server.url)
+        arun(lambda c: c.plan(CONTENT, STYLE), base_url=fake_server.url)
     with pytest.raises(ValueError, match=r"plan\("):
-        arun(lambda c: c.stylize(CONTENT, STYLE, dry_run=True), base_url=server.url)
+        arun(lambda c: c.stylize(CONTENT, STYLE, dry_run=True), base_url=fake_server.url)
 
 
 # ------------------------------------------------------------------------ CLI
 
 
-def test_cli_plan_prints_a_table_of_the_levels(server, plan_body, capsys):
-    server.reply(200, plan_body())
-    rc = cli.main(["plan", str(CONTENT), str(STYLE), "--url", server.url, "--image-size", "4096",
+def test_cli_plan_prints_a_table_of_the_levels(fake_server, plan_body, capsys):
+    fake_server.reply(200, plan_body())
+    rc = cli.main(["plan", str(CONTENT), str(STYLE), "--url", fake_server.url, "--image-size", "4096",
                    "--scales", "1024,4096", "--tile-size", "1024"])
     assert rc == 0
-    assert server.requests[0].json["params"] == {"image_size": 4096, "scales": [1024, 4096], "tile_size": 1024,
+    assert fake_server.requests[0].json["params"] == {"image_size": 4096, "scales": [1024, 4096], "tile_size": 1024,
                                                  "dry_run": True}
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "plan: 4096x3072 px in 2 levels, weights hed-bsds500-vgg16 on cpu"
@@ -241,66 +241,66 @@ def test_cli_plan_prints_a_table_of_the_levels(server, plan_body, capsys):
     assert len({len(line) for line in lines[1:4]}) == 1  # aligned columns
 
 
-def test_cli_plan_without_a_budget(server, plan_body, capsys):
+def test_cli_plan_without_a_budget(fake_server, plan_body, capsys):
     body = plan_body()
     body["plan"]["memory_budget_bytes"] = None
-    server.reply(200, body)
-    assert cli.main(["plan", str(CONTENT), "--style", str(STYLE), "--url", server.url]) == 0
+    fake_server.reply(200, body)
+    assert cli.main(["plan", str(CONTENT), "--style", str(STYLE), "--url", fake_server.url]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "memory budget: none reported"
 
 
-def test_cli_plan_json_prints_the_plan_document(server, plan_body, capsys):
+def test_cli_plan_json_prints_the_plan_document(fake_server, plan_body, capsys):
     body = plan_body()
-    server.reply(200, body)
-    assert cli.main(["plan", str(CONTENT), str(STYLE), "--url", server.url, "--json"]) == 0
+    fake_server.reply(200, body)
+    assert cli.main(["plan", str(CONTENT), str(STYLE), "--url", fake_server.url, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc == {"ok": True, "command": "plan", **body}
 
 
-def test_cli_plan_over_budget_exits_rejected(server, capsys):
-    server.reply(400, OVER_BUDGET)
-    rc = cli.main(["plan", str(CONTENT), str(STYLE), "--url", server.url, "--tile-size", "2048", "--json"])
+def test_cli_plan_over_budget_exits_rejected(fake_server, capsys):
+    fake_server.reply(400, OVER_BUDGET)
+    rc = cli.main(["plan", str(CONTENT), str(STYLE), "--url", fake_server.url, "--tile-size", "2048", "--json"])
     assert rc == cli.EXIT_REJECTED
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is False and doc["command"] == "plan"
     assert doc["error"]["code"] == "over_memory_budget" and doc["error"]["field"] == "params.tile_size"
 
 
-def test_cli_plan_malformed_answer_exits_bad_response(server, plan_body, capsys):
-    server.reply(200, _broken(plan_body, ("plan", "levels"), []))
-    assert cli.main(["plan", str(CONTENT), str(STYLE), "--url", server.url]) == cli.EXIT_BAD_RESPONSE
+def test_cli_plan_malformed_answer_exits_bad_response(fake_server, plan_body, capsys):
+    fake_server.reply(200, _broken(plan_body, ("plan", "levels"), []))
+    assert cli.main(["plan", str(CONTENT), str(STYLE), "--url", fake_server.url]) == cli.EXIT_BAD_RESPONSE
     assert "Malformed plan response" in capsys.readouterr().err
 
 
-def test_cli_plan_needs_a_style_and_has_no_dry_run_flag(server, capsys):
+def test_cli_plan_needs_a_style_and_has_no_dry_run_flag(fake_server, capsys):
     with pytest.raises(SystemExit) as info:
-        cli.main(["plan", str(CONTENT), "--url", server.url])
+        cli.main(["plan", str(CONTENT), "--url", fake_server.url])
     assert info.value.code == cli.EXIT_USAGE
     with pytest.raises(SystemExit) as info:
-        cli.main(["plan", str(CONTENT), str(STYLE), "--dry-run", "--url", server.url])
-    assert info.value.code == cli.EXIT_USAGE and server.requests == []
+        cli.main(["plan", str(CONTENT), str(STYLE), "--dry-run", "--url", fake_server.url])
+    assert info.value.code == cli.EXIT_USAGE and fake_server.requests == []
 
 
 @pytest.mark.parametrize("command", [["stylize", "-o", "out.png"], ["submit"]])
-def test_stylize_and_submit_dry_run_print_the_plan(server, plan_body, capsys, tmp_path, command):
-    server.reply(200, plan_body())
-    rc = cli.main([command[0], str(CONTENT), str(STYLE), *command[1:], "--url", server.url, "--steps", "200",
+def test_stylize_and_submit_dry_run_print_the_plan(fake_server, plan_body, capsys, tmp_path, command):
+    fake_server.reply(200, plan_body())
+    rc = cli.main([command[0], str(CONTENT), str(STYLE), *command[1:], "--url", fake_server.url, "--steps", "200",
                    "--dry-run", "--json"])
     assert rc == 0
-    (req,) = server.requests
+    (req,) = fake_server.requests
     assert req.json["params"] == {"steps": 200, "dry_run": True} and "job" not in req.json
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is True and doc["command"] == command[0] and doc["plan"]["width"] == 4096
     assert not (tmp_path / "out.png").exists()
 
 
-def test_sweep_refuses_dry_run(server, tmp_path):
-    rc = cli.main(["sweep", str(CONTENT), str(STYLE), "-o", str(tmp_path / "sw"), "--url", server.url,
+def test_sweep_refuses_dry_run(fake_server, tmp_path):
+    rc = cli.main(["sweep", str(CONTENT), str(STYLE), "-o", str(tmp_path / "sw"), "--url", fake_server.url,
                    "--param", "steps=1,2", "--dry-run"])
-    assert rc == cli.EXIT_USAGE and server.requests == [] and not (tmp_path / "sw").exists()
+    assert rc == cli.EXIT_USAGE and fake_server.requests == [] and not (tmp_path / "sw").exists()
 
 
-def test_cli_stylize_sends_tile_size(server, tmp_path):
-    assert cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", server.url,
+def test_cli_stylize_sends_tile_size(fake_server, tmp_path):
+    assert cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", fake_server.url,
                      "--tile-size", "256"]) == 0
-    assert server.requests[0].json["params"] == {"tile_size": 256}  # the submit of its job
+    assert fake_server.requests[0].json["params"] == {"tile_size": 256}  # the submit of its job

@@ -55,9 +55,9 @@ def _lines(success_body: Any) -> list[dict[str, Any]]:
             {"event": "result", **success_body(iterations=20)}]
 
 
-def test_events_typed_in_order_and_result_equals_plain_call(server, success_body):
-    server.stream(_lines(success_body), chunk_delay=0.01).reply(200, success_body(iterations=20))
-    with StyleTransferClient(base_url=server.url) as client:
+def test_events_typed_in_order_and_result_equals_plain_call(fake_server, success_body):
+    fake_server.stream(_lines(success_body), chunk_delay=0.01).reply(200, success_body(iterations=20))
+    with StyleTransferClient(base_url=fake_server.url) as client:
         events = list(client.stylize_stream(CONTENT, STYLE, steps=20))
         plain = client.stylize(CONTENT, STYLE, steps=20)
 
@@ -78,12 +78,12 @@ def test_events_typed_in_order_and_result_equals_plain_call(server, success_body
     assert result.image_bytes == OUTPUT.read_bytes() and result.iterations == 20
 
 
-def test_request_body_and_headers(server, success_body):
-    server.stream(_lines(success_body))
-    client = StyleTransferClient(base_url=server.url, token="tok")
+def test_request_body_and_headers(fake_server, success_body):
+    fake_server.stream(_lines(success_body))
+    client = StyleTransferClient(base_url=fake_server.url, token="tok")
     list(client.stylize_stream(CONTENT, [STYLE, STYLE], steps=20, progress_every=5, preview_every=0,
                                style_blend_weights=(0.5, 0.5), future_knob=1))
-    (req,) = server.requests
+    (req,) = fake_server.requests
     assert req.path == "/predictions/nst" and req.headers["Authorization"] == "Bearer tok"
     assert "application/x-ndjson" in req.headers["Accept"]
     assert req.json["params"] == {"steps": 20, "style_blend_weights": [0.5, 0.5], "future_knob": 1,
@@ -91,17 +91,17 @@ def test_request_body_and_headers(server, success_body):
     assert len(req.json["style"]) == 2
 
 
-def test_intervals_left_to_server_when_not_given(server, success_body):
-    server.stream(_lines(success_body))
-    list(StyleTransferClient(base_url=server.url).stylize_stream(CONTENT, STYLE))
-    assert server.requests[0].json["params"] == {"stream": True}
+def test_intervals_left_to_server_when_not_given(fake_server, success_body):
+    fake_server.stream(_lines(success_body))
+    list(StyleTransferClient(base_url=fake_server.url).stylize_stream(CONTENT, STYLE))
+    assert fake_server.requests[0].json["params"] == {"stream": True}
 
 
-def test_events_arrive_while_streaming(server, success_body):
-    server.stream([_progress(0), _progress(10), {"event": "result", **success_body()}], chunk_delay=0.4)
+def test_events_arrive_while_streaming(fake_server, success_body):
+    fake_server.stream([_progress(0), _progress(10), {"event": "result", **success_body()}], chunk_delay=0.4)
     start = time.monotonic()
     seen = [(type(e), time.monotonic() - start)
-            for e in StyleTransferClient(base_url=server.url).stylize_stream(CONTENT, STYLE)]
+            for e in StyleTransferClient(base_url=fake_server.url).stylize_stream(CONTENT, STYLE)]
     assert [t for t, _ in seen] == [ProgressEvent, ProgressEvent, ResultEvent]
     assert seen[-1][1] - seen[0][1] > 0.6  # the first event came before the stream ended
 
@@ -115,70 +115,70 @@ def test_events_arrive_while_streaming(server, success_body):
         (503, {"code": "overloaded", "message": "busy"}, ServiceUnavailableError, None),
     ],
 )
-def test_in_band_error_raises_mapped_class(server, sleeps, status, error, cls, field) -> None:
-    server.stream([_progress(0), {"event": "error", "error": error, "status": status}])
+def test_in_band_error_raises_mapped_class(fake_server, sleeps, status, error, cls, field) -> None:
+    fake_server.stream([_progress(0), {"event": "error", "error": error, "status": status}])
     events: list[Any] = []
     with pytest.raises(cls) as info:
-        for event in StyleTransferClient(base_url=server.url).stylize_stream(CONTENT, STYLE):
+        for event in StyleTransferClient(base_url=fake_server.url).stylize_stream(CONTENT, STYLE):
             events.append(event)
     err = info.value
     assert [type(e) for e in events] == [ProgressEvent]
     assert (err.status_code, err.code, err.field, err.message) == (status, error["code"], field, error["message"])
     assert f"HTTP {status} {error['code']}" in str(err)
-    assert len(server.requests) == 1 and sleeps == []  # never retried once streaming began
+    assert len(fake_server.requests) == 1 and sleeps == []  # never retried once streaming began
 
 
-def test_stream_without_result_is_a_validation_error(server):
-    server.stream([_progress(0), _progress(10)])
+def test_stream_without_result_is_a_validation_error(fake_server):
+    fake_server.stream([_progress(0), _progress(10)])
     with pytest.raises(APIResponseValidationError, match="without a result"):
-        list(StyleTransferClient(base_url=server.url).stylize_stream(CONTENT, STYLE))
+        list(StyleTransferClient(base_url=fake_server.url).stylize_stream(CONTENT, STYLE))
 
 
 @pytest.mark.parametrize("bad", ["not json\n", "[1, 2]\n", {"event": "progress", "iteration": "x", "of": 2,
                                                             "losses": {}, "elapsed_s": 0, "eta_s": None}])
-def test_malformed_line_is_a_validation_error(server, success_body, bad):
-    server.stream([_progress(0), bad, {"event": "result", **success_body()}])
+def test_malformed_line_is_a_validation_error(fake_server, success_body, bad):
+    fake_server.stream([_progress(0), bad, {"event": "result", **success_body()}])
     with pytest.raises(APIResponseValidationError):
-        list(StyleTransferClient(base_url=server.url).stylize_stream(CONTENT, STYLE))
+        list(StyleTransferClient(base_url=fake_server.url).stylize_stream(CONTENT, STYLE))
 
 
-def test_unknown_events_and_blank_lines_are_skipped(server, success_body):
-    server.stream([{"event": "heartbeat"}, "\n", _progress(0), {"event": "result", **success_body()}])
-    events = list(StyleTransferClient(base_url=server.url).stylize_stream(CONTENT, STYLE))
+def test_unknown_events_and_blank_lines_are_skipped(fake_server, success_body):
+    fake_server.stream([{"event": "heartbeat"}, "\n", _progress(0), {"event": "result", **success_body()}])
+    events = list(StyleTransferClient(base_url=fake_server.url).stylize_stream(CONTENT, STYLE))
     assert [type(e) for e in events] == [ProgressEvent, ResultEvent]
 
 
-def test_plain_json_answer_yields_just_the_result(server, success_body):
-    server.reply(200, success_body())
-    (event,) = StyleTransferClient(base_url=server.url).stylize_stream(CONTENT, STYLE)
+def test_plain_json_answer_yields_just_the_result(fake_server, success_body):
+    fake_server.reply(200, success_body())
+    (event,) = StyleTransferClient(base_url=fake_server.url).stylize_stream(CONTENT, STYLE)
     assert isinstance(event, ResultEvent) and event.result.iterations == 7
 
 
-def test_error_before_streaming_raises_at_call(server):
-    server.reply(400, {"error": {"code": "invalid_param", "message": "progress_every must be >= 1",
+def test_error_before_streaming_raises_at_call(fake_server):
+    fake_server.reply(400, {"error": {"code": "invalid_param", "message": "progress_every must be >= 1",
                                  "field": "params.progress_every"}})
     with pytest.raises(BadRequestError) as info:
-        StyleTransferClient(base_url=server.url).stylize_stream(CONTENT, STYLE, progress_every=0)
-    assert info.value.field == "params.progress_every" and len(server.requests) == 1
+        StyleTransferClient(base_url=fake_server.url).stylize_stream(CONTENT, STYLE, progress_every=0)
+    assert info.value.field == "params.progress_every" and len(fake_server.requests) == 1
 
 
-def test_retryable_status_before_streaming_is_retried(server, sleeps, success_body):
-    server.reply(503, {"error": {"code": "busy", "message": "no worker"}}).stream(_lines(success_body))
-    events = list(StyleTransferClient(base_url=server.url).stylize_stream(CONTENT, STYLE))
-    assert isinstance(events[-1], ResultEvent) and len(server.requests) == 2 and len(sleeps) == 1
+def test_retryable_status_before_streaming_is_retried(fake_server, sleeps, success_body):
+    fake_server.reply(503, {"error": {"code": "busy", "message": "no worker"}}).stream(_lines(success_body))
+    events = list(StyleTransferClient(base_url=fake_server.url).stylize_stream(CONTENT, STYLE))
+    assert isinstance(events[-1], ResultEvent) and len(fake_server.requests) == 2 and len(sleeps) == 1
 
 
-def test_stalled_stream_times_out(server):
-    server.stream([_progress(0), _progress(10)], chunk_delay=2.0)
-    stream = StyleTransferClient(base_url=server.url, timeout=0.3).stylize_stream(CONTENT, STYLE)
+def test_stalled_stream_times_out(fake_server):
+    fake_server.stream([_progress(0), _progress(10)], chunk_delay=2.0)
+    stream = StyleTransferClient(base_url=fake_server.url, timeout=0.3).stylize_stream(CONTENT, STYLE)
     assert isinstance(next(stream), ProgressEvent)
     with pytest.raises(APITimeoutError):
         next(stream)
 
 
-def test_preview_save(server, success_body, tmp_path):
-    server.stream(_lines(success_body))
-    previews = [e for e in StyleTransferClient(base_url=server.url).stylize_stream(CONTENT, STYLE)
+def test_preview_save(fake_server, success_body, tmp_path):
+    fake_server.stream(_lines(success_body))
+    previews = [e for e in StyleTransferClient(base_url=fake_server.url).stylize_stream(CONTENT, STYLE)
                 if isinstance(e, PreviewEvent)]
     assert previews[0].save(tmp_path / "p.jpg").read_bytes() == _jpeg()
     with Image.open(previews[0].save(tmp_path / "p.png")) as img:
@@ -187,64 +187,64 @@ def test_preview_save(server, success_body, tmp_path):
 
 # ------------------------------------------------------------------ stylize(progress=True)
 
-def test_stylize_progress_shows_tqdm_bar(server, success_body, capsys):
+def test_stylize_progress_shows_tqdm_bar(fake_server, success_body, capsys):
     pytest.importorskip("tqdm")
-    server.stream(_lines(success_body), chunk_delay=0.01)
-    result = StyleTransferClient(base_url=server.url).stylize(CONTENT, STYLE, steps=20, progress=True,
+    fake_server.stream(_lines(success_body), chunk_delay=0.01)
+    result = StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, steps=20, progress=True,
                                                                progress_every=10)
     assert isinstance(result, StylizeResult) and result.iterations == 20
-    assert server.requests[0].json["params"] == {"steps": 20, "stream": True, "progress_every": 10}
+    assert fake_server.requests[0].json["params"] == {"steps": 20, "stream": True, "progress_every": 10}
     err = capsys.readouterr().err
     assert "20/20" in err and "total=23.5" in err and "style=2" in err
 
 
-def test_stylize_progress_without_tqdm(server, monkeypatch):
+def test_stylize_progress_without_tqdm(fake_server, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)  # makes "import tqdm" fail
     with pytest.raises(MissingDependencyError) as info:
-        StyleTransferClient(base_url=server.url).stylize(CONTENT, STYLE, progress=True)
+        StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, progress=True)
     assert isinstance(info.value, ImportError)
     assert "pip install 'nst-client[progress]'" in str(info.value)
-    assert server.requests == []
+    assert fake_server.requests == []
 
 
 # ------------------------------------------------------------------ CLI
 
-def test_cli_save_previews(server, success_body, tmp_path, capsys):
-    server.stream(_lines(success_body))
+def test_cli_save_previews(fake_server, success_body, tmp_path, capsys):
+    fake_server.stream(_lines(success_body))
     out, previews = tmp_path / "out.png", tmp_path / "previews"
-    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", server.url,
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", fake_server.url,
                    "--steps", "20", "--save-previews", str(previews)])
     assert rc == 0
     assert out.read_bytes() == OUTPUT.read_bytes()
     assert sorted(p.name for p in previews.iterdir()) == ["preview_00010.jpg", "preview_00020.jpg"]
     assert (previews / "preview_00010.jpg").read_bytes() == _jpeg()
     # Full-size previews unless --preview-size says otherwise (jcjohnson/neural-style's -save_iter).
-    assert server.requests[0].json["params"] == {"steps": 20, "stream": True, "preview_every": 10,
+    assert fake_server.requests[0].json["params"] == {"steps": 20, "stream": True, "preview_every": 10,
                                                  "preview_size": FULL_SIZE_PREVIEW}
     assert "iterations=20" in capsys.readouterr().out
-    server.stream(_lines(success_body))
-    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", server.url,
+    fake_server.stream(_lines(success_body))
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", fake_server.url,
                    "--steps", "20", "--save-previews", str(previews), "--preview-size", "300"])
-    assert rc == 0 and server.requests[-1].json["params"]["preview_size"] == 300
+    assert rc == 0 and fake_server.requests[-1].json["params"]["preview_size"] == 300
 
 
-def test_cli_progress(server, success_body, tmp_path, capsys):
+def test_cli_progress(fake_server, success_body, tmp_path, capsys):
     pytest.importorskip("tqdm")
-    server.stream(_lines(success_body))
-    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", server.url,
+    fake_server.stream(_lines(success_body))
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", fake_server.url,
                    "--progress", "--progress-every", "10", "--preview-every", "0"])
     assert rc == 0
-    assert server.requests[0].json["params"] == {"stream": True, "progress_every": 10, "preview_every": 0}
+    assert fake_server.requests[0].json["params"] == {"stream": True, "progress_every": 10, "preview_every": 0}
     captured = capsys.readouterr()
     assert "20/20" in captured.err and "wrote" in captured.out and "20/20" not in captured.out
 
 
 @pytest.mark.parametrize("status, code", [(500, 5), (400, 6)])
-def test_cli_in_band_error_exit_code(server, tmp_path, capsys, status, code):
-    server.stream([_progress(0), {"event": "error", "status": status,
+def test_cli_in_band_error_exit_code(fake_server, tmp_path, capsys, status, code):
+    fake_server.stream([_progress(0), {"event": "error", "status": status,
                                   "error": {"code": "x_error", "message": "went wrong", "field": None}}])
     out = tmp_path / "o.png"
-    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", server.url, "--progress"])
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", fake_server.url, "--progress"])
     assert rc == code and not out.exists()
     assert f"HTTP {status} x_error: went wrong" in capsys.readouterr().err
 
