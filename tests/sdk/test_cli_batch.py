@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,12 @@ def test_concurrency_keeps_n_requests_in_flight(fake_server, success_body, photo
     # Two rounds of two (the fixture's pairing would time out one after the other), never all four at once.
     assert len(fake_server.requests) == 4 and pairs_in_flight.peak == 2
     assert "4/4" in capsys.readouterr().err  # the progress bar
+
+
+def test_concurrency_needs_no_async_extra(fake_server, photos, tmp_path, monkeypatch, pairs_in_flight):
+    monkeypatch.setitem(sys.modules, "httpx", None)  # the base install: importing httpx fails
+    assert _batch(fake_server, photos, tmp_path / "out", "--concurrency", "2") == 0
+    assert len(fake_server.requests) == 4 and pairs_in_flight.peak == 2
 
 
 def test_an_auth_failure_stops_the_batch(fake_server, photos, tmp_path):
