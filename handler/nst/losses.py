@@ -10,6 +10,7 @@ default weights therefore works for every image size and for ImageNet and random
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -52,21 +53,32 @@ def _flatten(features: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return features.permute(0, 2, 3, 1).reshape(b, h * w, c), False
 
 
-class GramLoss(Protocol):
-    """What the tiled objective (:mod:`nst.tiled`) needs of a style loss
-    (:class:`StyleLoss`, :class:`GuidedStyleLoss`)."""
+class StyleTerm(Protocol):
+    """One style layer's term of the objective: what the whole-image and the tiled evaluations
+    (:mod:`nst.objective`, :mod:`nst.tiled`) need of it. Implemented by :class:`StyleLoss` and
+    :class:`GuidedStyleLoss`, whose statistics are Gram matrices; another style loss (e.g. one
+    matching means and covariances) is another implementation, with its own statistics.
 
-    def of_gram(self, gram: torch.Tensor) -> torch.Tensor:
-        """The loss of a whole image whose Gram matrix (or matrices) is ``gram``."""
+    The statistics must be a mean over the grid's positions, so that the shares of a partition of
+    the grid (the tiles' interiors) add up to the whole grid's.
+    """
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        """The scalar loss of one image's ``(1, C, H, W)`` features, with its autograd graph."""
         ...
 
-    def partial_gram(self, features: torch.Tensor, owned: Owned, layer_size: Size) -> torch.Tensor:
-        """The share of the whole grid's Gram matrix that ``features`` at ``owned`` contribute."""
+    def of_statistics(self, statistics: torch.Tensor) -> torch.Tensor:
+        """The loss of a whole image whose statistics (here Gram matrices) are ``statistics``."""
+        ...
+
+    def partial_statistics(self, features: torch.Tensor, owned: Owned, layer_size: Size) -> torch.Tensor:
+        """The share of the whole grid's statistics that ``features`` at ``owned`` contribute."""
         ...
 
     def partial_grad(self, features: torch.Tensor, owned: Owned, layer_size: Size,
-                     d_gram: torch.Tensor) -> torch.Tensor:
-        """The gradient for ``features`` at ``owned``, given the loss's gradient with respect to the Gram."""
+                     d_statistics: torch.Tensor) -> torch.Tensor:
+        """The gradient for ``features`` at ``owned``, given the loss's gradient with respect
+        to the whole grid's statistics."""
         ...
 
 
@@ -125,21 +137,21 @@ class StyleLoss(nn.Module):
         """Return the scalar loss for ``(1, C, H, W)`` features; ``H, W`` may differ from the style image's."""
         return _GramLoss.apply(features, self.target, self.scale)
 
-    def of_gram(self, gram: torch.Tensor) -> torch.Tensor:
+    def of_statistics(self, gram: torch.Tensor) -> torch.Tensor:
         """The loss of a whole image whose ``(1, C, C)`` Gram matrix is ``gram``."""
         return (gram - self.target).square().mean() * self.scale
 
-    def partial_gram(self, features: torch.Tensor, owned: Owned, layer_size: Size) -> torch.Tensor:
+    def partial_statistics(self, features: torch.Tensor, owned: Owned, layer_size: Size) -> torch.Tensor:
         """:func:`gram_share` (``owned`` is not needed: every position weighs the same)."""
         return gram_share(features, layer_size)
 
     def partial_grad(self, features: torch.Tensor, owned: Owned, layer_size: Size,
-                     d_gram: torch.Tensor) -> torch.Tensor:
+                     d_statistics: torch.Tensor) -> torch.Tensor:
         """The gradient, for ``features`` at ``owned``, of a loss whose gradient with respect
-        to the whole Gram matrix is ``d_gram`` ``(1, C, C)``: ``(D + D^T) F / N`` with ``N``
+        to the whole Gram matrix is ``d_statistics`` ``(1, C, C)``: ``(D + D^T) F / N`` with ``N``
         the grid's positions (from ``G = F F^T / N``)."""
         b, c, h, w = features.shape
-        sym = (d_gram + d_gram.transpose(1, 2)) / (layer_size[0] * layer_size[1])  # (1, C, C)
+        sym = (d_statistics + d_statistics.transpose(1, 2)) / (layer_size[0] * layer_size[1])  # (1, C, C)
         flat, channels_first = _flatten(features)
         if channels_first:
             return torch.bmm(sym, flat).reshape(b, c, h, w)
@@ -252,9 +264,9 @@ class GuidedStyleLoss(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Return the scalar loss for ``(1, C, H, W)`` features at the masks' resolution."""
-        return self.of_gram(guided_gram_matrix(features, self.masks))
+        return self.of_statistics(guided_gram_matrix(features, self.masks))
 
-    def of_gram(self, gram: torch.Tensor) -> torch.Tensor:
+    def of_statistics(self, gram: torch.Tensor) -> torch.Tensor:
         """The loss of a whole image whose ``(R, C, C)`` region-guided Grams are ``gram``."""
         err = (gram - self.target).square().mean(dim=(1, 2))  # (R,)
         return (err * self.scale).mean()
@@ -263,19 +275,53 @@ class GuidedStyleLoss(nn.Module):
         """The masks at ``owned`` ``(R, 1, h, w)``, and each region's weight over the whole grid ``(R, 1, 1)``."""
         return self.masks[..., owned[0], owned[1]], region_weights(self.masks)
 
-    def partial_gram(self, features: torch.Tensor, owned: Owned, layer_size: Size) -> torch.Tensor:
+    def partial_statistics(self, features: torch.Tensor, owned: Owned, layer_size: Size) -> torch.Tensor:
         """:func:`guided_gram_share` of the positions ``owned``."""
         return guided_gram_share(features, *self._weights(owned))
 
     def partial_grad(self, features: torch.Tensor, owned: Owned, layer_size: Size,
-                     d_gram: torch.Tensor) -> torch.Tensor:
+                     d_statistics: torch.Tensor) -> torch.Tensor:
         """The gradient, for ``features`` at ``owned``, of a loss whose gradient with respect
-        to the whole Grams is ``d_gram`` ``(R, C, C)``: the sum over regions of
+        to the whole Grams is ``d_statistics`` ``(R, C, C)``: the sum over regions of
         ``m_r^2 (D_r + D_r^T) F / W_r``."""
         masks, total = self._weights(owned)
         r, c = masks.shape[0], features.shape[1]
         h, w = features.shape[-2:]
-        sym = (d_gram + d_gram.transpose(1, 2)) / total  # (R, C, C)
+        sym = (d_statistics + d_statistics.transpose(1, 2)) / total  # (R, C, C)
         flat = features.reshape(1, c, h * w).expand(r, c, h * w)
         per_region = torch.bmm(sym, flat).reshape(r, c, h, w) * masks.square()  # (R, C, h, w)
         return per_region.sum(0, keepdim=True)
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """The loss of one level: each layer's term and their weights. The total minimized is
+    ``content_weight * content + style_weight * style + tv_weight * tv`` (Gatys et al. 2016,
+    eq. 7, alpha and beta, with the total variation term of :func:`tv_loss`), where ``content``
+    is the mean of the content layers' losses and ``style`` the style layers' losses weighted by
+    ``layer_weights`` (summing to 1), so that adding a layer does not change a group's weight.
+    """
+
+    content: dict[str, ContentLoss]
+    """Each content layer's loss (targets at the level's size)."""
+    style: dict[str, StyleTerm]
+    """Each style layer's term."""
+    layer_weights: dict[str, float]
+    """Each style layer's weight, summing to 1."""
+    weights: tuple[float, float, float]
+    """``(content_weight, style_weight, tv_weight)``."""
+
+    def content_term(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The mean of the content layers' losses of one image's ``{layer: (1, C, h, w)}`` features, 0-dim."""
+        return sum(loss(features[n]) for n, loss in self.content.items()) / len(self.content)  # type: ignore[return-value]
+
+    def style_term(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of the style layers' losses of one image's features, 0-dim."""
+        return sum(self.layer_weights[n] * loss(features[n]) for n, loss in self.style.items())  # type: ignore[return-value]
+
+    def combine(self, content: torch.Tensor, style: torch.Tensor, tv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The total of three 0-dim terms (with whatever graph they carry), and the ``(4,)``
+        detached terms in the order of :data:`nst.records.TERMS`, the total last."""
+        cw, sw, tw = self.weights
+        total = cw * content + sw * style + tw * tv
+        return total, torch.stack([content, style, tv, total]).detach()

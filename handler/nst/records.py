@@ -67,7 +67,8 @@ class Stylized:
     """Why the run ended: ``"steps"`` (all iterations ran), ``"time_budget"`` or ``"cancelled"``."""
     cache_hits: int = 0
     cache_misses: int = 0
-    """Style-cache lookups of this run (one per style image and level)."""
+    """Style-cache lookups of this run (one per style image and level built), as its
+    :class:`nst.cache.StyleTargets` counted them; 0 without one."""
 
     @property
     def cache(self) -> str | None:
@@ -104,16 +105,24 @@ class Recorder:
 
 @dataclass
 class Stopping:
-    """When a run ends early: at a ``time.monotonic()`` deadline (before an iteration that
-    would likely end after it, estimated from the level's iterations so far) or once a cancel
-    event is set. ``reason`` is what :attr:`Stylized.stopped` reports."""
+    """When a run ends early: once its ``cancel`` event is set (from any thread), or at its
+    deadline, before an iteration that would likely end after it (estimated from the level's
+    iterations so far). A caller that may cancel a run makes one with its event and hands it
+    to :func:`nst.stylize.stylize`, which starts its clock; one per run. ``reason`` is what
+    :attr:`Stylized.stopped` reports."""
 
-    deadline: float | None
-    cancel: threading.Event | None
+    cancel: threading.Event | None = None
+    deadline: float | None = None
+    """A ``time.monotonic()`` time, seconds; set by :meth:`start`."""
     reason: str = "steps"
 
+    def start(self, time_budget_s: float | None) -> None:
+        """Start the clock of a run that may take ``time_budget_s`` seconds (``None``: no limit)."""
+        self.deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
+
     def now(self, started: float, completed: int) -> bool:
-        """Whether to stop before the next iteration of a level that began at ``started``."""
+        """Whether to stop before the next iteration of a level that began at ``started``
+        (``time.monotonic()``, seconds) and has completed ``completed`` iterations."""
         if self.cancel is not None and self.cancel.is_set():
             self.reason = "cancelled"
         elif self.deadline is not None:

@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
-from .losses import ContentLoss, GramLoss, gram_share, guided_gram_share, region_weights, tv_loss
+from .losses import ContentLoss, LossTerms, StyleTerm, gram_share, guided_gram_share, region_weights, tv_loss
 from .masks import resize_regions
 from .tiling import Tile
 from .vgg import FeatureExtractor, feature_size, splits
@@ -84,23 +84,22 @@ def assembled_features(extractor: FeatureExtractor, image: torch.Tensor,
         return out
 
 
-def add_gram_shares(grams: dict[str, torch.Tensor], style: Mapping[str, GramLoss], tile: Tile,
-                    feats: Mapping[str, torch.Tensor], size: tuple[int, int]) -> None:
-    """Add ``tile``'s share of each style layer's whole-image Gram matrix (plain ``(1, C, C)`` or
-    region-guided ``(R, C, C)``, as the layer's loss in ``style`` defines it) to ``grams``, in
-    place and without gradients; ``feats`` are the tile's :func:`crop_features` of an image of
-    ``size = (H, W)`` pixels."""
+def add_statistics_shares(stats: dict[str, torch.Tensor], style: Mapping[str, StyleTerm], tile: Tile,
+                          feats: Mapping[str, torch.Tensor], size: tuple[int, int]) -> None:
+    """Add ``tile``'s share of each style layer's whole-image statistics (for the Gram losses,
+    a plain ``(1, C, C)`` or region-guided ``(R, C, C)`` Gram matrix, as the layer's term in
+    ``style`` defines it) to ``stats``, in place and without gradients; ``feats`` are the tile's
+    :func:`crop_features` of an image of ``size = (H, W)`` pixels."""
     with torch.no_grad():
         for name, loss in style.items():
-            share = loss.partial_gram(feats[name], tile.owned(name, size), feature_size(size, name))
-            grams[name] = share if name not in grams else grams[name].add_(share)
+            share = loss.partial_statistics(feats[name], tile.owned(name, size), feature_size(size, name))
+            stats[name] = share if name not in stats else stats[name].add_(share)
 
 
-def evaluate_tiled(image: torch.Tensor, tiles: Sequence[Tile], *, style_extractor: FeatureExtractor,
-                   extractor: FeatureExtractor, content: Mapping[str, ContentLoss], style: Mapping[str, GramLoss],
-                   layer_weights: Mapping[str, float], weights: tuple[float, float, float],
-                   backward: bool, kept_tails: int = 0) -> torch.Tensor:
-    """The objective of :class:`nst.stylize._Targets` on ``image``, tile by tile (see the module).
+def evaluate_tiled(image: torch.Tensor, tiles: Sequence[Tile], terms: LossTerms, *, style_extractor: FeatureExtractor,
+                   extractor: FeatureExtractor, backward: bool, kept_tails: int = 0) -> torch.Tensor:
+    """The loss ``terms`` of ``image``, tile by tile (see the module): what
+    :class:`nst.objective.Tiled` evaluates.
 
     Args:
         image: ``(1, 3, H, W)``, values in ``[0, 1]``; a leaf that requires a gradient when
@@ -108,9 +107,7 @@ def evaluate_tiled(image: torch.Tensor, tiles: Sequence[Tile], *, style_extracto
         tiles: a partition of the image from :func:`nst.tiling.tile_grid` for every layer used.
         style_extractor: the style layers only (pass 1 stops at the deepest of them).
         extractor: the content and style layers (pass 2, the kept tiles, the losses alone).
-        content, style: each layer's loss module (targets at the whole image's size).
-        layer_weights: each style layer's weight (summing to 1).
-        weights: ``(content_weight, style_weight, tv_weight)``.
+        terms: each layer's loss (targets at the whole image's size) and their weights.
         backward: whether to compute the gradient (both passes) or only the losses (pass 1).
         kept_tails: how many of the first tiles keep their graph after :data:`TAIL_AFTER`
             from pass 1 to pass 2 (at most ``len(tiles) - 1``; ignored where ``extractor``'s
@@ -119,10 +116,11 @@ def evaluate_tiled(image: torch.Tensor, tiles: Sequence[Tile], *, style_extracto
 
     Returns:
         The loss terms, a detached ``(4,)`` tensor on the image's device in the order of
-        :data:`nst.records.TERMS` (the total last), as ``_Targets`` gives them (nothing is read
-        back to the host).
+        :data:`nst.records.TERMS` (the total last), as :meth:`nst.losses.LossTerms.combine`
+        gives them (nothing is read back to the host).
     """
-    cw, sw, tw = weights
+    content, style, layer_weights = terms.content, terms.style, terms.layer_weights
+    cw, sw, tw = terms.weights
     size = (image.shape[-2], image.shape[-1])
     if not backward or not splits(extractor.net_layers, TAIL_AFTER):
         kept_tails = 0
@@ -151,14 +149,14 @@ def evaluate_tiled(image: torch.Tensor, tiles: Sequence[Tile], *, style_extracto
         else:
             with torch.no_grad():
                 feats = crop_features(style_extractor, image, tile)
-        add_gram_shares(grams, style, tile, feats, size)
+        add_statistics_shares(grams, style, tile, feats, size)
         del feats
     style_term = image.new_zeros(())
     d_grams: dict[str, torch.Tensor] = {}
     for name, loss in style.items():
         with torch.enable_grad():
             gram = grams[name].requires_grad_(True)
-            term = layer_weights[name] * loss.of_gram(gram)
+            term = layer_weights[name] * loss.of_statistics(gram)
             if backward:
                 (d_grams[name],) = torch.autograd.grad(term * sw, gram)
         style_term = style_term + term.detach()
@@ -211,9 +209,7 @@ def evaluate_tiled(image: torch.Tensor, tiles: Sequence[Tile], *, style_extracto
         tv_term = tv_loss(image)
         if backward:
             (tv_term * tw).backward()
-    tv_term = tv_term.detach()
-    total = cw * content_term + sw * style_term + tw * tv_term
-    return torch.stack([content_term, style_term, tv_term, total])
+    return terms.combine(content_term, style_term, tv_term.detach())[1]
 
 
 def _content_part(content: Mapping[str, ContentLoss], tile: Tile, feats: Mapping[str, torch.Tensor],

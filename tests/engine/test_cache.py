@@ -6,11 +6,11 @@ import importlib
 
 import pytest
 import torch
-from nst.cache import StyleCache
+from nst.cache import StyleCache, StyleTargets
 from nst.stylize import StylizeOptions, stylize
 from nst.vgg import VGGFeatures
 
-stylize_module = importlib.import_module("nst.stylize")  # the package re-exports stylize(), the function
+objective_module = importlib.import_module("nst.objective")
 
 
 def test_lru_evicts_the_least_recently_used() -> None:
@@ -33,18 +33,18 @@ def test_a_hit_gives_identical_pixels_and_skips_the_style_pass(load_image, featu
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     cache = StyleCache(8)
     options = StylizeOptions(steps=3)
-    first = stylize(content, style, features, options, cache=cache, style_keys=["starry"])
+    first = stylize(content, style, features, options, style_targets=StyleTargets(cache, ["starry"]))
     assert first.cache == "miss" and len(cache) == 1
 
     passes = []
-    real = stylize_module.FeatureExtractor
+    real = objective_module.FeatureExtractor
 
     def counting(features, layers, pooling="max", **kwargs):
         passes.append(tuple(layers))
         return real(features, layers, pooling, **kwargs)
 
-    monkeypatch.setattr(stylize_module, "FeatureExtractor", counting)
-    second = stylize(content, style, features, options, cache=cache, style_keys=["starry"])
+    monkeypatch.setattr(objective_module, "FeatureExtractor", counting)
+    second = stylize(content, style, features, options, style_targets=StyleTargets(cache, ["starry"]))
     assert second.cache == "hit"
     assert torch.equal(first.image, second.image) and first.losses == second.losses
     assert options.style_layers not in passes  # no extractor was built for the style layers alone
@@ -58,13 +58,26 @@ def test_a_hit_gives_identical_pixels_and_skips_the_style_pass(load_image, featu
 def test_what_the_targets_depend_on_is_in_the_key(load_image, features: VGGFeatures, change: dict) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     cache = StyleCache(8)
-    stylize(content, style, features, StylizeOptions(steps=1), cache=cache, style_keys=["starry"])
-    other = stylize(content, style, features, StylizeOptions(steps=1, **change), cache=cache, style_keys=["starry"])
+    stylize(content, style, features, StylizeOptions(steps=1), style_targets=StyleTargets(cache, ["starry"]))
+    other = stylize(content, style, features, StylizeOptions(steps=1, **change), style_targets=StyleTargets(cache, ["starry"]))
     assert other.cache == "miss"
+
+
+def test_the_run_s_lookups_are_its_own(load_image, features: VGGFeatures) -> None:
+    """A run counts its own lookups (one per style image and level), the cache all of them."""
+    content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
+    cache = StyleCache(8)
+    options = StylizeOptions(steps=2, scales=(32, 64))
+    first = stylize(content, [style, style], features, options, style_targets=StyleTargets(cache, ["a", "b"]))
+    targets = StyleTargets(cache, ["a", "c"])
+    second = stylize(content, [style, style], features, options, style_targets=targets)
+    assert (first.cache_hits, first.cache_misses, first.cache) == (0, 4, "miss")
+    assert (second.cache_hits, second.cache_misses, second.cache) == (2, 2, "miss") == (targets.hits, targets.misses, "miss")
+    assert (cache.hits, cache.misses, len(cache)) == (2, 6, 6)
 
 
 def test_no_keys_no_caching(load_image, features: VGGFeatures) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     cache = StyleCache(8)
-    assert stylize(content, style, features, StylizeOptions(steps=1), cache=cache).cache is None
+    assert stylize(content, style, features, StylizeOptions(steps=1)).cache is None
     assert len(cache) == 0

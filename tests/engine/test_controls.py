@@ -18,7 +18,9 @@ from nst.losses import gram_matrix, guided_gram_matrix
 from nst.masks import MAX_REGIONS, MaskError
 from nst.options import normalized
 from nst.plan import pyramid_sides, split_steps
-from nst.stylize import Iterate, StylizeOptions, _Targets, initial_image, stylize
+from nst.objective import Objective
+from nst.stylize import Iterate, StylizeOptions, initial_image, stylize
+from objective_helpers import Built, level_objective, record_objectives
 from nst.vgg import DEFAULT_STYLE_LAYERS, LAYER_INDEX, FeatureExtractor, VGGFeatures
 from torch import nn
 
@@ -55,31 +57,14 @@ def chelsea(load_image) -> torch.Tensor:
 
 
 def objective(features: VGGFeatures, options: StylizeOptions, content: torch.Tensor,
-              styles: list[torch.Tensor]) -> _Targets:
+              styles: list[torch.Tensor]) -> Objective:
     """The engine's objective for one level whose styles are already at their level size."""
-    options = options.effective()
-    blend = options.style_blend_weights or normalized([1.0] * len(styles))
-    return _Targets(features, options, content, styles, blend, None, None)
-
-
-class RecordingTargets(_Targets):
-    """``_Targets`` that keeps every instance, to look at what a run optimized against."""
-
-    made: list[RecordingTargets] = []
-
-    def __init__(self, features, opts, content, styles, blend, content_regions, style_regions, *args,
-                 **kwargs) -> None:
-        super().__init__(features, opts, content, styles, blend, content_regions, style_regions, *args, **kwargs)
-        self.content_shape = tuple(content.shape)
-        self.style_shapes = [tuple(s.shape) for s in styles]
-        RecordingTargets.made.append(self)
+    return level_objective(features, options, content, styles)
 
 
 @pytest.fixture
-def recorded(monkeypatch) -> list[RecordingTargets]:
-    RecordingTargets.made = []
-    monkeypatch.setattr(stylize_module, "_Targets", RecordingTargets)
-    return RecordingTargets.made
+def recorded(monkeypatch) -> list[Built]:
+    return record_objectives(monkeypatch)
 
 
 # --- style blending ----------------------------------------------------------------------------
@@ -126,17 +111,17 @@ def test_luminance_only_keeps_the_content_colours(chelsea, scream, features: VGG
     # matched to the content's mean and deviation (Gatys et al. 2017, sec. 4.1)...
     target = recorded[-1]
     content_lum = color.luminance(chelsea)
-    assert torch.allclose(target.content["relu2_1"].target,
+    assert torch.allclose(target.objective.loss_terms.content["relu2_1"].target,
                           FeatureExtractor(features, ["relu2_1"])(content_lum)["relu2_1"], atol=1e-6)
     style_lum = color.match_luminance(color.luminance(scream), content_lum)
-    assert torch.allclose(target.style["relu1_1"].target,
+    assert torch.allclose(target.objective.loss_terms.style["relu1_1"].target,
                           gram_matrix(FeatureExtractor(features, ["relu1_1"])(style_lum)["relu1_1"]), rtol=1e-4)
     assert seen[0].losses["content"] < 1e-10  # ...from the content's luminance
     # Any start is made grey: a noise start is the noise's luminance.
     noisy: list[Iterate] = []
     stylize(chelsea, scream, features, opts(steps=1, init="noise", color_control="luminance"), callback=noisy.append)
     grey_noise = color.luminance(initial_image(chelsea, "noise", 0))
-    assert noisy[0].losses == pytest.approx(recorded[-1].losses(grey_noise), rel=1e-5)
+    assert noisy[0].losses == pytest.approx(recorded[-1].objective.losses(grey_noise), rel=1e-5)
     # Precondition: without colour control the orange style changes the colours measurably.
     assert chroma_difference(plain.image, chelsea) > 0.005
     assert chroma_difference(lum.image, chelsea) < 0.2 * chroma_difference(plain.image, chelsea)
@@ -198,7 +183,7 @@ def test_style_scale_resizes_the_style_reaching_the_network(content, load_image,
     ]
     assert all(t.content_shape == (1, 3, 32, 32) for t in recorded)
     # The style targets (blended Gram matrices) and so the results differ.
-    small, full = recorded[0].style["relu1_1"].target, recorded[1].style["relu1_1"].target
+    small, full = recorded[0].objective.loss_terms.style["relu1_1"].target, recorded[1].objective.loss_terms.style["relu1_1"].target
     assert not torch.allclose(small, full, rtol=1e-3)
     for scale in (0.5, 1.5):
         assert results[scale].losses["style"] != pytest.approx(results[1.0].losses["style"], rel=1e-3)
@@ -274,7 +259,7 @@ def test_avg_pooling_changes_features_and_losses(content, starry, features: VGGF
         runs[pooling] = seen[0].losses
     assert runs["max"]["content"] != pytest.approx(runs["avg"]["content"], rel=1e-3)
     assert runs["max"]["style"] != pytest.approx(runs["avg"]["style"], rel=1e-3)
-    assert [sum(isinstance(m, nn.AvgPool2d) for m in t.extractor.net) for t in recorded] == [0, 1]
+    assert [sum(isinstance(m, nn.AvgPool2d) for m in t.objective.extractor.net) for t in recorded] == [0, 1]
 
 
 def by_hand(features: VGGFeatures, layer: str, image: torch.Tensor, content: torch.Tensor,
@@ -302,11 +287,11 @@ def test_custom_layers_are_the_ones_used(content, starry, features: VGGFeatures,
     assert seen["custom"]["style"] == pytest.approx(style_11, rel=1e-5)
     assert seen["default"]["style"] == pytest.approx((style_11 + style_21) / 2, rel=1e-5)
     default, custom = recorded
-    assert (set(default.content), set(default.style)) == ({"relu2_1"}, {"relu1_1", "relu2_1"})
-    assert (set(custom.content), set(custom.style)) == ({"relu2_2"}, {"relu1_1"})
+    assert (set(default.objective.loss_terms.content), set(default.objective.loss_terms.style)) == ({"relu2_1"}, {"relu1_1", "relu2_1"})
+    assert (set(custom.objective.loss_terms.content), set(custom.objective.loss_terms.style)) == ({"relu2_2"}, {"relu1_1"})
     # The network is cut after the deepest layer in use.
-    assert len(default.extractor.net) == LAYER_INDEX["relu2_1"] + 1
-    assert len(custom.extractor.net) == LAYER_INDEX["relu2_2"] + 1
+    assert len(default.objective.extractor.net) == LAYER_INDEX["relu2_1"] + 1
+    assert len(custom.objective.extractor.net) == LAYER_INDEX["relu2_2"] + 1
     assert content_22 != pytest.approx(content_21, rel=1e-4)
     assert style_11 != pytest.approx(style_21, rel=1e-3)
 
