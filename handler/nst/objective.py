@@ -25,7 +25,16 @@ import torch
 from . import host
 from .cache import StyleTargets, Targets
 from .images import resize
-from .losses import ContentLoss, GuidedStyleLoss, LossTerms, StyleLoss, StyleTerm, gram_matrix, guided_gram_matrix, tv_loss
+from .losses import (
+    ContentLoss,
+    GuidedStyleLoss,
+    LossTerms,
+    StyleLoss,
+    StyleTerm,
+    gram_matrix,
+    guided_gram_matrix,
+    tv_loss,
+)
 from .masks import resize_regions
 from .memory import checkpoints
 from .options import StylizeOptions, normalized
@@ -38,6 +47,9 @@ from .vgg import FeatureExtractor, VGGFeatures, feature_size
 
 class Objective(ABC):
     """The loss of one level as a function of the image optimized."""
+
+    loss_terms: LossTerms
+    """The level's loss terms (targets at the level's size) and their weights."""
 
     @abstractmethod
     def evaluate(self, image: torch.Tensor) -> torch.Tensor:

@@ -6,10 +6,10 @@ import importlib
 
 import pytest
 import torch
-from nst.stylize import StylizeOptions, _Targets, stylize
+from engine.objective_helpers import record_objectives
+from nst.stylize import StylizeOptions, stylize
 from nst.vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, FeatureExtractor, VGGFeatures
 
-stylize_module = importlib.import_module("nst.stylize")
 memory_module = importlib.import_module("nst.memory")
 LAYERS = DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS
 
@@ -63,16 +63,9 @@ def test_no_checkpointing_without_a_gradient(features: VGGFeatures) -> None:
 ])
 def test_auto_turns_checkpointing_on_above_the_pixel_limit(features, load_image, monkeypatch, option,
                                                            pixels_limit, expected) -> None:
-    made = []
-
-    class Recording(_Targets):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(stylize_module, "_Targets", Recording)
+    made = record_objectives(monkeypatch)
     monkeypatch.setattr(memory_module, "CHECKPOINT_PIXELS", pixels_limit)
     content = load_image("tubingen_64x64.png", 32)
     result = stylize(content, content, features, StylizeOptions(steps=2, gradient_checkpointing=option))
-    assert [t.extractor.checkpointing for t in made] == [expected]
+    assert [t.objective.extractor.checkpointing for t in made] == [expected]
     assert result.iterations == 2

@@ -7,25 +7,22 @@ layers (``relu1_1``/``relu2_1``), so that the whole module takes seconds on a sm
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 
 import pytest
 import torch
 import torch.nn.functional as F
+from engine.objective_helpers import Built, level_objective, record_objectives
 from nst import color
 from nst.losses import gram_matrix, guided_gram_matrix
 from nst.masks import MAX_REGIONS, MaskError
-from nst.options import normalized
-from nst.plan import pyramid_sides, split_steps
 from nst.objective import Objective
+from nst.plan import pyramid_sides, split_steps
 from nst.stylize import Iterate, StylizeOptions, initial_image, stylize
-from objective_helpers import Built, level_objective, record_objectives
 from nst.vgg import DEFAULT_STYLE_LAYERS, LAYER_INDEX, FeatureExtractor, VGGFeatures
 from torch import nn
 
 # The module, not the function `nst.stylize` that the package's __init__ re-exports under its name.
-stylize_module = importlib.import_module("nst.stylize")
 
 #: Shallow layers: cheap, and relu2_1 sits behind a pool, so pooling matters.
 SHALLOW = {"content_layers": ("relu2_1",), "style_layers": ("relu1_1", "relu2_1")}

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 import torch
+from engine.objective_helpers import level_objective
 from nst.host import HostReads, to_host
+from nst.objective import WholeImage
 from nst.optim import LBFGS
 from nst.options import StylizeOptions
-from nst.stylize import _Targets, stylize
+from nst.stylize import stylize
 from nst.vgg import VGGFeatures
 
 SHALLOW: dict[str, Any] = {"style_layers": ("relu1_1", "relu2_1"), "content_layers": ("relu2_2",)}
@@ -60,8 +62,9 @@ def test_the_iterates_are_torch_s_on_the_stylization_objective(features: VGGFeat
     double = copy.deepcopy(features).double()
     opts = StylizeOptions(**SHALLOW, tv_weight=1.0).effective()
     content, style = rand(1, 3, 32, 32, seed=1, dtype=torch.float64), rand(1, 3, 32, 32, seed=2, dtype=torch.float64)
-    targets = _Targets(double, opts, content, [style], [1.0], None, None)
-    worst, kept = compare(lambda x: targets(x)[0], rand(1, 3, 32, 32, seed=3, dtype=torch.float64), 5, 30)
+    targets = level_objective(double, opts, content, [style])
+    assert isinstance(targets, WholeImage)
+    worst, kept = compare(lambda x: targets.forward(x)[0], rand(1, 3, 32, 32, seed=3, dtype=torch.float64), 5, 30)
     assert kept == 5
     assert worst < 1e-5
 

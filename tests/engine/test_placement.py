@@ -21,9 +21,10 @@ from typing import Any
 
 import pytest
 import torch
+from engine.objective_helpers import level_objective
 from nst.options import COLOR_CONTROLS, StylizeOptions, normalized
 from nst.records import TERMS
-from nst.stylize import _Targets, stylize
+from nst.stylize import stylize
 from nst.vgg import VGGFeatures
 from nst_http.budget import measure_speed
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -65,8 +66,8 @@ def test_the_objective_and_its_gradient_stay_on_the_weights_device(meta_features
     content, styles = meta_image(64, 48), [meta_image(40, 40), meta_image(48, 32)]
     content_regions = regions(64, 48, META) if masked else None
     style_regions = [regions(40, 40, META), regions(48, 32, META)] if masked else None
-    targets = _Targets(meta_features, opts, content, styles, normalized([1.0, 3.0]), content_regions, style_regions,
-                       **CASES[case])
+    targets = level_objective(meta_features, opts, content, styles, normalized([1.0, 3.0]), content_regions,
+                              style_regions, **CASES[case])
     image = meta_image(64, 48).requires_grad_(True)
     terms = targets.evaluate(image)
     assert terms.device == META and terms.shape == (len(TERMS),)
@@ -113,12 +114,9 @@ def test_the_targets_and_losses_run_on_a_fake_cuda_device(fake_cuda: VGGFeatures
     opts = StylizeOptions(**SHALLOW, precision=precision).effective()
     cuda = torch.device("cuda:0")
     content, style = torch.empty(1, 3, 64, 48, device=cuda), torch.empty(1, 3, 40, 40, device=cuda)
-    targets = _Targets(fake_cuda, opts, content, [style], [1.0], None, None, **CASES[case])
+    targets = level_objective(fake_cuda, opts, content, [style], **CASES[case])
     with torch.no_grad():  # autograd's engine needs a real CUDA context: the meta tests cover the gradient
-        if targets.tiles is None:
-            _, terms = targets(torch.empty(1, 3, 64, 48, device=cuda))
-        else:
-            terms = targets._tiled(torch.empty(1, 3, 64, 48, device=cuda), backward=False)
+        terms = targets.terms(torch.empty(1, 3, 64, 48, device=cuda))
     assert terms.device.type == "cuda" and terms.shape == (len(TERMS),)
 
 

@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 import torch
+from engine.objective_helpers import level_objective
 from nst.masks import label_regions, region_colors, resize_regions
+from nst.objective import Tiled
 from nst.options import OptionError, StylizeOptions, normalized
 from nst.plan import make_plan
 from nst.records import named_terms
-from nst.stylize import _Targets, stylize
+from nst.stylize import stylize
 from nst.tiled import assembled_features
 from nst.tiling import Field, align, grid_tiles, halo, receptive_field, tile_grid
 from nst.vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, FeatureExtractor, VGGFeatures, feature_size
@@ -30,7 +32,7 @@ def square_grid(size: tuple[int, int], side: int, layers: Any) -> list:
 @pytest.fixture
 def square_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs cut into :func:`square_grid` tiles instead of :func:`tile_grid`'s fewest pixels."""
-    monkeypatch.setattr(sys.modules["nst.stylize"], "tile_grid", square_grid)
+    monkeypatch.setattr(sys.modules["nst.objective"], "tile_grid", square_grid)
 
 
 def rand(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -144,11 +146,12 @@ def test_tiled_loss_and_gradient_equal_the_whole_image_s(features: VGGFeatures, 
     styles = [rand(1, 3, 80 + 8 * i, 72, seed=2 + i) for i in range(n_styles)]
     blend = opts.style_blend_weights or normalized([1.0] * n_styles)
     regions = guided(features, opts, content, styles) if masked else (None, None)
-    whole = _Targets(features, opts, content, styles, blend, regions[0], regions[1])
-    tiled = _Targets(features, opts, content, styles, blend, regions[0], regions[1], tile=side, kept_tails=kept_tails)
-    assert tiled.tiles is not None and len(tiled.tiles) >= 4
-    for name, loss in whole.content.items():  # content targets assembled from tiles
-        assert rel(tiled.content[name].target, loss.target) < 1e-5
+    whole = level_objective(features, opts, content, styles, blend, regions[0], regions[1])
+    tiled = level_objective(features, opts, content, styles, blend, regions[0], regions[1], tile=side,
+                            kept_tails=kept_tails)
+    assert isinstance(tiled, Tiled) and len(tiled.tiles) >= 4
+    for name, loss in whole.loss_terms.content.items():  # content targets assembled from tiles
+        assert rel(tiled.loss_terms.content[name].target, loss.target) < 1e-5
     results = []
     for targets in (whole, tiled):
         image = rand(1, 3, *size, seed=9).requires_grad_(True)
@@ -176,7 +179,7 @@ def test_under_bf16_the_tiled_objective_is_within_the_precision_s_rounding(featu
     content, style = rand(1, 3, 136, 120, seed=1), rand(1, 3, 80, 72, seed=2)
     results = []
     for tile in (None, 48):
-        targets = _Targets(features, opts, content, [style], [1.0], None, None, tile=tile, kept_tails=kept_tails)
+        targets = level_objective(features, opts, content, [style], tile=tile, kept_tails=kept_tails)
         image = rand(1, 3, 136, 120, seed=9).requires_grad_(True)
         terms = targets.evaluate(image)
         assert image.grad is not None and terms.dtype == torch.float32
@@ -217,8 +220,8 @@ def test_a_tiled_evaluation_runs_each_crop_forward_twice_but_the_last_and_the_lo
     losses alone take one pass. Counted on the extractors' forward calls."""
     content, style = rand(1, 3, 96, 80, seed=3), rand(1, 3, 64, 64, seed=4)
     opts = StylizeOptions(**SHALLOW).effective()
-    tiled = _Targets(features, opts, content, [style], [1.0], None, None, tile=32)
-    assert tiled.tiles is not None and tiled.style_extractor is not None
+    tiled = level_objective(features, opts, content, [style], tile=32)
+    assert isinstance(tiled, Tiled)
     n = len(tiled.tiles)
     calls = {"style": 0, "all": 0}
     for key, module in (("style", tiled.style_extractor), ("all", tiled.extractor)):
@@ -236,8 +239,8 @@ def test_a_kept_tail_runs_its_crop_s_head_twice_and_its_tail_once(features: VGGF
     with a graph, and pass 2 runs only their heads again: counted on the extractors' calls."""
     content, style = rand(1, 3, 96, 80, seed=3), rand(1, 3, 64, 64, seed=4)
     opts = StylizeOptions(**SHALLOW).effective()
-    tiled = _Targets(features, opts, content, [style], [1.0], None, None, tile=32, kept_tails=2)
-    assert tiled.tiles is not None and tiled.style_extractor is not None
+    tiled = level_objective(features, opts, content, [style], tile=32, kept_tails=2)
+    assert isinstance(tiled, Tiled)
     n = len(tiled.tiles)
     calls = {"style": 0, "all": 0, "head": 0, "tail": 0}
     for key, module in (("style", tiled.style_extractor), ("all", tiled.extractor)):
