@@ -110,8 +110,8 @@ def handler_requests(device: torch.device, size: int, steps: int) -> dict[str, A
         handler = NSTHandler()
         start = time.perf_counter()
         handler.initialize(make_context(model_dir, config, gpu_id))
-        out: dict[str, Any] = {"initialize_s": time.perf_counter() - start, "device": str(handler.device),
-                               "weights_device": str(next(handler.features.parameters()).device)}
+        out: dict[str, Any] = {"initialize_s": time.perf_counter() - start, "device": str(handler.service.worker.device),
+                               "weights_device": str(next(handler.service.worker.features.parameters()).device)}
         try:
             call = partial(ask, handler, model_dir, config, gpu_id)
             out["plain"] = call(body)
@@ -120,7 +120,7 @@ def handler_requests(device: torch.device, size: int, steps: int) -> dict[str, A
             out["dry_run"] = call(body | {"params": body["params"] | {"dry_run": True}})
             out["job"] = job(call, body)
         finally:
-            handler.desk.close()
+            handler.service.close()
     return out
 
 

@@ -4,6 +4,7 @@ no module over 400 lines outside tests/."""
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ PACKAGES = {
     "nst": ROOT / "handler" / "nst",
     "nst_http": ROOT / "handler" / "nst_http",
     "nst_jobs": ROOT / "handler" / "nst_jobs",
+    "nst_service": ROOT / "handler" / "nst_service",
     "nst_client": ROOT / "client_sdk" / "src" / "nst_client",
 }
 #: What each room must not import (top-level module names).
@@ -22,9 +24,13 @@ FORBIDDEN = {
     "nst": {"nst_http", "nst_handler", "ts", "requests", "httpx", "http"},
     "nst_http": {"nst_handler", "ts", "requests", "httpx"},
     "nst_jobs": {"torch", "torchvision", "nst", "nst_http", "nst_handler", "ts", "requests", "httpx"},
+    "nst_service": {"nst_handler", "ts", "requests", "httpx"},
     "nst_client": {"torch", "torchvision", "nst", "nst_http", "nst_handler", "ts"},
 }
 MAX_LINES = 400
+HANDLER = ROOT / "handler" / "nst_handler.py"
+#: The TorchServe adapter's most lines: it maps TorchServe onto the service, and nothing more.
+HANDLER_MAX_LINES = 150
 
 
 def module_name(path: Path, package: str) -> str:
@@ -86,14 +92,19 @@ def test_no_room_imports_what_it_must_not(package: str) -> None:
 
 
 def test_the_handler_is_the_only_torchserve_module() -> None:
-    handler = ROOT / "handler" / "nst_handler.py"
-    assert any(t.split(".")[0] == "ts" for t in imports(handler, "nst_handler"))
+    assert any(t.split(".")[0] == "ts" for t in imports(HANDLER, "nst_handler"))
+
+
+def test_the_handler_adapts_torchserve_to_the_service_and_nothing_more() -> None:
+    outside = {t.split(".")[0] for t in imports(HANDLER, "nst_handler")} - set(sys.stdlib_module_names)
+    assert outside == {"nst_service", "ts"}
+    assert len(HANDLER.read_text().splitlines()) <= HANDLER_MAX_LINES
 
 
 def test_the_handler_module_defines_one_class() -> None:
     # TorchServe 0.12 loads the one class of the handler module and refuses a module with more
     # ("Expected only one class in custom service code"): records live in nst_http.
-    tree = ast.parse((ROOT / "handler" / "nst_handler.py").read_text())
+    tree = ast.parse(HANDLER.read_text())
     assert [n.name for n in tree.body if isinstance(n, ast.ClassDef)] == ["NSTHandler"]
 
 

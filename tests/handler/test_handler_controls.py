@@ -8,7 +8,7 @@ import base64
 import io
 from typing import Any
 
-import nst_handler
+import nst_service.run
 import pytest
 from imagebytes import png_b64
 from nst.stylize import StylizeOptions
@@ -40,14 +40,14 @@ def halves_mask(size: tuple[int, int]) -> str:
 @pytest.fixture
 def recorded_calls(monkeypatch) -> list[dict[str, Any]]:
     """Records what the handler hands to the engine, then runs the real engine."""
-    real = nst_handler.stylize
+    real = nst_service.run.stylize
     calls: list[dict[str, Any]] = []
 
     def recording(content, styles, features, options, **kwargs):
         calls.append({"content": content, "styles": styles, "options": options, **kwargs})
         return real(content, styles, features, options, **kwargs)
 
-    monkeypatch.setattr(nst_handler, "stylize", recording)
+    monkeypatch.setattr(nst_service.run, "stylize", recording)
     return calls
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-import nst_handler
+import nst_service.run
+import nst_service.worker
 import pytest
 import torch
-from nst_handler import NSTHandler, worker_device
+from nst_handler import NSTHandler
+from nst_service import worker_device
 from test_nst_handler import config, make_context, model_dir, run  # noqa: F401 - fixtures
 
 META = torch.device("meta")
@@ -37,7 +39,7 @@ def on_meta(monkeypatch: pytest.MonkeyPatch, meta_reads: None) -> list[int | Non
         asked.append(gpu_id)
         return META
 
-    monkeypatch.setattr(nst_handler, "worker_device", device)
+    monkeypatch.setattr(nst_service.worker, "worker_device", device)
     return asked
 
 
@@ -48,13 +50,13 @@ def test_initialize_with_gpu_id_0_loads_and_measures_on_the_device(on_meta: list
     handler = NSTHandler()
     handler.initialize(ctx)  # loads the weights and runs the start-up speed run there
     assert on_meta == [0] and handler.initialized
-    assert all(p.device == META for p in handler.features.parameters())
-    assert handler.desk.seconds_per_work is not None
+    assert all(p.device == META for p in handler.service.worker.features.parameters())
+    assert handler.service.worker.desk.seconds_per_work is not None
     body = {"content": image_b64("chelsea_128x96.png"), "style": image_b64("starry_night_64x64.png"),
             "params": {"steps": 2, "output_format": "png"}}
     # A request runs on the device too, up to its encoding, which needs values.
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(nst_handler, "encode_image", lambda image, *a, **k: image.device.type.encode())
+    monkeypatch.setattr(nst_service.run, "encode_image", lambda image, *a, **k: image.device.type.encode())
     try:
         (answer,), _ = run(handler, model_dir, config, [{"body": body}])
     finally:

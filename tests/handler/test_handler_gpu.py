@@ -7,7 +7,7 @@ from __future__ import annotations
 import weakref
 from pathlib import Path
 
-import nst_handler
+import nst_service.run
 import pytest
 import torch
 from nst_handler import NSTHandler
@@ -26,7 +26,7 @@ def body(image_b64) -> dict:
 ], ids=["OutOfMemoryError", "RuntimeError"])
 def test_cuda_out_of_memory_is_a_507_and_the_worker_serves_the_next_request(
         handler: NSTHandler, model_dir: Path, config: dict, body: dict, monkeypatch, error: Exception) -> None:
-    real = nst_handler.stylize
+    real = nst_service.run.stylize
     held: list[weakref.ref] = []
     emptied: list[bool] = []
 
@@ -37,7 +37,7 @@ def test_cuda_out_of_memory_is_a_507_and_the_worker_serves_the_next_request(
             raise error
         return real(content, *args, **kwargs)
 
-    monkeypatch.setattr(nst_handler, "stylize", out_of_memory_once)
+    monkeypatch.setattr(nst_service.run, "stylize", out_of_memory_once)
     with monkeypatch.context() as cuda:  # as on a GPU host, for the failing request only
         cuda.setattr(torch.cuda, "is_available", lambda: True)
         cuda.setattr(torch.cuda, "empty_cache", lambda: emptied.append(held[0]() is None))
@@ -62,7 +62,7 @@ def test_other_failures_leave_the_cache_alone(handler: NSTHandler, model_dir: Pa
     def boom(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr(nst_handler, "stylize", boom)
+    monkeypatch.setattr(nst_service.run, "stylize", boom)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
     (failed,), ctx = run(handler, model_dir, config, [{"body": body}])

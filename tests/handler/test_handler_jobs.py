@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import nst_handler
+import nst_service.run
 import pytest
 from nst_handler import NSTHandler
 from polling import poll
@@ -39,7 +39,7 @@ def jobs_handler(model_dir: Path, jobs_config: dict) -> Iterator[NSTHandler]:
     h = NSTHandler()
     h.initialize(make_context(model_dir, jobs_config))
     yield h
-    h.desk.close()
+    h.service.worker.desk.close()
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def body(image_b64) -> dict:
 
 def slow_stylize(monkeypatch, seconds: float) -> None:
     """Make every evaluation take at least ``seconds`` (to catch a job while it runs)."""
-    real = nst_handler.stylize
+    real = nst_service.run.stylize
 
     def slow(*args, callback=None, **kwargs):
         def wrapped(it):
@@ -59,7 +59,7 @@ def slow_stylize(monkeypatch, seconds: float) -> None:
                 callback(it)
         return real(*args, callback=wrapped, **kwargs)
 
-    monkeypatch.setattr(nst_handler, "stylize", slow)
+    monkeypatch.setattr(nst_service.run, "stylize", slow)
 
 
 def test_a_submitted_job_answers_at_once_and_its_result_is_the_synchronous_answer(
@@ -120,13 +120,13 @@ def test_a_queued_job_has_an_estimate_from_the_worker_s_measured_speed(jobs_hand
                                                                       body, monkeypatch) -> None:
     """The worker measures its speed at start-up and after every run; a queued job's eta_s is
     what the running job has left plus its own run at that speed."""
-    at_start = jobs_handler.desk.seconds_per_work
+    at_start = jobs_handler.service.worker.desk.seconds_per_work
     assert at_start is not None and at_start > 0  # the start-up run
     slow_stylize(monkeypatch, 0.05)
     first = call(jobs_handler, model_dir, jobs_config, body | {"job": {"action": "submit"}})[0]["job"]
     assert first["eta_s"] is not None
     done = wait_for(jobs_handler, model_dir, jobs_config, first["id"], lambda j: j["state"] == "succeeded")
-    speed = jobs_handler.desk.seconds_per_work
+    speed = jobs_handler.service.worker.desk.seconds_per_work
     assert speed is not None and speed > 0
     ran_s = done["finished_s"] - done["started_s"]
     # The slowed run (50 ms an evaluation) weighs half in the running mean with the faster
@@ -137,7 +137,7 @@ def test_a_queued_job_has_an_estimate_from_the_worker_s_measured_speed(jobs_hand
     wait_for(jobs_handler, model_dir, jobs_config, running["id"], lambda j: (j["iteration"] or 0) >= 2)
     queued = call(jobs_handler, model_dir, jobs_config, body | {"job": {"action": "submit"}})[0]["job"]
     assert queued["state"] == "queued" and queued["position"] == 1
-    own = 60 * 32 * 24 * jobs_handler.desk.seconds_per_work
+    own = 60 * 32 * 24 * jobs_handler.service.worker.desk.seconds_per_work
     assert queued["eta_s"] is not None and own < queued["eta_s"] < own + 60 * 32 * 24 * speed * 3
     for job_id in (queued["id"], running["id"]):
         status(jobs_handler, model_dir, jobs_config, job_id, "cancel")
@@ -152,10 +152,9 @@ def test_a_job_nobody_polls_is_cancelled_when_its_lease_runs_out(model_dir, root
     h.initialize(make_context(model_dir, config))
     body["params"]["steps"] = 500
     job = call(h, model_dir, config, body | {"job": {"action": "submit"}})[0]["job"]
-    submitted = time.monotonic()
-    while (stored := h.desk.store.get(job["id"])) is not None and not stored.done:
-        assert time.monotonic() - submitted < 60, "the job never ended"  # a hang guard, as wait_for's
-        time.sleep(0.1)  # nobody polls (a status call would renew the lease)
+    # Nobody polls (a status call would renew the lease): the store is read directly.
+    stored = poll(lambda: h.service.worker.desk.store.get(job["id"]), lambda j: j is None or j.done,
+                  what="the unpolled job ending", interval=0.1)
     assert stored is not None and (stored.state, stored.cancel) == ("cancelled", "lease_expired")
     # Stopped by the lease, not by its end: far from its 500 iterations (about 10 ran, at 0.2 s each).
     assert stored.progress is not None and stored.progress["iteration"] < 250, stored.progress
@@ -163,13 +162,14 @@ def test_a_job_nobody_polls_is_cancelled_when_its_lease_runs_out(model_dir, root
     body["params"]["steps"] = 2
     out, ctx = call(h, model_dir, config, body)
     assert ctx.get_response_status(0) == (200, None) and out["iterations"] == 2
-    h.desk.close()
+    h.service.worker.desk.close()
 
 
 def test_a_restarted_worker_reports_its_predecessors_jobs_failed(jobs_handler, model_dir, jobs_config, body) -> None:
-    queued = jobs_handler.desk.store.create(jobs_handler.desk.worker, lease_s=60)  # accepted, never run: the process died
-    running = jobs_handler.desk.store.create(jobs_handler.desk.worker, lease_s=60)
-    jobs_handler.desk.store.start(running.id)
+    desk = jobs_handler.service.worker.desk
+    queued = desk.store.create(desk.worker, lease_s=60)  # accepted, never run: the process died
+    running = desk.store.create(desk.worker, lease_s=60)
+    desk.store.start(running.id)
     restarted = NSTHandler()
     restarted.initialize(make_context(model_dir, jobs_config))
     for job_id in (queued.id, running.id):
@@ -177,7 +177,7 @@ def test_a_restarted_worker_reports_its_predecessors_jobs_failed(jobs_handler, m
         assert out["job"]["state"] == "failed" and out["job"]["error"]["code"] == "worker_died"
         result, ctx = status(restarted, model_dir, jobs_config, job_id, "result")
         assert_error(result, ctx, 0, 500, "worker_died", None)
-    restarted.desk.close()
+    restarted.service.worker.desk.close()
 
 
 @pytest.mark.parametrize("job, field, code", [

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import nst_handler
+import nst_service.run
 import pytest
 from nst_handler import NSTHandler
 from nst_http.budget import peak_rss
@@ -27,7 +27,7 @@ def handler_with(model_dir: Path, root_dir: Path, tmp_path: Path, **limits) -> t
 def plain(model_dir, root_dir, tmp_path) -> Iterator[tuple[NSTHandler, dict]]:
     handler, config = handler_with(model_dir, root_dir, tmp_path)
     yield handler, config
-    handler.desk.close()
+    handler.service.worker.desk.close()
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def body(image_b64) -> dict:
 
 def test_a_dry_run_answers_the_plan_without_optimizing(plain, model_dir, body, monkeypatch) -> None:
     handler, config = plain
-    monkeypatch.setattr(nst_handler, "stylize", lambda *a, **k: pytest.fail("a dry run must not optimize"))
+    monkeypatch.setattr(nst_service.run, "stylize", lambda *a, **k: pytest.fail("a dry run must not optimize"))
     body["params"] |= {"dry_run": True, "tile_size": 64}
     (answer,), ctx = run(handler, model_dir, config, [{"body": body}])
     assert ctx.get_response_status(0) == (200, None) and set(answer) == {"plan", "params", "weights", "device",
@@ -52,12 +52,12 @@ def test_a_dry_run_answers_the_plan_without_optimizing(plain, model_dir, body, m
     assert (fine["side"], fine["tile"], fine["tiles"]) == (128, 64, 2)
     # The worker's budget has room over the two bands: the first keeps its tail (the last keeps its whole graph).
     assert (coarse["kept_tails"], fine["kept_tails"]) == (0, 1)
-    assert plan["memory_budget_bytes"] == handler.budget.total
-    assert plan["peak_memory_bytes"] == fine["peak_memory_bytes"] > coarse["peak_memory_bytes"] > handler.budget.baseline
+    assert plan["memory_budget_bytes"] == handler.service.worker.budget.total
+    assert plan["peak_memory_bytes"] == fine["peak_memory_bytes"] > coarse["peak_memory_bytes"] > handler.service.worker.budget.baseline
     # Seconds from the worker's speed, measured at start-up: the tiled level costs more per pixel.
     assert plan["seconds"] == pytest.approx(coarse["seconds"] + fine["seconds"], abs=0.15)
     assert fine["seconds"] > 4 * coarse["seconds"] > 0
-    assert handler.desk.store.get is not None and handler.desk.store.active("nothing-ran") == 0
+    assert handler.service.worker.desk.store.get is not None and handler.service.worker.desk.store.active("nothing-ran") == 0
 
 
 def test_a_tiled_run_through_the_handler_matches_the_whole_image(plain, model_dir, body) -> None:
@@ -80,7 +80,7 @@ def test_a_small_budget_tiles_the_level_and_a_tiny_one_is_a_400(model_dir, root_
         assert level["tiles"] > 1 and level["tile"] < 1024 and level["lbfgs_history"] < 100
         assert answer["plan"]["peak_memory_bytes"] <= answer["plan"]["memory_budget_bytes"]
     finally:
-        handler.desk.close()
+        handler.service.worker.desk.close()
     handler, config = handler_with(model_dir, root_dir, tmp_path, memory_budget_mb=held_mib + 30)
     try:
         (answer,), ctx = run(handler, model_dir, config, [{"body": body}])
@@ -90,7 +90,7 @@ def test_a_small_budget_tiles_the_level_and_a_tiny_one_is_a_400(model_dir, root_
         (small,), _ = run(handler, model_dir, config, [{"body": body}])
         assert small["width"] == 32
     finally:
-        handler.desk.close()
+        handler.service.worker.desk.close()
 
 
 def test_a_dry_run_cannot_stream(plain, model_dir, body) -> None:

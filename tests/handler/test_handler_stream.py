@@ -6,7 +6,7 @@ import json
 import socket
 from pathlib import Path
 
-import nst_handler
+import nst_service.run
 import pytest
 from test_nst_handler import config, handler, make_context, model_dir  # noqa: F401 - fixtures
 
@@ -50,7 +50,7 @@ def test_progress_goes_out_as_chunks_and_the_result_ends_the_stream(handler, str
 
 def test_an_error_after_the_first_chunk_arrives_in_band(handler, streamed, image_b64, monkeypatch) -> None:
     ctx, sock = streamed
-    real = nst_handler.stylize
+    real = nst_service.run.stylize
 
     def failing(*args, callback=None, **kwargs):
         def boom(it):
@@ -59,7 +59,7 @@ def test_an_error_after_the_first_chunk_arrives_in_band(handler, streamed, image
                 raise RuntimeError("simulated failure mid-run")
         return real(*args, callback=boom, **kwargs)
 
-    monkeypatch.setattr(nst_handler, "stylize", failing)
+    monkeypatch.setattr(nst_service.run, "stylize", failing)
     (last,) = handler.handle([{"body": body(image_b64)}], ctx)
     assert b'"event": "progress"' in received(sock)
     event = json.loads(last)

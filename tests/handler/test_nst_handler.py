@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import nst_handler
+import nst_service.run
+import nst_service.service
 import pytest
 import torch
 import ts
@@ -96,13 +97,13 @@ def assert_error(body: dict, ctx: Context, idx: int, status: int, code: str, fie
 
 def test_initialize(handler: NSTHandler, random_state) -> None:
     assert handler.initialized is True
-    assert handler.device == torch.device("cpu")
-    assert handler.provenance.label == "random-seed-0" and handler.provenance.source == "random"
-    assert handler.limits == Limits(max_image_side=4096, max_steps=2000, max_input_pixels=25_000_000,
+    assert handler.service.worker.device == torch.device("cpu")
+    assert handler.service.worker.provenance.label == "random-seed-0" and handler.service.worker.provenance.source == "random"
+    assert handler.service.worker.limits == Limits(max_image_side=4096, max_steps=2000, max_input_pixels=25_000_000,
                                     max_input_bytes=20_000_000)
-    assert handler.defaults == TINY_DEFAULTS
-    assert next(handler.features.parameters()).device.type == "cpu"
-    state = handler.features.state_dict()
+    assert handler.service.worker.defaults == TINY_DEFAULTS
+    assert next(handler.service.worker.features.parameters()).device.type == "cpu"
+    state = handler.service.worker.features.state_dict()
     assert torch.equal(state["0.weight"], random_state["0.weight"])
     assert torch.equal(state["34.bias"], random_state["34.bias"])
 
@@ -229,7 +230,7 @@ def test_limits_come_from_the_config(model_dir: Path, root_dir: Path, good_body:
 
 
 def test_unexpected_failure_is_a_500_for_that_row_only(handler, model_dir, config, good_body, monkeypatch) -> None:
-    real = nst_handler.stylize
+    real = nst_service.run.stylize
     calls = []
 
     def flaky(content, *args, **kwargs):
@@ -238,7 +239,7 @@ def test_unexpected_failure_is_a_500_for_that_row_only(handler, model_dir, confi
             raise RuntimeError("boom")
         return real(content, *args, **kwargs)
 
-    monkeypatch.setattr(nst_handler, "stylize", flaky)
+    monkeypatch.setattr(nst_service.run, "stylize", flaky)
     good_body["params"] = {"steps": 1, "image_size": 32}
     (first, second), ctx = run(handler, model_dir, config, [{"body": good_body}, {"body": good_body}])
     assert len(calls) == 2
@@ -255,14 +256,14 @@ def test_unexpected_failure_is_a_500_for_that_row_only(handler, model_dir, confi
 
 def test_unexpected_failure_in_validation_is_a_500_for_that_row_only(handler, model_dir, config, good_body,
                                                                      monkeypatch) -> None:
-    real = nst_handler.parse_request
+    real = nst_service.service.parse_request
 
     def flaky(body, **kwargs):
         if body.get("params", {}).get("seed") == 13:
             raise KeyError("boom")
         return real(body, **kwargs)
 
-    monkeypatch.setattr(nst_handler, "parse_request", flaky)
+    monkeypatch.setattr(nst_service.service, "parse_request", flaky)
     good_body["params"] = {"steps": 1, "image_size": 32}
     bad = json.loads(json.dumps(good_body))
     bad["params"]["seed"] = 13
@@ -294,7 +295,7 @@ def test_a_vgg16_model_serves_its_own_layers_and_describes_them(tmp_path: Path, 
     weights.save(weights.make_random(0, "vgg16"), model)
     h = NSTHandler()
     h.initialize(make_context(model, config))
-    assert (h.features.network, h.features.input_convention.name) == ("vgg16", "torchvision")
+    assert (h.service.worker.features.network, h.service.worker.features.input_convention.name) == ("vgg16", "torchvision")
     described = json.loads(h.describe_handle())
     assert described["weights"]["network"] == "vgg16" and described["weights"]["input_convention"] == "torchvision"
     assert described["weights"]["label"] == "random-seed-0-vgg16"
