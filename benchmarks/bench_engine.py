@@ -55,8 +55,7 @@ from large import large_cases, large_probe, overhead_probe, section_large, secti
 from memory import memory_probe, section_memory  # noqa: E402
 from nst.cache import StyleCache, StyleTargets  # noqa: E402
 from nst.images import decode_image, to_pil, to_tensor  # noqa: E402
-from nst.objective import LevelImages, Objective, build_objective  # noqa: E402
-from nst.plan import make_plan  # noqa: E402
+from nst.objective import first_level_objective  # noqa: E402
 from nst.precision import numerics  # noqa: E402
 from nst.stylize import Iterate, StylizeOptions, stylize  # noqa: E402
 from nst.vgg import LAYER_INDEX, FeatureExtractor, VGGFeatures, build_vgg19_features  # noqa: E402
@@ -77,14 +76,6 @@ def sync(device: torch.device) -> None:
 def load(path: Path, side: int, device: torch.device) -> torch.Tensor:
     """``(1, 3, H, W)`` in ``[0, 1]`` with long side ``side`` pixels."""
     return to_tensor(decode_image(path.read_bytes(), max_pixels=10**8), side).to(device)
-
-
-def objective(features: VGGFeatures, content: torch.Tensor, style: torch.Tensor,
-              style_targets: StyleTargets | None = None) -> Objective:
-    """Our default objective for ``content``'s size (the yardstick of the peers section): the
-    one level of the default plan, with ``style`` as given."""
-    plan = make_plan((content.shape[-2], content.shape[-1]), [(style.shape[-2], style.shape[-1])], StylizeOptions())
-    return build_objective(features, plan, plan.levels[0], LevelImages(content, [style]), style_targets)
 
 
 # --- 1. floor ------------------------------------------------------------------------------------
@@ -205,7 +196,7 @@ def section_levers(features, device, size: int, iters: int, compile_: bool = Tru
     for _ in range(2):  # miss, then hit
         sync(device)
         t0 = time.perf_counter()
-        objective(features, content, style, StyleTargets(cache, ["style"]))
+        first_level_objective(features, StylizeOptions(), content, [style], StyleTargets(cache, ["style"]))
         sync(device)
         timings.append(time.perf_counter() - t0)
     rows.append(f"| style cache: loss targets, miss then hit | {timings[0]:.3f} / {timings[1]:.3f} | | "
@@ -220,7 +211,7 @@ def section_levers(features, device, size: int, iters: int, compile_: bool = Tru
 
 def section_peers(features, device, size: int, seconds: float, label: str, sheet: Path | None) -> str:
     content, style = load(CONTENT, size, device), load(STYLE, size, device)
-    yardstick = objective(features, content, style)
+    yardstick = first_level_objective(features, StylizeOptions(), content, [style])  # the peers' yardstick
     runs: list[tuple[str, torch.Tensor, int]] = []
     result = stylize(content, style, features, StylizeOptions(steps=10**6, time_budget_s=seconds))
     runs.append(("ours (defaults: L-BFGS, normalized losses)", result.image, result.iterations + 1))

@@ -6,7 +6,7 @@ package from ``.gpu-deps/`` (``make gpu-deps`` here; it travels with the checkou
 timed; a failing part records its error and the rest still run:
 
 1. ``device``: the device, the versions of torch, torchvision, CUDA and cuDNN, the TF32 flags.
-2. ``agreement``: the engine's objective (:func:`nst.objective.build_objective`), seeded random VGG19
+2. ``agreement``: the engine's objective (:func:`nst.objective.first_level_objective`), seeded random VGG19
    weights and images, in fp32 on the CPU against each precision on the device: the relative
    error of each loss term and of the gradient (largest element), and its cosine.
 3. ``speed``: seconds per iteration of the floor (one VGG19 forward and input-gradient pass to
@@ -61,9 +61,8 @@ from gpu_handler import handler_requests  # noqa: E402
 from large import large_probe  # noqa: E402
 from nst import weights  # noqa: E402
 from nst.host import HostReads  # noqa: E402
-from nst.objective import LevelImages, build_objective  # noqa: E402
+from nst.objective import first_level_objective  # noqa: E402
 from nst.options import StylizeOptions  # noqa: E402
-from nst.plan import make_plan  # noqa: E402
 from nst.precision import PRECISIONS, numerics  # noqa: E402
 from nst.records import TERMS, Iterate  # noqa: E402
 from nst.stylize import stylize  # noqa: E402
@@ -178,8 +177,7 @@ def evaluation(precision: str, images: list[torch.Tensor]) -> tuple[dict[str, fl
     :func:`nst.precision.numerics`). The gradient comes back in float64 on the CPU."""
     content, style, start = images
     with numerics(precision):
-        plan = make_plan((content.shape[-2], content.shape[-1]), [(style.shape[-2], style.shape[-1])], StylizeOptions(precision=precision))
-        targets = build_objective(network(str(content.device)), plan, plan.levels[0], LevelImages(content, [style]))
+        targets = first_level_objective(network(str(content.device)), StylizeOptions(precision=precision), content, [style])
         image = start.clone().requires_grad_(True)
         out = targets.evaluate(image)
     # evaluate returns the terms (a TERMS-ordered tensor), (total, terms), or (total, {term: value}).

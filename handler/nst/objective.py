@@ -38,7 +38,7 @@ from .losses import (
 from .masks import resize_regions
 from .memory import checkpoints
 from .options import StylizeOptions, normalized
-from .plan import Level, Plan
+from .plan import Level, Plan, make_plan
 from .records import named_terms
 from .tiled import assembled_features, evaluate_tiled, image_grams
 from .tiling import Tile, tile_grid
@@ -169,7 +169,7 @@ def build_objective(features: VGGFeatures, plan: Plan, level: Level, images: Lev
     Raises:
         IndexError: ``style_targets`` with fewer keys than style images.
     """
-    opts, size = plan.options, (images.content.shape[-2], images.content.shape[-1])
+    opts, size = plan.options, _size(images.content)
     layers = opts.content_layers + opts.style_layers
     tiles = None if level.tile is None else tile_grid(size, level.tile, layers)
     with torch.no_grad():
@@ -189,6 +189,24 @@ def build_objective(features: VGGFeatures, plan: Plan, level: Level, images: Lev
     # Pass 1 of a tiled evaluation stops at the deepest style layer.
     style_extractor = FeatureExtractor(features, opts.style_layers, opts.pooling, precision=opts.precision)
     return Tiled(terms, tiles, extractor, style_extractor, level.kept_tails)
+
+
+def first_level_objective(features: VGGFeatures, options: StylizeOptions, content: torch.Tensor,
+                          styles: Sequence[torch.Tensor], style_targets: StyleTargets | None = None) -> Objective:
+    """The objective of the first level of ``options``' plan for ``(1, 3, H, W)`` ``content``
+    and ``styles`` (used as given, not resized): the whole run's, without ``scales`` (what the
+    benchmarks measure).
+
+    Raises:
+        nst.options.OptionError: images too small for the layers (:func:`nst.plan.make_plan`).
+    """
+    plan = make_plan(_size(content), [_size(s) for s in styles], options)
+    return build_objective(features, plan, plan.levels[0], LevelImages(content, list(styles)), style_targets)
+
+
+def _size(image: torch.Tensor) -> tuple[int, int]:
+    """``(H, W)``, in pixels, of a ``(..., H, W)`` tensor."""
+    return image.shape[-2], image.shape[-1]
 
 
 def _style_terms(features: VGGFeatures, opts: StylizeOptions, blend: Sequence[float], images: LevelImages,
@@ -212,7 +230,7 @@ def _style_terms(features: VGGFeatures, opts: StylizeOptions, blend: Sequence[fl
             grams.append(style_targets.get(i, (tuple(s.shape), opts.style_layers, opts.pooling, opts.precision,
                                                opts.color_control, regions is not None, id(features),
                                                str(s.device)), compute))
-    size = (images.content.shape[-2], images.content.shape[-1])
+    size = _size(images.content)
     style: dict[str, StyleTerm] = {}
     for name in opts.style_layers:
         layer = [g[name] for g in grams]
@@ -235,8 +253,7 @@ def _style_grams(features: VGGFeatures, opts: StylizeOptions, style: torch.Tenso
     ``regions`` the region-guided ``(R, C, C)`` Grams; tile by tile with ``tile``."""
     extractor = FeatureExtractor(features, opts.style_layers, opts.pooling, precision=opts.precision)
     if tile is not None:
-        return image_grams(extractor, style, tile_grid((style.shape[-2], style.shape[-1]), tile, opts.style_layers),
-                           regions)
+        return image_grams(extractor, style, tile_grid(_size(style), tile, opts.style_layers), regions)
     feats = extractor(style)
     if regions is None:
         return {n: gram_matrix(f) for n, f in feats.items()}
