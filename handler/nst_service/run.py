@@ -11,8 +11,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from nst.cache import StyleTargets
 from nst.images import encode_image
-from nst.records import Iterate
+from nst.records import Iterate, Stopping
 from nst.stylize import stylize
 from nst_http import response
 from nst_http.budget import LoopClock, release_cached_memory
@@ -35,8 +36,8 @@ def run_request(worker: Worker, item: BatchRequest, job_id: str, send: Send) -> 
         content, styles, images = request.tensors(worker.device)
         cancel, clock = threading.Event(), LoopClock(request.plan, worker.speed_curve)
         result = stylize(content, styles, worker.features, request.options(), **images, plan=request.plan,
-                         cache=worker.style_cache, style_keys=request.style_keys(), cancel=cancel,
-                         callback=watcher(worker, item, job_id, cancel, start, clock, send))
+                         style_targets=StyleTargets(worker.style_cache, request.style_keys()),
+                         stopping=Stopping(cancel), callback=watcher(worker, item, job_id, cancel, start, clock, send))
         optimized = time.perf_counter()
         worker.desk.measured(*clock.measured())
         image = encode_image(result.image, request.serving.output_format, alpha=request.output_alpha())
