@@ -2,7 +2,8 @@
 
 Importable and testable without TorchServe or HTTP: ``nst.options`` (every option, declared once,
 and its rules), ``nst.plan`` (the coarse-to-fine levels of a run, checked against the images'
-sizes), ``nst.stylize`` (L-BFGS or Adam over the pixels, executing a plan), ``nst.records`` (what
+sizes), ``nst.objective`` (a level's loss: whole image or tiled), ``nst.stylize`` (L-BFGS or Adam
+over the pixels, executing a plan), ``nst.records`` (what
 a run reports), ``nst.losses`` (Gram matrix, content/style/TV losses), ``nst.vgg`` (VGG16/VGG19
 features by layer name), ``nst.color``, ``nst.masks`` and ``nst.cache`` (the controls' helpers),
 ``nst.images`` (decode/resize/encode) and ``nst.weights`` (where the weights come from;

@@ -99,7 +99,7 @@ class StyleRequest:
         return to_tensor(self.content_alpha, self.serving.image_size)
 
     def style_keys(self) -> list[tuple[Any, ...]] | None:
-        """One style-cache key per style image (see :func:`nst.stylize.stylize`): what its Gram
+        """One style-cache key per style image (see :class:`nst.cache.StyleTargets`): what its Gram
         matrices depend on besides the computation. Its bytes and its size at the finest level,
         plus the content (colour control recolours the style by it) and the masks when used."""
         if not self.digests:

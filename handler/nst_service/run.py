@@ -35,9 +35,11 @@ def run_request(worker: Worker, item: BatchRequest, job_id: str, send: Send) -> 
         start = time.perf_counter()
         content, styles, images = request.tensors(worker.device)
         cancel, clock = threading.Event(), LoopClock(request.plan, worker.speed_curve)
+        keys = request.style_keys()  # None: nothing of this request is cached
+        targets = None if keys is None else StyleTargets(worker.style_cache, keys)
         result = stylize(content, styles, worker.features, request.options(), **images, plan=request.plan,
-                         style_targets=StyleTargets(worker.style_cache, request.style_keys()),
-                         stopping=Stopping(cancel), callback=watcher(worker, item, job_id, cancel, start, clock, send))
+                         style_targets=targets, stopping=Stopping(cancel),
+                         callback=watcher(worker, item, job_id, cancel, start, clock, send))
         optimized = time.perf_counter()
         worker.desk.measured(*clock.measured())
         image = encode_image(result.image, request.serving.output_format, alpha=request.output_alpha())

@@ -57,6 +57,12 @@ def body(image_b64) -> dict[str, Any]:
             "params": {"steps": 2}}
 
 
+def decoded(reply: Reply) -> Any:
+    """A reply's JSON body (text outside the KServe v1 envelope)."""
+    assert isinstance(reply.body, str)
+    return json.loads(reply.body)
+
+
 def serve(service: StyleTransferService, hooks: Recorded, rows: list[Any], envelope_names: Any = None) -> list[Reply]:
     """One batch through the four stages, in TorchServe's order."""
     items = service.batch(rows, input_names=envelope_names, request_count=len(rows), request_id=lambda i: f"r{i}")
@@ -72,7 +78,7 @@ def test_a_request_is_answered_with_its_body_and_counted(service, hooks, body) -
     hooks.metrics.clear()
     (reply,) = serve(service, hooks, [{"body": body}])
     assert (reply.content_type, reply.status, dict(reply.headers)) == ("application/json", None, {})
-    answer = json.loads(reply.body)
+    answer = decoded(reply)
     assert answer["iterations"] == 2 and answer["weights"] == "random-seed-0" and answer["request_id"] == "r0"
     assert hooks.named("NSTIterations") == [(2, {})]
     assert hooks.named("NSTRequests") == [(1, {"Outcome": "ok"})]
@@ -82,9 +88,9 @@ def test_a_request_is_answered_with_its_body_and_counted(service, hooks, body) -
 def test_a_bad_request_fails_alone_with_its_field(service, hooks, body) -> None:
     bad = body | {"params": {"steps": -1}}
     good, refused = serve(service, hooks, [{"body": body}, {"body": bad}])
-    assert good.status is None and json.loads(good.body)["iterations"] == 2
+    assert good.status is None and decoded(good)["iterations"] == 2
     assert (refused.status, refused.content_type) == (400, "application/json") and refused.phrase
-    error = json.loads(refused.body)["error"]
+    error = decoded(refused)["error"]
     assert (error["field"], error["request_id"]) == ("params.steps", "r1")
 
 
@@ -96,16 +102,16 @@ def test_a_streamed_request_sends_its_events_then_ends_in_band(service, hooks, b
     assert [c.content_type for c in hooks.chunks] == ["application/x-ndjson", None, None, None]
     assert {(c.index, c.request_id) for c in hooks.chunks} == {(0, "r0")}
     assert (reply.content_type, reply.status) == (None, None)  # the status line went out with the first chunk
-    final = json.loads(reply.body)
+    final = decoded(reply)
     assert final["event"] == "result" and final["iterations"] == 3
 
 
 def test_a_submitted_job_is_accepted_with_202(service, hooks, body) -> None:
     (reply,) = serve(service, hooks, [{"body": body | {"job": {"action": "submit"}}}])
     assert (reply.status, reply.phrase) == (202, "Accepted")
-    job_id = json.loads(reply.body)["job"]["id"]
+    job_id = decoded(reply)["job"]["id"]
     (status,) = serve(service, hooks, [{"body": {"job": {"action": "status", "id": job_id}}}])
-    assert json.loads(status.body)["job"]["id"] == job_id
+    assert decoded(status)["job"]["id"] == job_id
 
 
 def test_an_empty_kserve_v1_batch_is_one_refusal(service, hooks) -> None:
