@@ -3,13 +3,18 @@
 Puts ``handler/`` on ``sys.path`` so that ``import nst`` and ``import nst_handler`` work without
 installing anything, and provides random VGG19 features built once per session plus loaders for
 the tiny images in ``tests/data``.
+
+Marks the tiers (pytest.ini): ``e2e`` on every test that uses a TorchServe-starting fixture
+(:data:`torchserve_server.TORCHSERVE_FIXTURES`), ``quality`` on tests/quality, and tells
+``running_server`` under which kind of test it runs (:data:`torchserve_server.E2E_ENV`).
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,21 +29,57 @@ import torch  # noqa: E402
 from nst.vgg import VGGFeatures  # noqa: E402
 from openapi_contract import ContractRecorder  # noqa: E402
 from redis_server import redis_url  # noqa: E402,F401 - session fixture: one redis-server for all
-from torchserve_server import Server, client, kserve_layout, model_store, server  # noqa: E402,F401 - session fixtures: one server for all
+from torchserve_server import (  # noqa: E402,F401 - session fixtures: one server for all
+    E2E_ENV,
+    TORCHSERVE_FIXTURES,
+    Server,
+    kserve_layout,
+    kserve_v1,
+    kserve_v2,
+    model_store,
+    torchserve,
+    torchserve_client,
+)
 
 #: Tests whose HTTP traffic with the test server is checked against docs/openapi.yaml.
 CONTRACT_CHECKED = (ROOT / "tests" / "e2e", ROOT / "tests" / "reliability")
+QUALITY = ROOT / "tests" / "quality"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``e2e`` every test whose fixtures start TorchServe, ``quality`` every test in tests/quality."""
+    for item in items:
+        if TORCHSERVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+        if QUALITY in Path(item.path).parents:
+            item.add_marker(pytest.mark.quality)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Tell ``running_server`` (through :data:`E2E_ENV`, which a subprocess inherits) whether this
+    test is marked ``e2e``, from its setup to its teardown."""
+    before = os.environ.get(E2E_ENV)
+    os.environ[E2E_ENV] = "1" if item.get_closest_marker("e2e") else "0"
+    try:
+        return (yield)
+    finally:
+        if before is None:
+            os.environ.pop(E2E_ENV, None)
+        else:
+            os.environ[E2E_ENV] = before
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """Run every end-to-end and reliability test that uses the ``server`` under a
+    """Run every end-to-end and reliability test that is given a plain TorchServe (a
+    :class:`Server` fixture: ``torchserve``, the jobs tests' ``jobs_torchserve``) under a
     :class:`openapi_contract.ContractRecorder`: each request it sends to the server (raw
     ``requests``, the SDK, ``httpx``) and each answer is checked against docs/openapi.yaml, and
     the test fails, listing them, if any broke the contract (see tests/openapi_contract.py for
     what is and is not checked)."""
-    server = getattr(item, "funcargs", {}).get("server")
-    if not isinstance(server, Server) or not any(d in Path(item.path).parents for d in CONTRACT_CHECKED):
+    server = next((v for v in getattr(item, "funcargs", {}).values() if isinstance(v, Server)), None)
+    if server is None or not any(d in Path(item.path).parents for d in CONTRACT_CHECKED):
         return (yield)
     with ContractRecorder(server.url, server.management_url) as recorder:
         try:

@@ -12,11 +12,11 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 import redis
+from polling import poll
 
 INSTALL = "apt-get install redis-server (Debian/Ubuntu; .ci/run does it)"
 
@@ -43,17 +43,22 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
+    def state() -> str:
+        """"up" once it answers PING, "exited" if the process ended, else "starting"."""
+        try:
+            return "up" if client.ping() else "starting"
+        except redis.ConnectionError:
+            return "starting" if proc.poll() is None else "exited"
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log = (workdir / "redis.log").read_text() if (workdir / "redis.log").exists() else ""
-                    pytest.fail(f"redis-server did not start on port {port}:\n{log[-2000:]}")
-                time.sleep(0.05)
+        try:
+            up = poll(state, lambda s: s != "starting", what=f"redis-server on port {port}", timeout=60,
+                      interval=0.05) == "up"
+        except AssertionError:
+            up = False
+        if not up:
+            log = (workdir / "redis.log").read_text() if (workdir / "redis.log").exists() else ""
+            pytest.fail(f"redis-server did not start on port {port}:\n{log[-2000:]}")
         yield url
     finally:
         client.close()

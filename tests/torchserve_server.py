@@ -5,30 +5,59 @@ The model archive is built by the same `make archive` a user runs, with seeded r
 into a temporary model store. The server gets its own config (the repository's
 config.properties with private ports and paths), its own working directory (so its
 key_file.json is private), and its own TMPDIR (so its pid file never meets another server's).
-``running_server`` starts such a server from any config.properties with extra settings (the
-KServe envelope tests use deploy/kserve's); the session ``server`` fixture is one of those.
+``running_server`` starts such a server from any config.properties with extra settings; the
+session ``torchserve`` fixture is one of those, and ``kserve_v1`` and ``kserve_v2`` (deploy/kserve's
+config, jobs in a real redis-server) are two more, shared by the envelope and the replica tests.
+
+Starting TorchServe is what the ``e2e`` marker (pytest.ini) says: a fixture that starts one is
+declared with :func:`torchserve_fixture`, and tests/conftest.py marks every test that uses such a
+fixture; ``running_server`` fails a test that starts a server without the mark (see
+:data:`E2E_ENV`), so the fast tier (``pytest -m "not e2e"``) never starts one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
+import requests
 from nst_client import StyleTransferClient
+from openapi_contract import check_response
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from wait_ready import wait_ready  # noqa: E402
 
 BIN = Path(sys.executable).parent
+
+#: Set by tests/conftest.py around each test: "1" while an ``e2e``-marked test runs, "0" while
+#: another runs (unset outside pytest, e.g. benchmarks/bench_server.py run by hand). It is an
+#: environment variable so that a script a test runs in a subprocess is held to it too.
+E2E_ENV = "NST_TESTS_E2E"
+
+#: The names of the fixtures that start TorchServe (filled by :func:`torchserve_fixture`).
+TORCHSERVE_FIXTURES: set[str] = set()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def torchserve_fixture(**kwargs: Any) -> Callable[[F], F]:
+    """``pytest.fixture(**kwargs)`` for a fixture that starts TorchServe: its name joins
+    :data:`TORCHSERVE_FIXTURES`, so every test that uses it is marked ``e2e``."""
+    def declare(fn: F) -> F:
+        TORCHSERVE_FIXTURES.add(kwargs.get("name", fn.__name__))
+        return pytest.fixture(**kwargs)(fn)  # type: ignore[no-any-return]
+    return declare
 
 
 @dataclass(frozen=True)
@@ -115,8 +144,12 @@ def running_server(model_store: Path, workdir: Path, *, base_config: Path = ROOT
         env: further environment variables for TorchServe (``TS_*`` ones override the config
             when it sets ``enable_envvars_config=true``).
 
-    Fails the test (``pytest.fail``) when Java is missing or the model is not READY in 180 s.
+    Fails the test (``pytest.fail``) when it runs under a test not marked ``e2e`` (see
+    :data:`E2E_ENV`), when Java is missing or when the model is not READY in 180 s.
     """
+    if os.environ.get(E2E_ENV) == "0":
+        pytest.fail(f"{os.environ.get('PYTEST_CURRENT_TEST', 'a test')} starts TorchServe but is not marked e2e: "
+                    "use a fixture declared with torchserve_fixture or mark it @pytest.mark.e2e", pytrace=False)
     if shutil.which("java") is None:
         pytest.fail("Java 17 is needed for the end-to-end tests (apt-get install openjdk-17-jre-headless)")
     private_tmp = workdir / "tmp"
@@ -155,15 +188,103 @@ def running_server(model_store: Path, workdir: Path, *, base_config: Path = ROOT
         subprocess.run([*cmd, "--stop"], cwd=workdir, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
-@pytest.fixture(scope="session")
-def server(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Start TorchServe with the repository's config, wait until the model is READY, yield, then stop it."""
+@torchserve_fixture(scope="session")
+def torchserve(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The session's TorchServe: the repository's config.properties (jobs in SQLite), started once,
+    READY, stopped at the end of the session."""
     with running_server(model_store, tmp_path_factory.mktemp("torchserve")) as srv:
         yield srv
 
 
 @pytest.fixture()
-def client(server: Server) -> Iterator[StyleTransferClient]:
-    """An SDK client of the server under test, reading its key file, with no retries."""
-    with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0) as c:
+def torchserve_client(torchserve: Server) -> Iterator[StyleTransferClient]:
+    """An SDK client of the session's TorchServe, reading its key file, with no retries."""
+    with StyleTransferClient(base_url=torchserve.url, key_file=torchserve.key_file, max_retries=0) as c:
         yield c
+
+
+#: deploy/kserve's replicas share their jobs through Redis (inferenceservice.yaml's
+#: NST_JOBS_REDIS_URL); a short heartbeat timeout lets a test see a replica's jobs failed soon
+#: after it went away (the shipped default is 30 s).
+KSERVE_HEARTBEAT_TIMEOUT_S = 4
+
+
+@dataclass(frozen=True)
+class KServeEndpoint:
+    """A TorchServe running with one KServe envelope, and how to speak it."""
+
+    envelope: str  # "kserve" (protocol v1) or "kservev2"
+    server: Server
+
+    @property
+    def kserve_path(self) -> str:
+        """The protocol's own inference path, which TorchServe 0.12 also serves."""
+        return "/v1/models/nst:predict" if self.envelope == "kserve" else "/v2/models/nst/infer"
+
+    def wrap(self, bodies: list[Any]) -> dict[str, Any]:
+        """v1: the request objects as "instances"; v2: one BYTES input of JSON text each."""
+        if self.envelope == "kserve":
+            return {"instances": bodies}
+        return {"id": "call-1", "inputs": [{"name": f"request-{i}", "shape": [1], "datatype": "BYTES",
+                                            "data": [json.dumps(b)]} for i, b in enumerate(bodies)]}
+
+    def unwrap(self, answer: dict[str, Any], n: int) -> list[dict[str, Any]]:
+        """Our n response (or error) objects, after checking the envelope around them and each
+        object against docs/openapi.yaml (as the answer of a plain ``POST /predictions/nst``)."""
+        if self.envelope == "kserve":
+            assert set(answer) == {"predictions"}
+            assert len(answer["predictions"]) == n
+            inner = answer["predictions"]
+        else:
+            assert answer["id"] == "call-1" and answer["model_name"] == "nst" and answer["model_version"] == "1.0"
+            assert [o["name"] for o in answer["outputs"]] == [f"request-{i}" for i in range(n)]
+            assert all(o["datatype"] == "BYTES" and o["shape"] == [1] and len(o["data"]) == 1
+                       for o in answer["outputs"])
+            inner = [json.loads(o["data"][0]) for o in answer["outputs"]]
+        for obj in inner:
+            status = 200
+            if "error" in obj:  # an envelope's error entry carries its own status (docs/api.md)
+                status = obj["error"]["status"]
+                obj = {**obj, "error": {k: v for k, v in obj["error"].items() if k != "status"}}
+            problems = check_response("POST", "/predictions/nst", status, "application/json", json.dumps(obj))
+            assert not problems, problems
+        return inner
+
+    def post(self, payload: dict[str, Any], path: str = "/predictions/nst") -> requests.Response:
+        """POST without a token, as KServe's wrapper does."""
+        return requests.post(f"{self.server.url}{path}", json=payload, timeout=300)
+
+    def call(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """One request in the protocol's envelope on its own path -> (HTTP status, our answer)."""
+        resp = self.post(self.wrap([body]), self.kserve_path)
+        (answer,) = self.unwrap(resp.json(), 1)
+        return resp.status_code, answer
+
+
+@contextmanager
+def running_kserve(layout: Path, workdir: Path, envelope: str, redis_url: str) -> Iterator[KServeEndpoint]:
+    """TorchServe started from ``make kserve-layout``'s config (the file's ``service_envelope=kserve``,
+    or ``TS_SERVICE_ENVELOPE=kservev2`` in the environment as KServe sets it for
+    ``protocolVersion: v2``), its jobs in the Redis at ``redis_url`` (key prefix ``kserve:``)."""
+    env = {"NST_JOBS_REDIS_URL": redis_url, "NST_JOBS_REDIS_PREFIX": "kserve:",
+           "NST_JOBS_HEARTBEAT_TIMEOUT_S": str(KSERVE_HEARTBEAT_TIMEOUT_S)}
+    if envelope != "kserve":
+        env["TS_SERVICE_ENVELOPE"] = envelope
+    with running_server(layout / "model-store", workdir, base_config=layout / "config" / "config.properties",
+                        extra={"metrics_config": str(layout / "config" / "metrics.yaml")}, env=env) as srv:
+        yield KServeEndpoint(envelope, srv)
+
+
+@torchserve_fixture(scope="session")
+def kserve_v1(kserve_layout: Path, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KServeEndpoint]:
+    """The session's TorchServe behind KServe's v1 envelope (see :func:`running_kserve`)."""
+    with running_kserve(kserve_layout, tmp_path_factory.mktemp("torchserve_kserve"), "kserve", redis_url) as endpoint:
+        yield endpoint
+
+
+@torchserve_fixture(scope="session")
+def kserve_v2(kserve_layout: Path, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KServeEndpoint]:
+    """The session's TorchServe behind KServe's v2 envelope, sharing ``kserve_v1``'s job store."""
+    with running_kserve(kserve_layout, tmp_path_factory.mktemp("torchserve_kservev2"), "kservev2",
+                        redis_url) as endpoint:
+        yield endpoint

@@ -39,6 +39,7 @@ def test_quick_engine_benchmark_prints_every_section(results_unchanged) -> None:
     assert "failed" not in out  # every memory probe process ran, no lever broke
 
 
+@pytest.mark.e2e  # benchmarks/bench_server.py starts TorchServe (running_server, in its own process)
 def test_quick_server_benchmark_prints_its_tables(results_unchanged) -> None:
     out = run("bench_server.py")
     assert "`torchserve --start` to worker READY" in out

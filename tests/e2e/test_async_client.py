@@ -48,13 +48,13 @@ def _job(client: Any, job: dict[str, Any]) -> Any:
     return client.stylize(job["content"], job["style"], **params)
 
 
-def test_concurrent_calls_each_equal_the_same_call_alone(server, client):
+def test_concurrent_calls_each_equal_the_same_call_alone(torchserve, torchserve_client):
     async def together(aclient: AsyncStyleTransferClient) -> list:
         return await asyncio.gather(*(_job(aclient, job) for job in JOBS))
 
-    concurrent = run(server, together)
+    concurrent = run(torchserve, together)
     for job, got in zip(JOBS, concurrent):
-        alone = _job(client, job)  # the sync client, one request at a time
+        alone = _job(torchserve_client, job)  # the sync client, one request at a time
         assert got.image_bytes == alone.image_bytes, job
         assert (got.width, got.height, got.iterations) == (alone.width, alone.height, alone.iterations) == (
             got.width, got.height, job["steps"])
@@ -63,25 +63,25 @@ def test_concurrent_calls_each_equal_the_same_call_alone(server, client):
     assert len({r.image_bytes for r in concurrent}) == len(JOBS)  # three different answers
 
 
-def test_stream_events_and_health(server):
+def test_stream_events_and_health(torchserve):
     async def stream(aclient: AsyncStyleTransferClient) -> list:
         assert (await aclient.health())["status"] == "Healthy"
         events = await aclient.stylize_stream(DATA / "chelsea_128x96.png", DATA / "starry_night_64x64.png",
                                               image_size=64, steps=3, progress_every=1)
         return [event async for event in events]
 
-    events = run(server, stream)
+    events = run(torchserve, stream)
     assert [e.iteration for e in events if isinstance(e, ProgressEvent)] == [0, 1, 2, 3]
     assert all(e.of == 3 for e in events if isinstance(e, ProgressEvent))
     assert isinstance(events[-1], ResultEvent) and events[-1].result.image.size == (64, 48)
     assert events[-1].result.params["stream"] is True
 
 
-def test_info_from_both_clients(server, client):
-    with StyleTransferClient(base_url=server.url, management_url=server.management_url,
-                             key_file=server.key_file, max_retries=0) as sync_client:
+def test_info_from_both_clients(torchserve, torchserve_client):
+    with StyleTransferClient(base_url=torchserve.url, management_url=torchserve.management_url,
+                             key_file=torchserve.key_file, max_retries=0) as sync_client:
         sync = sync_client.info()
-    aio = run(server, lambda c: c.info())
+    aio = run(torchserve, lambda c: c.info())
     for info in (sync, aio):
         assert isinstance(info, ModelInfo)
         assert (info.model, info.version, info.device) == ("nst", "1.0", "cpu")
@@ -94,19 +94,19 @@ def test_info_from_both_clients(server, client):
     # Same description through both (worker memory figures move between calls).
     assert (sync.metadata, sync.version) == (aio.metadata, aio.version)
     # The default management URL is the inference host on 8081; this server listens elsewhere.
-    assert client.management_url.endswith(":8081") and client.management_url != server.management_url
+    assert torchserve_client.management_url.endswith(":8081") and torchserve_client.management_url != torchserve.management_url
 
 
-def test_errors_are_mapped_identically(server, client):
+def test_errors_are_mapped_identically(torchserve, torchserve_client):
     content, style = DATA / "chelsea_128x96.png", DATA / "starry_night_64x64.png"
     with pytest.raises(BadRequestError) as sync:
-        client.stylize(content, style, image_size=64, steps=0)
+        torchserve_client.stylize(content, style, image_size=64, steps=0)
     with pytest.raises(BadRequestError) as aio:
-        run(server, lambda c: c.stylize(content, style, image_size=64, steps=0))
+        run(torchserve, lambda c: c.stylize(content, style, image_size=64, steps=0))
     fields = ("status_code", "code", "field", "message")
     assert [getattr(aio.value, f) for f in fields] == [getattr(sync.value, f) for f in fields]
     assert (aio.value.status_code, aio.value.field) == (400, "params.steps")
 
     with pytest.raises(AuthenticationError) as wrong_key:
-        run(server, lambda c: c.info(), management_token="not-the-key")
+        run(torchserve, lambda c: c.info(), management_token="not-the-key")
     assert wrong_key.value.code == "InvalidKeyException"

@@ -41,10 +41,10 @@ def _inference_requests(server) -> float:
     return sum(float(m) for m in re.findall(r"^ts_inference_requests_total\{[^}]*\} (\S+)$", text, re.M))
 
 
-def test_stylize_compare_plot_animate_json(server, tmp_path, capsys):
+def test_stylize_compare_plot_animate_json(torchserve, tmp_path, capsys):
     out, sheet, plot, gif = (tmp_path / n for n in ("out.png", "cmp.png", "losses.png", "steps.gif"))
     rc, doc = _run_json(capsys, [
-        "stylize", str(CONTENT), str(STYLE), "-o", str(out), *_conn(server), "--image-size", "32", "--steps", "3",
+        "stylize", str(CONTENT), str(STYLE), "-o", str(out), *_conn(torchserve), "--image-size", "32", "--steps", "3",
         "--compare", str(sheet), "--plot", str(plot), "--animate", str(gif), "--preview-every", "1", "--json"])
     assert rc == 0, doc
     assert doc["ok"] and doc["iterations"] == 3 and doc["weights"] == "random-seed-0"
@@ -66,39 +66,39 @@ def test_stylize_compare_plot_animate_json(server, tmp_path, capsys):
         assert img.format == "GIF" and img.n_frames == doc["animation_frames"] == 4
 
 
-def test_sweep_two_by_two_concurrently_then_resumed(server, tmp_path, capsys):
+def test_sweep_two_by_two_concurrently_then_resumed(torchserve, tmp_path, capsys):
     out = tmp_path / "sweep"
-    argv = ["sweep", str(CONTENT), str(STYLE), "-o", str(out), *_conn(server), "--image-size", "32", "--steps", "2",
+    argv = ["sweep", str(CONTENT), str(STYLE), "-o", str(out), *_conn(torchserve), "--image-size", "32", "--steps", "2",
             "--param", "style_weight=1e2,1e4", "--param", "tv_weight=0,0.01", "--concurrency", "2", "--json"]
     rc, doc = _run_json(capsys, argv)
     assert rc == 0, doc
     assert (doc["rendered"], doc["skipped"]) == (4, 0)
     for cell in doc["cells"]:
-        # The server used each cell's values (its effective parameters echo them).
+        # The torchserve used each cell's values (its effective parameters echo them).
         assert {k: cell["effective_params"][k] for k in cell["params"]} == cell["params"]
         assert cell["effective_params"]["steps"] == 2
         assert _open(out / cell["file"]).size == (32, 32)
     with Image.open(out / "sheet.png") as sheet:
         assert sheet.width > 2 * 32 and sheet.height > 2 * 32
 
-    before = _inference_requests(server)
+    before = _inference_requests(torchserve)
     rc, again = _run_json(capsys, argv)
     assert rc == 0 and (again["rendered"], again["skipped"]) == (0, 4)
-    assert _inference_requests(server) == before  # the rerun sent nothing
+    assert _inference_requests(torchserve) == before  # the rerun sent nothing
     assert [c["file"] for c in again["cells"]] == [c["file"] for c in doc["cells"]]
 
 
-def test_batch_of_contents_and_styles_with_a_failure_then_resumed(server, tmp_path, capsys):
+def test_batch_of_contents_and_styles_with_a_failure_then_resumed(torchserve, tmp_path, capsys):
     contents = tmp_path / "contents"
     contents.mkdir()
     for name in ("tubingen_64x64.png", "chelsea_128x96.png"):
         (contents / name).write_bytes((DATA / name).read_bytes())
     (contents / "tiny.png").write_bytes(encode(Image.new("RGB", (8, 8), (10, 20, 30)), "PNG"))
     out = tmp_path / "batch"
-    argv = ["batch", str(contents), str(STYLE), str(DATA / "the_scream_128x96.png"), "-o", str(out), *_conn(server),
+    argv = ["batch", str(contents), str(STYLE), str(DATA / "the_scream_128x96.png"), "-o", str(out), *_conn(torchserve),
             "--image-size", "32", "--steps", "2", "--output-format", "webp", "--concurrency", "2", "--json"]
     rc, doc = _run_json(capsys, argv)
-    # tiny.png (8x8) is refused by the server (400 image_too_small); the batch goes on without it.
+    # tiny.png (8x8) is refused by the torchserve (400 image_too_small); the batch goes on without it.
     assert rc == 6 and doc["ok"] is False, doc
     assert (doc["rendered"], doc["skipped"], doc["failed"]) == (4, 0, 2)
     assert {Path(f["content"]).name for f in doc["failures"]} == {"tiny.png"}
@@ -110,25 +110,25 @@ def test_batch_of_contents_and_styles_with_a_failure_then_resumed(server, tmp_pa
         assert sheet.width > 2 * 32 and sheet.height > 2 * 24
 
     (contents / "tiny.png").unlink()
-    before = _inference_requests(server)
+    before = _inference_requests(torchserve)
     rc, again = _run_json(capsys, argv)
     assert rc == 0 and (again["rendered"], again["skipped"], again["failed"]) == (0, 4, 0), again
-    assert _inference_requests(server) == before  # the rerun sent nothing
+    assert _inference_requests(torchserve) == before  # the rerun sent nothing
 
 
-def test_health_json_from_the_installed_script(server):
-    proc = subprocess.run([str(NST_CLIENT), "health", "--json", *_conn(server)],
+def test_health_json_from_the_installed_script(torchserve):
+    proc = subprocess.run([str(NST_CLIENT), "health", "--json", *_conn(torchserve)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"ok": True, "command": "health", "url": server.url,
+    assert json.loads(proc.stdout) == {"ok": True, "command": "health", "url": torchserve.url,
                                        "response": {"status": "Healthy"}}
 
 
-def test_info_json_and_text(server, capsys):
-    argv = ["info", *_conn(server), "--management-url", server.management_url]
+def test_info_json_and_text(torchserve, capsys):
+    argv = ["info", *_conn(torchserve), "--management-url", torchserve.management_url]
     rc, doc = _run_json(capsys, [*argv, "--json"])
     assert rc == 0, doc
-    assert doc["model"] == "nst" and doc["version"] == "1.0" and doc["management_url"] == server.management_url
+    assert doc["model"] == "nst" and doc["version"] == "1.0" and doc["management_url"] == torchserve.management_url
     assert doc["weights"]["label"] == "random-seed-0" and doc["device"] == "cpu"
     assert doc["limits"]["max_image_side"] > 0 and doc["defaults"]["steps"] > 0
     assert doc["ready_workers"] >= 1
@@ -137,11 +137,11 @@ def test_info_json_and_text(server, capsys):
     assert "random-seed-0" in text and "device:   cpu" in text and "ready" in text
 
 
-def test_a_wrong_key_exits_with_the_auth_code(server, tmp_path, capsys):
+def test_a_wrong_key_exits_with_the_auth_code(torchserve, tmp_path, capsys):
     bad = tmp_path / "key_file.json"
     bad.write_text(json.dumps({"inference": {"key": "wrong"}, "management": {"key": "wrong"}}))
     rc, doc = _run_json(capsys, ["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"),
-                                 "--url", server.url, "--key-file", str(bad), "--json"])
+                                 "--url", torchserve.url, "--key-file", str(bad), "--json"])
     assert rc == cli.EXIT_AUTH == doc["exit_code"]
     assert doc["error"]["type"] == "AuthenticationError" and doc["error"]["status_code"] == 400
     assert not (tmp_path / "o.png").exists()
@@ -151,8 +151,8 @@ def test_a_wrong_key_exits_with_the_auth_code(server, tmp_path, capsys):
     (["--steps", "0"], cli.EXIT_REJECTED, "params.steps"),
     (["--model", "no_such_model"], cli.EXIT_NOT_FOUND, None),
 ])
-def test_a_refused_request_exits_with_its_code(server, tmp_path, capsys, argv, code, field):
+def test_a_refused_request_exits_with_its_code(torchserve, tmp_path, capsys, argv, code, field):
     rc, doc = _run_json(capsys, ["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"),
-                                 *_conn(server), "--image-size", "32", *argv, "--json"])
+                                 *_conn(torchserve), "--image-size", "32", *argv, "--json"])
     assert rc == code == doc["exit_code"]
     assert doc["error"].get("field") == field

@@ -5,10 +5,12 @@ that deploy/kserve ships.
 under /mnt/models. TorchServe starts from that config.properties (private ports and paths
 swapped in, as for every test server): once with the file's own ``service_envelope=kserve``,
 once with ``TS_SERVICE_ENVELOPE=kservev2`` in the environment, as KServe sets it for
-``protocolVersion: v2`` (the file turns ``enable_envvars_config`` on). The model comes from the
-file's ``model_snapshot``, and no request carries a token, as from KServe's wrapper. Every
-stylized result must equal, pixel for pixel, the same request to the plain server (the session
-``server`` fixture: the repository's config.properties, no envelope).
+``protocolVersion: v2`` (the file turns ``enable_envvars_config`` on); jobs live in a real
+redis-server, as deploy/kserve/inferenceservice.yaml's ``NST_JOBS_REDIS_URL`` makes them. Both are
+session servers (tests/torchserve_server.py ``kserve_v1``, ``kserve_v2``), which test_replicas.py
+also uses. The model comes from the file's ``model_snapshot``, and no request carries a token, as
+from KServe's wrapper. Every stylized result must equal, pixel for pixel, the same request to the
+plain server (the session ``torchserve`` fixture: the repository's config.properties, no envelope).
 """
 
 from __future__ import annotations
@@ -16,17 +18,15 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from openapi_contract import check_response
 from PIL import Image
 from polling import poll
-from torchserve_server import ROOT, Server, running_server
+from torchserve_server import ROOT, KServeEndpoint, Server, torchserve_fixture
+
+pytestmark = pytest.mark.e2e  # every test talks to a TorchServe
 
 DATA = ROOT / "tests" / "data"
 FAST = {"image_size": 32, "steps": 2}
@@ -46,69 +46,18 @@ def pixels(b64_png: str) -> tuple[tuple[int, int], bytes]:
         return img.size, img.convert("RGB").tobytes()
 
 
-@dataclass(frozen=True)
-class KServeEndpoint:
-    """A TorchServe running with one KServe envelope, and how to speak it."""
-
-    envelope: str  # "kserve" (protocol v1) or "kservev2"
-    server: Server
-
-    @property
-    def kserve_path(self) -> str:
-        """The protocol's own inference path, which TorchServe 0.12 also serves."""
-        return "/v1/models/nst:predict" if self.envelope == "kserve" else "/v2/models/nst/infer"
-
-    def wrap(self, bodies: list[Any]) -> dict[str, Any]:
-        """v1: the request objects as "instances"; v2: one BYTES input of JSON text each."""
-        if self.envelope == "kserve":
-            return {"instances": bodies}
-        return {"id": "call-1", "inputs": [{"name": f"request-{i}", "shape": [1], "datatype": "BYTES",
-                                            "data": [json.dumps(b)]} for i, b in enumerate(bodies)]}
-
-    def unwrap(self, answer: dict[str, Any], n: int) -> list[dict[str, Any]]:
-        """Our n response (or error) objects, after checking the envelope around them and each
-        object against docs/openapi.yaml (as the answer of a plain ``POST /predictions/nst``)."""
-        if self.envelope == "kserve":
-            assert set(answer) == {"predictions"}
-            assert len(answer["predictions"]) == n
-            inner = answer["predictions"]
-        else:
-            assert answer["id"] == "call-1" and answer["model_name"] == "nst" and answer["model_version"] == "1.0"
-            assert [o["name"] for o in answer["outputs"]] == [f"request-{i}" for i in range(n)]
-            assert all(o["datatype"] == "BYTES" and o["shape"] == [1] and len(o["data"]) == 1
-                       for o in answer["outputs"])
-            inner = [json.loads(o["data"][0]) for o in answer["outputs"]]
-        for obj in inner:
-            status = 200
-            if "error" in obj:  # an envelope's error entry carries its own status (docs/api.md)
-                status = obj["error"]["status"]
-                obj = {**obj, "error": {k: v for k, v in obj["error"].items() if k != "status"}}
-            problems = check_response("POST", "/predictions/nst", status, "application/json", json.dumps(obj))
-            assert not problems, problems
-        return inner
-
-    def post(self, payload: dict[str, Any], path: str = "/predictions/nst") -> requests.Response:
-        """POST without a token, as KServe's wrapper does."""
-        return requests.post(f"{self.server.url}{path}", json=payload, timeout=300)
-
-
-@pytest.fixture(scope="module", params=["kserve", "kservev2"])
-def kserve(request: pytest.FixtureRequest, kserve_layout: Path,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[KServeEndpoint]:
-    """TorchServe from the KServe layout's config, with the v1 envelope, then with v2."""
-    envelope = request.param
-    env = {"TS_SERVICE_ENVELOPE": envelope} if envelope != "kserve" else {}
-    with running_server(kserve_layout / "model-store", tmp_path_factory.mktemp(f"torchserve_{envelope}"),
-                        base_config=kserve_layout / "config" / "config.properties",
-                        extra={"metrics_config": str(kserve_layout / "config" / "metrics.yaml")}, env=env) as srv:
-        yield KServeEndpoint(envelope, srv)
+@torchserve_fixture(scope="module", params=["kserve", "kservev2"])
+def kserve(request: pytest.FixtureRequest) -> KServeEndpoint:
+    """The session's TorchServe behind the v1 envelope, then the one behind v2 (``kserve_v1``,
+    ``kserve_v2``: deploy/kserve's config, jobs in Redis; test_replicas.py shares them)."""
+    return request.getfixturevalue("kserve_v1" if request.param == "kserve" else "kserve_v2")
 
 
 @pytest.fixture(scope="module")
-def plain_answer(server: Server) -> dict[str, Any]:
+def plain_answer(torchserve: Server) -> dict[str, Any]:
     """The plain server's answer to ``request_body()`` (token from its key file)."""
-    key = json.loads(server.key_file.read_text())["inference"]["key"]
-    resp = requests.post(f"{server.url}/predictions/nst", json=request_body(),
+    key = json.loads(torchserve.key_file.read_text())["inference"]["key"]
+    resp = requests.post(f"{torchserve.url}/predictions/nst", json=request_body(),
                          headers={"Authorization": f"Bearer {key}"}, timeout=300)
     assert resp.status_code == 200, resp.text
     return resp.json()

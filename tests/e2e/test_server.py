@@ -23,8 +23,8 @@ def inference_key(server) -> str:
     return json.loads(server.key_file.read_text())["inference"]["key"]
 
 
-def test_stylize_through_sdk(client, server):
-    result = client.stylize(CONTENT, STYLE, **FAST)
+def test_stylize_through_sdk(torchserve_client, torchserve):
+    result = torchserve_client.stylize(CONTENT, STYLE, **FAST)
     assert result.image.size == (64, 48)  # 128x96 content, long side 64
     assert (result.width, result.height, result.format) == (64, 48, "png")
     assert result.iterations == 5
@@ -35,48 +35,48 @@ def test_stylize_through_sdk(client, server):
     assert result.timings_ms["total"] > 0
 
 
-def test_request_without_token_is_refused(server, tmp_path, monkeypatch):
+def test_request_without_token_is_refused(torchserve, tmp_path, monkeypatch):
     monkeypatch.delenv("NST_TOKEN", raising=False)
     monkeypatch.delenv("NST_KEY_FILE", raising=False)
     monkeypatch.chdir(tmp_path)  # no ./key_file.json here, so no token at all
-    with StyleTransferClient(base_url=server.url, max_retries=0) as anonymous:
+    with StyleTransferClient(base_url=torchserve.url, max_retries=0) as anonymous:
         with pytest.raises(AuthenticationError):
             anonymous.stylize(CONTENT, STYLE, **FAST)
         with pytest.raises(AuthenticationError):
             anonymous.health()
-    with StyleTransferClient(base_url=server.url, token="not-the-key", max_retries=0) as wrong:
+    with StyleTransferClient(base_url=torchserve.url, token="not-the-key", max_retries=0) as wrong:
         with pytest.raises(AuthenticationError):
             wrong.health()
 
 
-def test_bad_request_is_a_400_and_the_worker_stays_up(client, server):
+def test_bad_request_is_a_400_and_the_worker_stays_up(torchserve_client, torchserve):
     with pytest.raises(BadRequestError) as err:
-        client.stylize(CONTENT, STYLE, steps=0, image_size=64)
+        torchserve_client.stylize(CONTENT, STYLE, steps=0, image_size=64)
     assert err.value.status_code == 400
     assert err.value.field == "params.steps"
     assert err.value.code == "out_of_range"
 
-    headers = {"Authorization": f"Bearer {inference_key(server)}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {inference_key(torchserve)}", "Content-Type": "application/json"}
     good_style = base64.b64encode(STYLE.read_bytes()).decode()
     for body, field in [
         ('{"content": "not base64!!", "style": "' + good_style + '"}', "content"),
         ('{"content": "' + good_style + '", "style": "' + good_style + '", "params": {"colour": 1}}', "params.colour"),
         ('{"content": "', None),  # not JSON
     ]:
-        resp = requests.post(f"{server.url}/predictions/nst", data=body, headers=headers, timeout=60)
+        resp = requests.post(f"{torchserve.url}/predictions/nst", data=body, headers=headers, timeout=60)
         assert resp.status_code == 400, resp.text
         assert resp.headers["content-type"].startswith("application/json")
         assert resp.json()["error"]["field"] == field
 
     # The same worker still serves the next good request.
-    assert client.stylize(CONTENT, STYLE, **FAST).image.size == (64, 48)
+    assert torchserve_client.stylize(CONTENT, STYLE, **FAST).image.size == (64, 48)
 
 
-def test_cli_writes_the_stylized_image(server, tmp_path):
+def test_cli_writes_the_stylized_image(torchserve, tmp_path):
     out = tmp_path / "out.jpg"
     proc = subprocess.run(
         [sys.executable, "-m", "nst_client", "stylize", str(CONTENT), str(STYLE), "-o", str(out),
-         "--url", server.url, "--key-file", str(server.key_file),
+         "--url", torchserve.url, "--key-file", str(torchserve.key_file),
          "--image-size", "64", "--steps", "3", "--output-format", "jpeg"],
         capture_output=True, text=True, timeout=300,
     )
@@ -85,18 +85,18 @@ def test_cli_writes_the_stylized_image(server, tmp_path):
         assert img.format == "JPEG" and img.size == (64, 48)
 
 
-def test_health_and_model_description(client, server):
-    assert client.health()["status"] == "Healthy"
-    mgmt_key = json.loads(server.key_file.read_text())["management"]["key"]
+def test_health_and_model_description(torchserve_client, torchserve):
+    assert torchserve_client.health()["status"] == "Healthy"
+    mgmt_key = json.loads(torchserve.key_file.read_text())["management"]["key"]
     desc = requests.get(
-        f"{server.management_url}/models/nst", headers={"Authorization": f"Bearer {mgmt_key}"}, timeout=10
+        f"{torchserve.management_url}/models/nst", headers={"Authorization": f"Bearer {mgmt_key}"}, timeout=10
     ).json()[0]
     assert desc["batchSize"] == 1
     assert [w["status"] for w in desc["workers"]] == ["READY"]
 
     # The model description says which weights are served, and the server's limits and defaults.
     custom = requests.get(
-        f"{server.management_url}/models/nst?customized=true",
+        f"{torchserve.management_url}/models/nst?customized=true",
         headers={"Authorization": f"Bearer {mgmt_key}"}, timeout=60,
     ).json()[0]["customizedMetadata"]
     meta = json.loads(custom) if isinstance(custom, str) else custom
@@ -106,28 +106,28 @@ def test_health_and_model_description(client, server):
     assert meta["defaults"]["steps"] == 300
 
 
-def test_model_metrics_reach_prometheus(client, server):
-    client.stylize(CONTENT, STYLE, **FAST)
+def test_model_metrics_reach_prometheus(torchserve_client, torchserve):
+    torchserve_client.stylize(CONTENT, STYLE, **FAST)
     with pytest.raises(BadRequestError):
-        client.stylize(CONTENT, STYLE, steps=0, image_size=64)
-    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text  # no token on 8082
+        torchserve_client.stylize(CONTENT, STYLE, steps=0, image_size=64)
+    text = requests.get(f"{torchserve.metrics_url}/metrics", timeout=10).text  # no token on 8082
     for name in ("NSTRequests", "NSTIterations", "NSTOutputPixels", "NSTSecondsPerIteration",
                  "NSTStyleCacheHits", "NSTStyleCacheMisses"):
         assert name in text, f"{name} missing from /metrics"
     assert 'Outcome="ok"' in text and 'Outcome="client_error"' in text
 
 
-def test_sdk_follows_a_regenerated_key(server):
-    with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0) as long_lived:
+def test_sdk_follows_a_regenerated_key(torchserve):
+    with StyleTransferClient(base_url=torchserve.url, key_file=torchserve.key_file, max_retries=0) as long_lived:
         assert long_lived.health()["status"] == "Healthy"
-        old = inference_key(server)
-        api_key = json.loads(server.key_file.read_text())["API"]["key"]
+        old = inference_key(torchserve)
+        api_key = json.loads(torchserve.key_file.read_text())["API"]["key"]
         # TorchServe's token API makes a new inference key (as after expiry or a restart) and
         # rewrites key_file.json; the old key is refused from now on.
-        resp = requests.get(f"{server.management_url}/token?type=inference",
+        resp = requests.get(f"{torchserve.management_url}/token?type=inference",
                             headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
         assert resp.ok, resp.text
-        assert inference_key(server) != old
-        refused = requests.get(f"{server.url}/ping", headers={"Authorization": f"Bearer {old}"}, timeout=10)
+        assert inference_key(torchserve) != old
+        refused = requests.get(f"{torchserve.url}/ping", headers={"Authorization": f"Bearer {old}"}, timeout=10)
         assert refused.status_code == 400 and refused.json()["type"] == "InvalidKeyException"
         assert long_lived.health()["status"] == "Healthy"  # re-read the key file, retried once

@@ -18,10 +18,10 @@ SCREAM = DATA / "the_scream_128x96.png"
 FAST = {"image_size": 64, "steps": 4}
 
 
-def test_every_control_in_one_request(client):
+def test_every_control_in_one_request(torchserve_client):
     left = Image.new("RGB", (64, 48), "black")
     left.paste((255, 255, 255), (32, 0, 64, 48))  # content mask: left black, right white
-    result = client.stylize(
+    result = torchserve_client.stylize(
         CONTENT, [STARRY, SCREAM],
         style_blend_weights=[3, 1], style_scale=0.75, color_control="luminance", init="image",
         init_image=SCREAM, pooling="avg", content_layers=["relu3_2"], style_layers=["relu1_1", "relu2_1"],
@@ -41,25 +41,25 @@ def test_every_control_in_one_request(client):
     assert last == result.losses
 
 
-def test_reconstruction_mode_echoes_what_ran(client):
-    result = client.stylize(CONTENT, STARRY, mode="reconstruct_content", **FAST)
+def test_reconstruction_mode_echoes_what_ran(torchserve_client):
+    result = torchserve_client.stylize(CONTENT, STARRY, mode="reconstruct_content", **FAST)
     assert result.params["init"] == "noise"
     assert result.params["style_weight"] == 0.0 and result.params["tv_weight"] == 0.0
 
 
-def test_unknown_layer_is_a_400_listing_valid_names(client):
+def test_unknown_layer_is_a_400_listing_valid_names(torchserve_client):
     with pytest.raises(BadRequestError) as err:
-        client.stylize(CONTENT, STARRY, style_layers=["relu9_9"], **FAST)
+        torchserve_client.stylize(CONTENT, STARRY, style_layers=["relu9_9"], **FAST)
     assert err.value.field == "params.style_layers[0]"
     assert "relu5_4" in str(err.value)
 
 
-def test_cli_repeatable_style_and_history(server, tmp_path):
+def test_cli_repeatable_style_and_history(torchserve, tmp_path):
     out, history = tmp_path / "out.png", tmp_path / "history.json"
     proc = subprocess.run(
         [sys.executable, "-m", "nst_client", "stylize", str(CONTENT), str(STARRY), "--style", str(SCREAM),
          "--style-blend-weights", "1,1", "--scales", "2", "--history-out", str(history), "-o", str(out),
-         "--url", server.url, "--key-file", str(server.key_file), "--image-size", "64", "--steps", "2"],
+         "--url", torchserve.url, "--key-file", str(torchserve.key_file), "--image-size", "64", "--steps", "2"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -67,19 +67,19 @@ def test_cli_repeatable_style_and_history(server, tmp_path):
     assert len(json.loads(history.read_text())) == 2
 
 
-def test_time_budget_stops_early_and_says_so(client):
-    result = client.stylize(CONTENT, STARRY, image_size=64, steps=2000, time_budget_s=1.0, return_history=True)
+def test_time_budget_stops_early_and_says_so(torchserve_client):
+    result = torchserve_client.stylize(CONTENT, STARRY, image_size=64, steps=2000, time_budget_s=1.0, return_history=True)
     assert result.stopped == "time_budget"
     assert 1 <= result.iterations < 2000
     assert result.params["time_budget_s"] == 1.0
     assert result.history is not None and len(result.history) == result.iterations
     assert result.image.size == (64, 48)
-    assert client.stylize(CONTENT, STARRY, **FAST).stopped == "steps"
+    assert torchserve_client.stylize(CONTENT, STARRY, **FAST).stopped == "steps"
 
 
-def test_repeated_style_is_a_cache_hit_with_identical_pixels(client):
+def test_repeated_style_is_a_cache_hit_with_identical_pixels(torchserve_client):
     style = Image.open(SCREAM).transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # a style no other test sends
-    first = client.stylize(CONTENT, style, seed=3, **FAST)
-    second = client.stylize(CONTENT, style, seed=3, **FAST)
+    first = torchserve_client.stylize(CONTENT, style, seed=3, **FAST)
+    second = torchserve_client.stylize(CONTENT, style, seed=3, **FAST)
     assert (first.cache, second.cache) == ("miss", "hit")
     assert first.image_bytes == second.image_bytes

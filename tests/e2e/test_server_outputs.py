@@ -42,9 +42,9 @@ def _with_alpha() -> tuple[bytes, np.ndarray]:
     return encode(img, "PNG"), alpha
 
 
-def test_original_colors_keep_the_content_chroma_in_sixteen_bits(client):
-    plain = client.stylize(CONTENT, STARRY, output_format="tiff16", **FAST)
-    kept = client.stylize(CONTENT, STARRY, output_format="tiff16", color_control="original_colors", **FAST)
+def test_original_colors_keep_the_content_chroma_in_sixteen_bits(torchserve_client):
+    plain = torchserve_client.stylize(CONTENT, STARRY, output_format="tiff16", **FAST)
+    kept = torchserve_client.stylize(CONTENT, STARRY, output_format="tiff16", color_control="original_colors", **FAST)
     assert (kept.format, kept.params["color_control"], kept.image.size) == ("tiff16", "original_colors", (64, 48))
     assert "sRGB" in icc_description(kept.image)
     content = to_tensor(decode_image(CONTENT.read_bytes(), max_pixels=10**6), 64)
@@ -60,23 +60,23 @@ def test_original_colors_keep_the_content_chroma_in_sixteen_bits(client):
 
 
 @pytest.mark.parametrize("fmt", ["png", "webp"])
-def test_a_transparent_content_gives_its_alpha_to_the_output(client, fmt):
+def test_a_transparent_content_gives_its_alpha_to_the_output(torchserve_client, fmt):
     data, alpha = _with_alpha()
-    result = client.stylize(data, STARRY, output_format=fmt, **FAST)
+    result = torchserve_client.stylize(data, STARRY, output_format=fmt, **FAST)
     img = result.image
     assert img.mode == "RGBA" and img.size == (64, 48) and "sRGB" in icc_description(img)
     expected = np.asarray(Image.fromarray(alpha).resize((64, 48), Image.Resampling.BICUBIC), dtype=np.int16)
     assert np.abs(np.asarray(img.getchannel("A"), dtype=np.int16) - expected).max() <= 2
 
 
-def test_jpeg_of_a_transparent_content_is_flattened_on_white(client):
+def test_jpeg_of_a_transparent_content_is_flattened_on_white(torchserve_client):
     data, _ = _with_alpha()
-    img = client.stylize(data, STARRY, output_format="jpeg", **FAST).image
+    img = torchserve_client.stylize(data, STARRY, output_format="jpeg", **FAST).image
     assert img.mode == "RGB"
     assert min(img.getpixel((3, 24))) > 235  # transparent there: white
 
 
-def test_a_profiled_content_is_converted_to_srgb_first(client):
+def test_a_profiled_content_is_converted_to_srgb_first(torchserve_client):
     pixels = Image.open(CONTENT).convert("RGB")
     adobe = ImageCms.ImageCmsProfile(io.BytesIO(adobe_rgb_profile()))
     srgb = ImageCms.ImageCmsProfile(io.BytesIO(SRGB_PROFILE))  # the server's sRGB, to the last bit
@@ -84,43 +84,43 @@ def test_a_profiled_content_is_converted_to_srgb_first(client):
     assert converted is not None
     for img in (pixels, converted):
         img.info.pop("icc_profile", None)  # the file's own (sRGB) profile: Pillow would write it again
-    tagged = client.stylize(encode(pixels, "PNG", icc_profile=adobe_rgb_profile()), STARRY, **FAST)
-    as_srgb = client.stylize(encode(converted, "PNG"), STARRY, **FAST)
-    untagged = client.stylize(encode(pixels, "PNG"), STARRY, **FAST)
+    tagged = torchserve_client.stylize(encode(pixels, "PNG", icc_profile=adobe_rgb_profile()), STARRY, **FAST)
+    as_srgb = torchserve_client.stylize(encode(converted, "PNG"), STARRY, **FAST)
+    untagged = torchserve_client.stylize(encode(pixels, "PNG"), STARRY, **FAST)
     same = lambda a, b: np.array_equal(np.asarray(a.image), np.asarray(b.image))  # noqa: E731
     assert same(tagged, as_srgb) and not same(tagged, untagged)
     assert "sRGB" in icc_description(tagged.image)
 
 
-def test_an_unreadable_profile_is_a_400_naming_the_field(client):
+def test_an_unreadable_profile_is_a_400_naming_the_field(torchserve_client):
     bad = encode(Image.open(CONTENT).convert("RGB"), "PNG", icc_profile=b"garbage" * 40)
     with pytest.raises(BadRequestError) as err:
-        client.stylize(bad, STARRY, **FAST)
+        torchserve_client.stylize(bad, STARRY, **FAST)
     assert err.value.field == "content" and "ICC" in str(err.value)
 
 
-def test_preview_size_sets_the_streamed_previews_size(client):
-    events = list(client.stylize_stream(CONTENT, STARRY, preview_every=1, preview_size=40, **FAST))
+def test_preview_size_sets_the_streamed_previews_size(torchserve_client):
+    events = list(torchserve_client.stylize_stream(CONTENT, STARRY, preview_every=1, preview_size=40, **FAST))
     previews = [e for e in events if isinstance(e, PreviewEvent)]
     assert len(previews) == 3 and all((p.width, p.height) == (40, 30) for p in previews)  # iterations 0, 1, 2
     assert all(p.image.size == (40, 30) for p in previews)
 
 
-def test_cli_full_size_previews_sixteen_bits_and_alpha(server, tmp_path):
+def test_cli_full_size_previews_sixteen_bits_and_alpha(torchserve, tmp_path):
     content = tmp_path / "cat.png"
     content.write_bytes(_with_alpha()[0])
     out, previews = tmp_path / "out.tiff", tmp_path / "previews"
     proc = subprocess.run(
         [sys.executable, "-m", "nst_client", "stylize", str(content), str(STARRY), "-o", str(out),
          "--output-format", "tiff16", "--color-control", "original_colors", "--save-previews", str(previews),
-         "--preview-every", "1", "--url", server.url, "--key-file", str(server.key_file), "--json",
+         "--preview-every", "1", "--url", torchserve.url, "--key-file", str(torchserve.key_file), "--json",
          "--image-size", "64", "--steps", "2"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["params"]["preview_size"] >= 64 and doc["params"]["color_control"] == "original_colors"
-    pixels = tifffile.imread(out)  # the bytes as the server sent them: 16 bits and the alpha channel
+    pixels = tifffile.imread(out)  # the bytes as the torchserve sent them: 16 bits and the alpha channel
     assert pixels.dtype == np.uint16 and pixels.shape == (48, 64, 4)
     files = sorted(previews.iterdir())
     assert len(files) == 3 and all(Image.open(f).size == (64, 48) for f in files)  # full size (-save_iter)

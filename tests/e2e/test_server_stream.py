@@ -25,8 +25,8 @@ def _post(server, body: str) -> requests.Response:
                          headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
 
 
-def test_progress_previews_then_the_result(server):
-    resp = _post(server, _body(stream=True, progress_every=2, preview_every=3))
+def test_progress_previews_then_the_result(torchserve):
+    resp = _post(torchserve, _body(stream=True, progress_every=2, preview_every=3))
     assert resp.status_code == 200
     assert resp.headers.get("transfer-encoding") == "chunked"
     events = [json.loads(line) for line in resp.iter_lines() if line]
@@ -45,16 +45,16 @@ def test_progress_previews_then_the_result(server):
     assert Image.open(io.BytesIO(base64.b64decode(result["image"]))).size == (64, 48)
 
 
-def test_errors_before_streaming_are_ordinary_json(server):
-    resp = _post(server, _body(stream=True, progress_every=0))
+def test_errors_before_streaming_are_ordinary_json(torchserve):
+    resp = _post(torchserve, _body(stream=True, progress_every=0))
     assert resp.status_code == 400
     assert resp.json()["error"]["field"] == "params.progress_every"
 
 
-def test_sdk_stream_and_progress_bar_against_the_real_server(server, capsys):
+def test_sdk_stream_and_progress_bar_against_the_real_server(torchserve, capsys):
     from nst_client import ProgressEvent, ResultEvent, StyleTransferClient
 
-    with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0) as client:
+    with StyleTransferClient(base_url=torchserve.url, key_file=torchserve.key_file, max_retries=0) as client:
         events = list(client.stylize_stream(DATA / "chelsea_128x96.png", DATA / "starry_night_64x64.png",
                                             image_size=64, steps=4, progress_every=1))
         assert [e.iteration for e in events if isinstance(e, ProgressEvent)] == [0, 1, 2, 3, 4]

@@ -25,6 +25,8 @@ TOY_HANDLER = '''
 import json, os
 from pathlib import Path
 
+pytestmark = pytest.mark.e2e  # starts its own TorchServe (running_server)
+
 
 class GpuIdHandler:
     def initialize(self, context):

@@ -119,11 +119,11 @@ def test_at_least_30_distinct_cases() -> None:
     assert len({c[0] for c in CASES}) == len(CASES) >= 30
 
 
-def test_malformed_requests_get_documented_errors_and_the_worker_survives(server) -> None:
-    pid = worker_pid(server)
+def test_malformed_requests_get_documented_errors_and_the_worker_survives(torchserve) -> None:
+    pid = worker_pid(torchserve)
     failures = []
     for name, data, status, code, field in CASES:
-        resp = post(server, data)
+        resp = post(torchserve, data)
         try:
             error = resp.json()["error"]
             ok = (resp.status_code, error["code"], error["field"]) == (status, code, field) and error["message"]
@@ -133,21 +133,21 @@ def test_malformed_requests_get_documented_errors_and_the_worker_survives(server
             failures.append(f"{name}: HTTP {resp.status_code} {resp.text[:200]}")
         assert resp.headers.get("content-type", "").startswith("application/json"), name
     assert not failures, "\n".join(failures)
-    assert worker_pid(server) == pid  # no request killed the worker
-    good = post(server, body())
+    assert worker_pid(torchserve) == pid  # no request killed the worker
+    good = post(torchserve, body())
     assert good.status_code == 200 and good.json()["iterations"] == 1
 
 
-def test_a_request_over_max_request_size_is_refused_by_torchserve(server) -> None:
-    resp = post(server, b'{"content": "' + b"A" * (64 * 1024 * 1024 + 16) + b'"}')
+def test_a_request_over_max_request_size_is_refused_by_torchserve(torchserve) -> None:
+    resp = post(torchserve, b'{"content": "' + b"A" * (64 * 1024 * 1024 + 16) + b'"}')
     assert resp.status_code == 413
 
 
-def test_no_token_or_image_bytes_in_the_logs(server) -> None:
-    assert post(server, body()).status_code == 200  # at least one full request has been logged
-    key = json.loads(server.key_file.read_text())["inference"]["key"]
+def test_no_token_or_image_bytes_in_the_logs(torchserve) -> None:
+    assert post(torchserve, body()).status_code == 200  # at least one full request has been logged
+    key = json.loads(torchserve.key_file.read_text())["inference"]["key"]
     image_fragment = b64(PNG)[200:260]  # any 60 characters of a sent image
-    logs = "".join(p.read_text(errors="replace") for p in server.logs.glob("*.log"))
+    logs = "".join(p.read_text(errors="replace") for p in torchserve.logs.glob("*.log"))
     assert "NST model loaded" in logs  # the handler's own log lines are in there
     assert key not in logs
     assert image_fragment not in logs
