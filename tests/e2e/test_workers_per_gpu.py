@@ -19,13 +19,13 @@ import requests
 from polling import poll
 from torchserve_server import BIN, ROOT, Server, running_server
 
+pytestmark = pytest.mark.e2e  # starts its own TorchServe (running_server)
+
 #: The toy handler: one class (TorchServe's model loader wants exactly one), which writes the
 #: worker's gpu_id to a file named after its pid in $GPU_ID_DIR.
 TOY_HANDLER = '''
 import json, os
 from pathlib import Path
-
-pytestmark = pytest.mark.e2e  # starts its own TorchServe (running_server)
 
 
 class GpuIdHandler:
