@@ -23,16 +23,17 @@ DEMO_STYLE   ?= examples/styles/starry_night.jpg
 DEMO_OUT     ?= out.png
 # content | style | output with the weights' label (the README's opening picture is one).
 DEMO_COMPARE ?= out-compare.png
-DEMO_ARGS    ?= --image-size 256 --steps 150
+DEMO_ARGS    ?= --image-size 256 --iterations 150
 
 export PYTHONPATH := $(CURDIR)/handler$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help install check-java weights archive serve stop demo test lint gallery bench gpu-deps gpu-check kserve-layout clean
+.PHONY: help install check-java weights archive serve stop demo test test-fast lint gallery bench gpu-deps gpu-check kserve-layout clean
 
 help:
 	@echo "make demo      build, serve and stylize $(DEMO_CONTENT) in the style of $(DEMO_STYLE) -> $(DEMO_OUT)"
 	@echo "               (without download.pytorch.org it says so and uses WEIGHTS=hed)"
 	@echo "make test      run every test (unit, handler, SDK, quality on HED weights, end to end with the real TorchServe)"
+	@echo "make test-fast every test that starts no TorchServe (pytest -m 'not e2e'; no Java needed)"
 	@echo "make lint      ruff on everything, mypy on everything (--strict on the SDK)"
 	@echo "make install   create $(VENV) with the pinned requirements and the SDK"
 	@echo "make weights   fetch/make VGG weights (WEIGHTS=imagenet|imagenet-vgg16|hed|random|/path/to/vgg.pth)"
@@ -111,6 +112,10 @@ demo: check-java install
 
 test: check-java install
 	$(PY) -m pytest tests
+
+# The fast tier: everything but the tests marked e2e (pytest.ini), which start the real TorchServe.
+test-fast: install
+	$(PY) -m pytest tests -m "not e2e"
 
 # ruff over everything; mypy over the server side, benchmarks, scripts and tests (mypy.ini) and,
 # with --strict, over the SDK (client_sdk/pyproject.toml). CI runs it before the tests.

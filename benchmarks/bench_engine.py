@@ -109,7 +109,7 @@ def engine_seconds(features: VGGFeatures, size: int, iters: int, device: torch.d
         sync(device)
         stamps.append(time.perf_counter())
 
-    stylize(content, style, features, StylizeOptions(steps=history + iters + 2, lbfgs_history=history),
+    stylize(content, style, features, StylizeOptions(iterations=history + iters + 2, lbfgs_history=history),
             callback=callback)
     # stamps[0] is iteration 0 (after the targets), stamps[-1] the final evaluation (forward only):
     # time the last iters + 1 iterations before it, each one forward + backward + an L-BFGS update.
@@ -213,7 +213,7 @@ def section_peers(features, device, size: int, seconds: float, label: str, sheet
     content, style = load(CONTENT, size, device), load(STYLE, size, device)
     yardstick = first_level_objective(features, StylizeOptions(), content, [style])  # the peers' yardstick
     runs: list[tuple[str, torch.Tensor, int]] = []
-    result = stylize(content, style, features, StylizeOptions(steps=10**6, time_budget_s=seconds))
+    result = stylize(content, style, features, StylizeOptions(iterations=10**6, time_budget_s=seconds))
     runs.append(("ours (defaults: L-BFGS, normalized losses)", result.image, result.iterations + 1))
     runs.append(("PyTorch tutorial recipe", *peers.tutorial_recipe(content, style, features, seconds)))
     runs.append(("Gatys et al. recipe (L-BFGS + line search)", *peers.gatys_recipe(content, style, features, seconds)))
@@ -250,7 +250,7 @@ class _Reached(Exception):
     pass
 
 
-def section_quality(features, device, size: int, steps: int, levels: int, scaled_steps: int, label_: str) -> str:
+def section_quality(features, device, size: int, iterations: int, levels: int, scaled_steps: int, label_: str) -> str:
     content, style = load(CONTENT, size, device), load(STYLE, size, device)
     full = tuple(content.shape[-2:])
 
@@ -271,10 +271,10 @@ def section_quality(features, device, size: int, steps: int, levels: int, scaled
             pass
         return time.perf_counter() - start, curve
 
-    ref_time, ref_curve = timed_run(StylizeOptions(steps=steps), None)
+    ref_time, ref_curve = timed_run(StylizeOptions(iterations=iterations), None)
     target = ref_curve[-1][1]
     lowest = min(loss for _, loss in ref_curve)
-    rows = [f"| single scale ({size} px), {steps} iterations: the target | {ref_time:.1f} | {target:.3f} | 1.00x |"]
+    rows = [f"| single scale ({size} px), {iterations} iterations: the target | {ref_time:.1f} | {target:.3f} | 1.00x |"]
     # Our default configuration is single scale (docs/quality.md), so it is the reference run
     # itself: L-BFGS without a line search is not monotone, and the run first reaches its own
     # last loss before its last iteration.
@@ -284,7 +284,7 @@ def section_quality(features, device, size: int, steps: int, levels: int, scaled
     sides = tuple(round(max(full) / 2 ** (levels - 1 - i)) for i in range(levels))
     # scaled_steps in all, split evenly across the levels by the engine (the remainder to the
     # finest); the run stops as soon as its full-size loss reaches the target.
-    t, curve = timed_run(StylizeOptions(steps=scaled_steps, scales=sides), target)
+    t, curve = timed_run(StylizeOptions(iterations=scaled_steps, scales=sides), target)
     reached = curve and curve[-1][1] <= target
     label = (f"coarse-to-fine, scales {list(sides)}, {scaled_steps} iterations split evenly"
              + (", stopped at the target" if reached else " (target NOT reached)"))
@@ -296,7 +296,7 @@ def section_quality(features, device, size: int, steps: int, levels: int, scaled
     along = ", ".join(f"{ref_curve[k - 1][1]:.3f} after {k}" for k in marks)
     rows.append(f"| (the reference run's total loss along the way: {along} iterations) | | | |")
     return "\n".join([
-        f"Wall time until the total loss at full size ({w}x{h}) reaches that of {steps} single-scale "
+        f"Wall time until the total loss at full size ({w}x{h}) reaches that of {iterations} single-scale "
         f"L-BFGS iterations of the default configuration; the coarse levels' time counts. L-BFGS without a "
         f"line search does not lower the loss monotonically, so a run can pass the target before its last "
         f"iteration. {CONTENT.name} in the style of {STYLE.name}, {label_} weights.\n",

@@ -3,7 +3,7 @@
 1. Start-up: seconds from ``torchserve --start`` until the model's worker is READY (the
    repository's config.properties on private ports, the archive built by ``make archive
    WEIGHTS=random``).
-2. Overhead: one request (``--size`` px, ``--steps`` iterations) through the SDK and TorchServe
+2. Overhead: one request (``--size`` px, ``--iterations`` iterations) through the SDK and TorchServe
    against a direct call of the engine, in this process, with the same parameters, images and
    thread count; the overhead in seconds and as a ratio. Both runs are repeated ``--repeat``
    times and the fastest is kept.
@@ -75,14 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="toy sizes; print only")
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--small-size", type=int, default=128)
     parser.add_argument("--small-steps", type=int, default=10)
     parser.add_argument("--burst", type=int, default=4, help="requests per client in the throughput test")
     args = parser.parse_args(argv)
     if args.quick:
-        args.size, args.steps, args.repeat, args.small_size, args.small_steps, args.burst = 64, 5, 1, 32, 2, 1
+        args.size, args.iterations, args.repeat, args.small_size, args.small_steps, args.burst = 64, 5, 1, 32, 2, 1
 
     with tempfile.TemporaryDirectory(prefix="nst-bench-") as tmp:
         store, workdir = Path(tmp) / "store", Path(tmp) / "server"
@@ -92,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         with running_server(store, workdir) as server:
             ready = time.perf_counter() - start
-            params = {"image_size": args.size, "steps": args.steps, "seed": 0}
+            params = {"image_size": args.size, "iterations": args.iterations, "seed": 0}
             with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0,
                                      timeout=3600) as client:
-                client.stylize(CONTENT, STYLE, image_size=32, steps=1)  # warm the worker
+                client.stylize(CONTENT, STYLE, image_size=32, iterations=1)  # warm the worker
                 served = float("inf")
                 for _ in range(args.repeat):
                     t0 = time.perf_counter()
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             direct = direct_seconds(store, params, args.repeat)
 
             throughput = []
-            small = {"image_size": args.small_size, "steps": args.small_steps, "seed": 0}
+            small = {"image_size": args.small_size, "iterations": args.small_steps, "seed": 0}
             for clients in (1, 2, 4):
                 def burst(_: int) -> None:
                     with StyleTransferClient(base_url=server.url, key_file=server.key_file, max_retries=0,
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine}. Command: `{command.strip()}`. One worker (a CPU host), random weights.\n\n"
         f"| measure | value |\n|---|---|\n"
         f"| `torchserve --start` to worker READY | {ready:.1f} s |\n"
-        f"| direct engine call, {args.size} px, {args.steps} iterations (fastest of {args.repeat}) | {direct:.2f} s |\n"
+        f"| direct engine call, {args.size} px, {args.iterations} iterations (fastest of {args.repeat}) | {direct:.2f} s |\n"
         f"| same through the SDK and TorchServe (fastest of {args.repeat}) | {served:.2f} s |\n"
         f"| overhead | {overhead:+.2f} s = {overhead / direct:+.1%} (target: under 5% + 0.3 s = {allowed:.2f} s) |\n\n"
         f"Throughput, {args.small_size} px, {args.small_steps} iterations per request, each client sending "

@@ -236,7 +236,7 @@ def engine_seconds(device: torch.device, size: int, precision: str, history: int
         if it.iteration in (history, history + timed):
             watch.mark()
 
-    options = StylizeOptions(steps=history + timed + 1, lbfgs_history=history, precision=precision)
+    options = StylizeOptions(iterations=history + timed + 1, lbfgs_history=history, precision=precision)
     stylize(content, style, network(str(device)), options, callback=callback)
     return watch.seconds() / timed
 
@@ -256,26 +256,26 @@ def speed(device: torch.device, s: Settings) -> dict[str, Any]:
 
 # --- 4. long run, 5. host reads -----------------------------------------------------------------
 
-def long_run(device: torch.device, size: int, steps: int) -> dict[str, Any]:
-    """Wall seconds of one ``steps``-iteration run at ``size`` px, default options, targets included."""
+def long_run(device: torch.device, size: int, iterations: int) -> dict[str, Any]:
+    """Wall seconds of one ``iterations``-iteration run at ``size`` px, default options, targets included."""
     content, style = random_images(size, device)
     sync(device)
     start = time.perf_counter()
-    result = stylize(content, style, network(str(device)), StylizeOptions(steps=steps))
+    result = stylize(content, style, network(str(device)), StylizeOptions(iterations=iterations))
     sync(device)
     seconds = time.perf_counter() - start
-    return {"size": size, "steps": steps, "iterations": result.iterations, "seconds": seconds,
-            "s_per_iteration": seconds / steps, "losses": result.losses}
+    return {"size": size, "iterations": result.iterations, "seconds": seconds,
+            "s_per_iteration": seconds / iterations, "losses": result.losses}
 
 
 def host_reads(device: torch.device, size: int, steps: tuple[int, int]) -> dict[str, Any]:
-    """Host reads of two whole runs (``steps`` iterations each, default options): per iteration,
+    """Host reads of two whole runs (``iterations`` iterations each, default options): per iteration,
     and what one more iteration adds (the difference, without the set-up's reads)."""
     content, style = random_images(size, device)
     counts, ops = [], {}
     for n in steps:
         with HostReads() as reads:
-            stylize(content, style, network(str(device)), StylizeOptions(steps=n))
+            stylize(content, style, network(str(device)), StylizeOptions(iterations=n))
         counts.append(reads.count)
         ops = dict(Counter(reads.ops))  # the longer run's
     return {"size": size, "iterations": list(steps), "reads": counts, "per_iteration": counts[-1] / steps[-1],
@@ -317,7 +317,7 @@ def summary(name: str, r: dict[str, Any]) -> str:
         return "\n".join(f"  {x['size']} px {x['precision']}: floor {x['floor_s'] * 1e3:.2f} ms, engine "
                          f"{x['engine_s'] * 1e3:.2f} ms, {x['ratio']:.2f}x" for x in r["rows"])
     if name == "long_run":
-        return f"{r['steps']} iterations at {r['size']} px: {r['seconds']:.2f} s"
+        return f"{r['iterations']} iterations at {r['size']} px: {r['seconds']:.2f} s"
     if name == "host_reads":
         return f"{r['per_iteration']:.2f} reads per iteration ({r['added_per_iteration']:.2f} per added iteration)"
     if name == "handler":

@@ -94,18 +94,18 @@ def ask(handler: Any, model_dir: Path, config: dict, gpu_id: int | None, body: d
     return out
 
 
-def handler_requests(device: torch.device, size: int, steps: int) -> dict[str, Any]:
+def handler_requests(device: torch.device, size: int, iterations: int) -> dict[str, Any]:
     """A plain, a streamed, a dry-run and a submitted-job request through ``NSTHandler``."""
     from nst_handler import NSTHandler  # imports ts here, not before the parts that run first
 
     gpu_id = (device.index or 0) if device.type == "cuda" else None
     images = {k: base64.b64encode(p.read_bytes()).decode() for k, p in (("content", CONTENT), ("style", STYLE))}
-    body: dict[str, Any] = images | {"params": {"image_size": size, "steps": steps}}
+    body: dict[str, Any] = images | {"params": {"image_size": size, "iterations": iterations}}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         model_dir = Path(tmp) / "model"
         weights.save(weights.make_random(0), model_dir)
         config = yaml.safe_load((ROOT / "handler" / "model-config.yaml").read_text())
-        config["handler"] |= {"defaults": {"image_size": size, "steps": steps},
+        config["handler"] |= {"defaults": {"image_size": size, "iterations": iterations},
                               "jobs": {"dir": str(Path(tmp) / "jobs"), "lease_s": 600}}
         handler = NSTHandler()
         start = time.perf_counter()

@@ -40,12 +40,12 @@ BENCH_ENGINE = Path(__file__).with_name("bench_engine.py")
 GIB = 2**30
 
 
-def evaluation_stamper(device: torch.device, steps: int, stamps: list[float]) -> Callable[[Iterate], None]:
-    """A progress callback that appends the time of each of a ``steps``-iteration run's
+def evaluation_stamper(device: torch.device, iterations: int, stamps: list[float]) -> Callable[[Iterate], None]:
+    """A progress callback that appends the time of each of a ``iterations``-iteration run's
     evaluations to ``stamps`` (the last report is the result's losses, not an evaluation)."""
 
     def callback(it: Iterate) -> None:
-        if it.iteration < steps:
+        if it.iteration < iterations:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             stamps.append(time.perf_counter())
@@ -59,7 +59,7 @@ def large_probe(size: int, tile: int | None, budget_mb: int | None, iters: int, 
     budget = measure_budget(budget_mb, device) if budget_mb is not None else None
     curve, seconds, work = measure_speed(features, device)
     rate = seconds / work
-    options = StylizeOptions(steps=iters, tile_size=tile)
+    options = StylizeOptions(iterations=iters, tile_size=tile)
     plan = make_plan((size, size), [(size, size)], options, budget=None if budget is None else budget.working)
     (level,) = plan.levels
     gen = torch.Generator().manual_seed(0)
@@ -166,7 +166,7 @@ def overhead_probe(size: int, rounds: int, device: torch.device) -> dict:
     features = build_vgg19_features(make_random(0).state).to(device)
     gen = torch.Generator().manual_seed(0)
     content, style = (torch.rand(1, 3, size, size, generator=gen).to(device) for _ in range(2))
-    whole_plan = make_plan((size, size), [(size, size)], StylizeOptions(steps=OVERHEAD_STEPS,
+    whole_plan = make_plan((size, size), [(size, size)], StylizeOptions(iterations=OVERHEAD_STEPS,
                                                                         gradient_checkpointing=False))
     # (tile_size, budget): without a budget no tail is kept; within the whole image's planned
     # peak, as many as fit (nst.memory.fit_level).
@@ -177,7 +177,7 @@ def overhead_probe(size: int, rounds: int, device: torch.device) -> dict:
     levels = {}
     for _ in range(rounds):
         for name, (tile, budget) in runs.items():
-            options = StylizeOptions(steps=OVERHEAD_STEPS, tile_size=tile, gradient_checkpointing=False)
+            options = StylizeOptions(iterations=OVERHEAD_STEPS, tile_size=tile, gradient_checkpointing=False)
             plan = make_plan((size, size), [(size, size)], options, budget=budget)
             stamps: list[float] = []
             stylize(content, style, features, options, plan=plan, callback=evaluation_stamper(device, OVERHEAD_STEPS, stamps))

@@ -3,11 +3,11 @@
 Starts the real TorchServe (the repository's config.properties on private ports, the archive
 that ``make archive WEIGHTS=random`` builds, so the shipped ``handler.limits``: ``max_image_side``
 4096 and the memory budget of a third of RAM), asks the SDK for the plan (``client.plan``), then
-runs the request (``client.stylize``, coarse to fine, ``--steps`` iterations split over
+runs the request (``client.stylize``, coarse to fine, ``--iterations`` iterations split over
 ``--scales``) and reads the worker's peak resident memory (``VmHWM`` in ``/proc/<pid>/status``).
 Prints a Markdown report and, unless ``--quick``, appends it to ``benchmarks/RESULTS.md``.
 
-Usage: ``python benchmarks/large_request.py [--size 4096] [--scales 1024 4096] [--steps 3]``;
+Usage: ``python benchmarks/large_request.py [--size 4096] [--scales 1024 4096] [--iterations 3]``;
 about half an hour on the 2-core CPU machine (most of it the 4096 px level's targets and
 iterations). ``--quick`` sends 512 px in seconds.
 """
@@ -55,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=4096, help="output side, pixels (square content)")
     parser.add_argument("--scales", type=int, nargs="+", default=[1024, 4096], help="levels' long sides, pixels")
-    parser.add_argument("--steps", type=int, default=3, help="iterations in all (the last level gets the remainder)")
+    parser.add_argument("--iterations", type=int, default=3, help="iterations in all (the last level gets the remainder)")
     parser.add_argument("--quick", action="store_true", help="512 px, print only")
     args = parser.parse_args(argv)
     if args.quick:
-        args.size, args.scales, args.steps = 512, [256, 512], 2
+        args.size, args.scales, args.iterations = 512, [256, 512], 2
     with tempfile.TemporaryDirectory(prefix="nst-large-") as tmp:
         store, workdir = Path(tmp) / "store", Path(tmp) / "server"
         store.mkdir()
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         content = Path(tmp) / f"content_{args.size}.jpg"
         with Image.open(CONTENT) as img:
             img.convert("RGB").resize((args.size, args.size), Image.Resampling.LANCZOS).save(content, quality=90)
-        params = {"image_size": args.size, "scales": args.scales, "steps": args.steps, "output_format": "jpeg"}
+        params = {"image_size": args.size, "scales": args.scales, "iterations": args.iterations, "output_format": "jpeg"}
         with running_server(store, workdir) as server, \
                 StyleTransferClient(base_url=server.url, key_file=server.key_file, timeout=4 * 3600) as client:
             held = worker_peak_bytes(server)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             result = client.stylize(content, STYLE, **params)
             seconds = time.perf_counter() - started
             peak = worker_peak_bytes(server)
-    rows = [f"| {lv.side} | {lv.width}x{lv.height} | {lv.steps} | "
+    rows = [f"| {lv.side} | {lv.width}x{lv.height} | {lv.iterations} | "
             f"{'whole' if lv.tile is None else f'{lv.tiles} tiles of {lv.tile} px'} | {lv.lbfgs_history} | "
             f"{lv.peak_memory_bytes / GIB:.2f} | {'unknown' if lv.seconds is None else f'{lv.seconds:.0f}'} |"
             for lv in plan.levels]
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nThe run (`client.stylize`): {result.width}x{result.height} px, {result.iterations} iterations "
         f"({result.stopped}), {seconds:.0f} s (estimated {plan.seconds or float('nan'):.0f} s); the worker's peak "
         f"RSS {peak / GIB:.2f} GiB (estimated {plan.peak_memory_bytes / GIB:.2f} GiB for a long run's whole "
-        f"L-BFGS history; this run stored {max(0, args.steps - 1)} pairs at most).\n",
+        f"L-BFGS history; this run stored {max(0, args.iterations - 1)} pairs at most).\n",
     ])
     publish(report, quick=args.quick)
     return 0

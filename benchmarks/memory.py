@@ -28,7 +28,7 @@ def memory_probe(size: int, iters: int, checkpointing: bool, device: torch.devic
     content = torch.rand(1, 3, size, size, generator=gen).to(device)
     style = torch.rand(1, 3, size, size, generator=gen).to(device)
     start = time.perf_counter()
-    stylize(content, style, features, StylizeOptions(steps=iters, gradient_checkpointing=checkpointing))
+    stylize(content, style, features, StylizeOptions(iterations=iters, gradient_checkpointing=checkpointing))
     seconds = time.perf_counter() - start
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20

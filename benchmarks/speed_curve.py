@@ -48,7 +48,7 @@ def section_speed_curve(features: VGGFeatures, device: torch.device, sides: list
             steps = _steps(side)
             gen = torch.Generator().manual_seed(r)
             content, style = (torch.rand(1, 3, side, side, generator=gen).to(device) for _ in range(2))
-            options = StylizeOptions(steps=steps, gradient_checkpointing=False)
+            options = StylizeOptions(iterations=steps, gradient_checkpointing=False)
             plan = make_plan((side, side), [(side, side)], options)
             stamps: list[float] = []
             stylize(content, style, features, options, plan=plan, callback=evaluation_stamper(device, steps, stamps))

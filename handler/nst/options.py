@@ -181,7 +181,7 @@ class StylizeOptions:
         OptionError: the first field that fails, by name (a ``ValueError``).
     """
 
-    steps: int = option(300, int, minimum=1, unit="iterations")
+    iterations: int = option(300, int, minimum=1, unit="iterations")
     """Iterations in all (split across ``scales``); tolerances never end a run early."""
     content_weight: float = option(1.0, **_WEIGHT)
     """Weight of the content loss (Gatys et al. 2016, eq. 7, alpha)."""
@@ -271,8 +271,8 @@ class StylizeOptions:
                               f"weights for {len(self.style_layers)} style_layers")
         if any(b <= a for a, b in zip(self.scales, self.scales[1:])):
             raise OptionError("out_of_range", "scales", f"{{field}} must be increasing, got {list(self.scales)}")
-        if self.steps < max(1, len(self.scales)):
-            raise OptionError("out_of_range", "steps", f"{{field}} ({self.steps}) must be at least the number of "
+        if self.iterations < max(1, len(self.scales)):
+            raise OptionError("out_of_range", "iterations", f"{{field}} ({self.iterations}) must be at least the number of "
                               f"scales ({len(self.scales)}): every level runs at least one iteration")
 
     @property

@@ -52,10 +52,10 @@ def level_sides(levels: int, long_side: int) -> tuple[int, ...]:
     return sides
 
 
-def split_steps(steps: int, levels: int) -> list[int]:
-    """Iterations per level: ``steps`` split evenly, the remainder going to the last (finest) level."""
-    base = steps // levels
-    return [base] * (levels - 1) + [steps - base * (levels - 1)]
+def split_iterations(iterations: int, levels: int) -> list[int]:
+    """Iterations per level: ``iterations`` split evenly, the remainder going to the last (finest) level."""
+    base = iterations // levels
+    return [base] * (levels - 1) + [iterations - base * (levels - 1)]
 
 
 def check_inputs(options: StylizeOptions, n_styles: int, *, has_init_image: bool) -> tuple[float, ...]:
@@ -86,7 +86,7 @@ class Level:
     """``(h, w)`` of the image optimized at this level, pixels."""
     style_sizes: tuple[Size, ...]
     """``(h, w)`` of each style image at this level: ``style_scale`` x ``side`` on its long side."""
-    steps: int
+    iterations: int
     """Iterations at this level."""
     tile: int | None = None
     """Side of the square tile whose crop bounds every tile's (:func:`nst.tiling.tile_grid`
@@ -117,8 +117,8 @@ class Level:
 
     @property
     def work(self) -> float:
-        """Pixel-iterations of the level: ``steps x h x w x cost``."""
-        return self.steps * self.iteration_work
+        """Pixel-iterations of the level: ``iterations x h x w x cost``."""
+        return self.iterations * self.iteration_work
 
 
 @dataclass(frozen=True)
@@ -143,26 +143,26 @@ class Plan:
 
     @property
     def work(self) -> float:
-        """Pixel-iterations of the whole run: the sum over levels of ``steps x h x w x cost``.
+        """Pixel-iterations of the whole run: the sum over levels of ``iterations x h x w x cost``.
         Every layer of the network is a convolution over the image, so an iteration costs time
         in proportion to the pixels it processes, and a run in proportion to this (what
         run-time estimates scale by)."""
-        return self.work_done(self.steps)
+        return self.work_done(self.iterations)
 
     @property
-    def steps(self) -> int:
+    def iterations(self) -> int:
         """Iterations of the whole run, every level's together."""
-        return sum(level.steps for level in self.levels)
+        return sum(level.iterations for level in self.levels)
 
     def work_done(self, iterations: int, weight: Callable[[Level], float] | None = None) -> float:
         """Pixel-iterations of the first ``iterations`` iterations, counted across the levels
         in order (as :class:`nst.records.Iterate` counts them); with ``weight``, each level's
         multiplied by ``weight(level)`` (a device's relative seconds per pixel at that level)."""
-        done = 0.0
+        done, left = 0.0, iterations
         for level in self.levels:
-            steps = min(level.steps, max(iterations, 0))
-            done += steps * level.iteration_work * (1.0 if weight is None else weight(level))
-            iterations -= steps
+            ran = min(level.iterations, max(left, 0))
+            done += ran * level.iteration_work * (1.0 if weight is None else weight(level))
+            left -= ran
         return done
 
     @property
@@ -213,7 +213,7 @@ def make_plan(content_size: Size, style_sizes: Sequence[Size], options: StylizeO
         raise OptionError("out_of_range", "tile_size", f"{{field}} must be at least {grid} pixels (the pooling grid "
                           f"of the deepest layer in use), got {opts.tile_size}")
     levels = []
-    for index, (side, steps) in enumerate(zip(sides, split_steps(opts.steps, len(sides)))):
+    for index, (side, iterations) in enumerate(zip(sides, split_iterations(opts.iterations, len(sides)))):
         size = output if side == max(output) else fit(output, side)
         if min(size) < needed:
             name = "image_size" if index == len(sides) - 1 else "scales"
@@ -238,7 +238,7 @@ def make_plan(content_size: Size, style_sizes: Sequence[Size], options: StylizeO
                               f"{_gib(need.peak_bytes if need else 0)} "
                               f"even in {opts.tile_size or MIN_TILE} px tiles, more than this server's memory budget "
                               f"({_gib(budget)}); lower {{field}}")
-        levels.append(Level(index=index, side=side, size=size, style_sizes=scaled, steps=steps, tile=fitted.tile,
+        levels.append(Level(index=index, side=side, size=size, style_sizes=scaled, iterations=iterations, tile=fitted.tile,
                             tiles=fitted.tiles, kept_tails=fitted.kept_tails, checkpointing=fitted.checkpointing, history=fitted.history,
                             peak_bytes=fitted.peak_bytes, cost=fitted.cost, pass_pixels=fitted.pass_pixels))
     return Plan(options=opts, levels=tuple(levels), blend=tuple(blend))

@@ -30,13 +30,13 @@ class Iterate:
     """One evaluation of the objective, as passed to the progress callback.
 
     ``iteration`` counts the updates applied before this evaluation, across all levels: 0 is
-    the initial image and ``steps`` the returned one. ``losses`` holds the normalized terms
+    the initial image and ``iterations`` the returned one. ``losses`` holds the normalized terms
     before weighting (``content``, ``style``, ``tv``) and ``total``, the weighted sum minimized.
     ``level`` (0-based) of ``levels`` is the coarse-to-fine level being optimized.
     """
 
     iteration: int
-    steps: int
+    iterations: int
     losses: Mapping[str, float]
     level: int = 0
     levels: int = 1
@@ -63,8 +63,8 @@ class Stylized:
     last equals :attr:`losses`."""
     sizes: list[tuple[int, int]] = field(default_factory=list)
     """``(height, width)`` of each level run, coarse to fine."""
-    stopped: str = "steps"
-    """Why the run ended: ``"steps"`` (all iterations ran), ``"time_budget"`` or ``"cancelled"``."""
+    stopped: str = "iterations"
+    """Why the run ended: ``"iterations"`` (all iterations ran), ``"time_budget"`` or ``"cancelled"``."""
     cache_hits: int = 0
     cache_misses: int = 0
     """Style-cache lookups of this run (one per style image and level built), as its
@@ -83,7 +83,7 @@ class Recorder:
     """The history of a run (one :class:`Iterate` per iteration) and its progress callback."""
 
     def __init__(self, plan: Plan, callback: Callable[[Iterate], None] | None) -> None:
-        self.steps, self.levels, self.callback = plan.options.steps, len(plan.levels), callback
+        self.iterations, self.levels, self.callback = plan.options.iterations, len(plan.levels), callback
         self.history: list[Iterate] = []
         self.done = 0
         """Iterations completed by the levels before the current one."""
@@ -91,7 +91,7 @@ class Recorder:
     def report(self, k: int, losses: dict[str, float], scored: torch.Tensor, level: Level) -> None:
         """Losses after ``k`` updates of ``level``; ``k = 0`` (the level's start) goes only to
         the callback, and only at the first level (the run's initial image)."""
-        it = Iterate(iteration=self.done + k, steps=self.steps, losses=losses, level=level.index, levels=self.levels)
+        it = Iterate(iteration=self.done + k, iterations=self.iterations, losses=losses, level=level.index, levels=self.levels)
         if k > 0:
             self.history.append(it)
         if self.callback is not None and (k > 0 or level.index == 0):
@@ -99,7 +99,7 @@ class Recorder:
 
     def restate_last(self, losses: dict[str, float]) -> None:
         """Replace the last entry by the losses of the returned (full-size) image."""
-        self.history[-1] = Iterate(iteration=self.done, steps=self.steps, losses=losses, level=self.levels - 1,
+        self.history[-1] = Iterate(iteration=self.done, iterations=self.iterations, losses=losses, level=self.levels - 1,
                                    levels=self.levels)
 
 
@@ -114,7 +114,7 @@ class Stopping:
     cancel: threading.Event | None = None
     deadline: float | None = None
     """A ``time.monotonic()`` time, seconds; set by :meth:`start`."""
-    reason: str = "steps"
+    reason: str = "iterations"
 
     def start(self, time_budget_s: float | None) -> None:
         """Start the clock of a run that may take ``time_budget_s`` seconds (``None``: no limit)."""
@@ -130,4 +130,4 @@ class Stopping:
             per_iteration = (now - started) / completed if completed else 0.0
             if now + per_iteration > self.deadline:
                 self.reason = "time_budget"
-        return self.reason != "steps"
+        return self.reason != "iterations"

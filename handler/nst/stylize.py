@@ -222,7 +222,7 @@ class _Run:
                 image, completed = self.optimize(start, objective, level)
                 ran.append(level)
                 self.recorder.done += completed
-                if completed < level.steps:  # out of time, or cancelled
+                if completed < level.iterations:  # out of time, or cancelled
                     final = objective if level is plan.levels[-1] else self.objective(plan.levels[-1])[1]
                     if completed == 0 or final is not objective:
                         # The answer is full size, and its losses are those of the image returned.
@@ -233,7 +233,7 @@ class _Run:
         return image, ran
 
     def optimize(self, start: torch.Tensor, objective: Objective, level: Level) -> tuple[torch.Tensor, int]:
-        """Run up to ``level.steps`` iterations from ``start`` (fewer if the next one would likely
+        """Run up to ``level.iterations`` iterations from ``start`` (fewer if the next one would likely
         be cut short by :attr:`stopping`; the first level always runs one), reporting each
         evaluation to :attr:`recorder`. Returns the clamped result and the iterations completed.
 
@@ -250,7 +250,7 @@ class _Run:
 
         started = time.monotonic()
         completed = 0
-        while completed < level.steps:
+        while completed < level.iterations:
             if (completed or level.index > 0) and self.stopping.now(started, completed):
                 break
             # Reported between the read and the update: the callback sees the image evaluated.

@@ -140,7 +140,7 @@ class SpeedCurve:
     def work(self, plan: Plan, iterations: int | None = None) -> float:
         """The pixel-iterations of ``plan``'s first ``iterations`` (all: ``None``), each level's
         weighted by :meth:`weight`: seconds at ``reference`` pixels' speed."""
-        return plan.work_done(plan.steps if iterations is None else iterations, self.weight)
+        return plan.work_done(plan.iterations if iterations is None else iterations, self.weight)
 
 
 #: No dependence on size (a worker that has not measured one).
@@ -155,13 +155,13 @@ class LoopClock:
 
     def __init__(self, plan: Plan, curve: SpeedCurve = FLAT) -> None:
         self.plan, self.curve = plan, curve
-        self.steps = plan.steps
+        self.iterations = plan.iterations
         self._first: tuple[float, float] | None = None
         self._last: tuple[float, float] | None = None
 
     def tick(self, it: Iterate) -> None:
-        """Note an evaluation of the run (the report of the finished image, at ``steps``, is not one)."""
-        if it.iteration >= self.steps:
+        """Note an evaluation of the run (the report of the finished image, at ``iterations``, is not one)."""
+        if it.iteration >= self.iterations:
             return
         mark = (time.perf_counter(), self.curve.work(self.plan, it.iteration))
         self._first = self._first or mark
@@ -190,16 +190,16 @@ def measure_speed(features: VGGFeatures, device: torch.device) -> tuple[SpeedCur
     return curve, seconds, work
 
 
-def _timed_run(features: VGGFeatures, device: torch.device, side: int, steps: int) -> tuple[float, float]:
+def _timed_run(features: VGGFeatures, device: torch.device, side: int, iterations: int) -> tuple[float, float]:
     """``(seconds, pixel-iterations)`` of the loop of one start-up run on ``side`` px images:
     the median iteration's seconds times the iterations, so that one iteration slowed by
     another process (on a shared machine, by half or more) does not set a worker's speed."""
     images = torch.rand(2, 1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
-    plan = make_plan((side, side), [(side, side)], StylizeOptions(steps=steps))
+    plan = make_plan((side, side), [(side, side)], StylizeOptions(iterations=iterations))
     stamps: list[float] = []
 
     def tick(it: Iterate) -> None:
-        if it.iteration < steps:  # an evaluation (the report of the finished image is not one)
+        if it.iteration < iterations:  # an evaluation (the report of the finished image is not one)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             stamps.append(time.perf_counter())

@@ -86,8 +86,8 @@ class Limits:
     max_image_side: int = 4096
     """Largest ``image_size`` (long side of the output), pixels; style images may be up to
     twice this after ``style_scale``. Levels too large for the memory budget run in tiles."""
-    max_steps: int = 2000
-    """Largest ``steps``, iterations."""
+    max_iterations: int = 2000
+    """Largest ``iterations`` (``max_steps`` before, still read: :data:`RENAMED`)."""
     max_input_pixels: int = 25_000_000
     """Largest decoded input image, width x height pixels (checked from the header, before decoding)."""
     max_input_bytes: int = 20_000_000
@@ -102,6 +102,39 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+#: Old spellings still accepted, and the name each now has: in a request's ``params``, in
+#: ``handler.defaults`` and (``max_`` + the old name) in ``handler.limits``. docs/api.md,
+#: "Renamed parameters", lists them; the SDK and the CLI keep the same (tests/contract).
+RENAMED = {"steps": "iterations"}
+
+
+def current_names(raw: Mapping[str, Any], where: str, *, prefix: str = "") -> dict[str, Any]:
+    """``raw`` with every old spelling (``prefix`` + a key of :data:`RENAMED`) under its current name.
+
+    Args:
+        where: the object's name in an error (``"params"``, ``"handler.limits"``).
+
+    Raises:
+        RequestError: 400 ``invalid_choice`` naming the old spelling, when both spellings are given.
+    """
+    out = dict(raw)
+    for old, new in RENAMED.items():
+        if prefix + old in out:
+            if prefix + new in out:
+                raise bad("invalid_choice", f"{where}.{prefix}{old} is the old spelling of {where}.{prefix}{new}: "
+                          "send one of them", f"{where}.{prefix}{old}")
+            out[prefix + new] = out.pop(prefix + old)
+    return out
+
+
+def limits_from_config(config: Mapping[str, Any]) -> Limits:
+    """``handler.limits`` of ``model-config.yaml`` as :class:`Limits` (old spellings read too).
+
+    Raises:
+        RequestError: both spellings of one limit; TypeError: an unknown limit.
+    """
+    return Limits(**current_names(config, "handler.limits", prefix="max_"))
 
 
 @dataclass(frozen=True)
@@ -156,7 +189,7 @@ def parse(raw: Any, *, defaults: Mapping[str, Any] | None = None, limits: Limits
     Args:
         raw: the JSON value of ``params`` (``None`` means all defaults).
         defaults: server-side overrides of :data:`PARAMS` defaults (``handler.defaults``).
-        limits: caps on ``image_size``, ``steps`` and the style images' size.
+        limits: caps on ``image_size``, ``iterations`` and the style images' size.
         network: the served network (``"vgg16"`` or ``"vgg19"``), whose layers the layer
             parameters may name.
 
@@ -169,17 +202,18 @@ def parse(raw: Any, *, defaults: Mapping[str, Any] | None = None, limits: Limits
         raw = {}
     if not isinstance(raw, dict):
         raise bad("invalid_type", f"params must be a JSON object, got {type(raw).__name__}", "params")
+    raw = current_names(raw, "params")
     unknown = sorted(set(raw) - set(PARAMS))
     if unknown:
         raise bad("unknown_param", f"unknown parameter {unknown[0]!r}; known: {', '.join(PARAMS)}",
                   f"params.{unknown[0]}")
-    merged = {name: p.default for name, p in PARAMS.items()} | dict(defaults or {}) | raw
+    merged = {name: p.default for name, p in PARAMS.items()} | current_names(defaults or {}, "handler.defaults") | raw
     try:
         serving = ServingOptions(**{name: merged[name] for name in _SERVING})
         _cap("image_size", serving.image_size, limits.max_image_side)
         engine = {name: merged[name] for name in _ENGINE} | {"scales": _scales(merged["scales"], serving.image_size)}
         options = StylizeOptions(**engine)
-        _cap("steps", options.steps, limits.max_steps)
+        _cap("iterations", options.iterations, limits.max_iterations)
         options.check_layers(network)
     except OptionError as exc:
         raise from_option_error(exc) from None

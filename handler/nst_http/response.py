@@ -71,7 +71,7 @@ def plan_body(request: StyleRequest, *, seconds_per_work: float | None, curve: S
         return None if seconds_per_work is None else round(work * seconds_per_work, 1)
 
     baseline = 0 if budget is None else budget.baseline
-    levels = [{"side": level.side, "width": level.size[1], "height": level.size[0], "steps": level.steps,
+    levels = [{"side": level.side, "width": level.size[1], "height": level.size[0], "iterations": level.iterations,
                "tile": level.tile, "tiles": level.tiles, "kept_tails": level.kept_tails,
                "lbfgs_history": level.history or plan.options.lbfgs_history,
                "peak_memory_bytes": baseline + level.peak_bytes,
@@ -90,7 +90,7 @@ def progress_event(it: Iterate, elapsed_s: float, plan: Plan) -> dict[str, Any]:
     (:attr:`nst.plan.Plan.work`), so that the larger, slower fine levels count for what they cost."""
     done = plan.work_done(it.iteration)
     eta = elapsed_s * (plan.work - done) / done if done else None
-    return {"event": "progress", "iteration": it.iteration, "of": it.steps, "losses": dict(it.losses),
+    return {"event": "progress", "iteration": it.iteration, "of": it.iterations, "losses": dict(it.losses),
             "elapsed_s": round(elapsed_s, 3), "eta_s": None if eta is None else round(eta, 3)}
 
 
@@ -121,7 +121,7 @@ def stream_events(request: StyleRequest, it: Iterate, progress: dict[str, Any],
     ``progress`` every ``progress_every`` iterations and at the last, ``preview`` every
     ``preview_every`` (none when 0)."""
     serving, events = request.serving, []
-    if it.iteration % serving.progress_every == 0 or it.iteration == it.steps:
+    if it.iteration % serving.progress_every == 0 or it.iteration == it.iterations:
         events.append(progress)
     if preview is not None and serving.preview_every and it.iteration % serving.preview_every == 0:
         events.append(preview)

@@ -19,7 +19,7 @@ from nst_http.budget import Budget, SpeedCurve, measure_budget, measure_speed
 from nst_http.desk import JobDesk
 from nst_http.errors import RequestError
 from nst_http.jobs import JobSettings
-from nst_http.params import Limits, parse_params
+from nst_http.params import Limits, limits_from_config, parse_params
 
 from .exchange import Metric
 
@@ -78,9 +78,12 @@ def load_worker(model_dir: Path, weights_file: str, config: dict[str, Any], *, g
     Raises:
         ValueError: the weights file does not match its provenance, or the handler config is invalid.
     """
-    limits = Limits(**config.get("limits", {}))
     defaults = dict(config.get("defaults", {}))
     provenance = read_provenance(model_dir / PROVENANCE_FILE)
+    try:
+        limits = limits_from_config(config.get("limits", {}))
+    except RequestError as exc:  # both spellings of one limit
+        raise ValueError(f"model-config.yaml: {exc.message}") from None
     try:  # unknown names, bad values and layers the served network lacks fail here
         effective = parse_params(defaults, limits=limits, network=provenance.network)
     except RequestError as exc:

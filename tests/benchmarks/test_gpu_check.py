@@ -74,7 +74,7 @@ def test_speed_has_a_floor_and_an_engine_figure_per_size_and_precision(smoke) ->
 
 def test_the_long_run_ran_every_iteration(smoke) -> None:
     run = result(smoke, "long_run")
-    assert run["iterations"] == run["steps"] == 20 and run["seconds"] > 0
+    assert run["iterations"] == 20 and run["seconds"] > 0
     assert set(run["losses"]) == {"content", "style", "tv", "total"} and run["losses"]["total"] > 0
 
 

@@ -31,15 +31,15 @@ PREDICT = "/predictions/nst"
 def good_result(**params: Any) -> dict[str, Any]:
     """A 200 body as the handler builds it (effective params from nst.api itself)."""
     return {
-        "image": PNG, "format": "png", "width": 64, "height": 64, "iterations": 2, "stopped": "steps",
+        "image": PNG, "format": "png", "width": 64, "height": 64, "iterations": 2, "stopped": "iterations",
         "cache": "miss", "losses": {"content": 0.1, "style": 0.2, "tv": 0.01, "total": 2000.1},
         "timings_ms": {"decode": 1.0, "optimize": 20.5, "encode": 0.5, "total": 22.0},
-        "params": parse_params({"image_size": 64, "steps": 2, **params}), "weights": "random-seed-0",
+        "params": parse_params({"image_size": 64, "iterations": 2, **params}), "weights": "random-seed-0",
         "device": "cpu", "request_id": "c0ffee00-0000-4000-8000-000000000000",
     }
 
 
-def error_body(code: str, field: str | None = "params.steps") -> dict[str, Any]:
+def error_body(code: str, field: str | None = "params.iterations") -> dict[str, Any]:
     return {"error": {"code": code, "message": "what went wrong", "field": field, "request_id": "r-1"}}
 
 
@@ -53,7 +53,7 @@ def ndjson(*events: dict[str, Any]) -> bytes:
 
 
 def request_body(**changes: Any) -> str:
-    body: dict[str, Any] = {"content": PNG, "style": PNG, "params": {"image_size": 64, "steps": 2}}
+    body: dict[str, Any] = {"content": PNG, "style": PNG, "params": {"image_size": 64, "iterations": 2}}
     body.update(changes)
     return json.dumps(body)
 
@@ -86,7 +86,7 @@ def test_good_answers_pass() -> None:
     (200, "application/json", {**good_result(), "image": None}, "['image']"),
     (200, "application/json", {**good_result(), "surprise": 1}, "surprise"),
     (200, "application/json", {k: v for k, v in good_result().items() if k != "losses"}, "'losses' is a required"),
-    (200, "application/json", {**good_result(), "params": {**good_result()["params"], "steps": 2.0}}, "['steps']"),
+    (200, "application/json", {**good_result(), "params": {**good_result()["params"], "iterations": 2.0}}, "['iterations']"),
     (200, "application/json", {**good_result(), "params": {**good_result()["params"], "scales": 1}}, "['scales']"),
     (200, "application/json", {**good_result(), "stopped": "tired"}, "['stopped']"),
     (200, "application/json", {**good_result(), "device": "gpu"}, "['device']"),
@@ -125,9 +125,9 @@ def test_requests_the_spec_accepts_and_refuses() -> None:
     cases = {
         "unknown field": (request_body(colour=1), "colour"),
         "unknown param": (request_body(params={"colour": 1}), "colour"),
-        "integer as float": (request_body(params={"steps": 3.0}), "['steps']"),
-        "bool for integer": (request_body(params={"steps": True}), "['steps']"),
-        "below minimum": (request_body(params={"steps": 0}), "['steps']"),
+        "integer as float": (request_body(params={"iterations": 3.0}), "['iterations']"),
+        "bool for integer": (request_body(params={"iterations": True}), "['iterations']"),
+        "below minimum": (request_body(params={"iterations": 0}), "['iterations']"),
         "unknown layer": (request_body(params={"style_layers": ["relu9_9"]}), "['style_layers'][0]"),
         "repeated layer": (request_body(params={"style_layers": ["relu1_1", "relu1_1"]}), "['style_layers']"),
         "five styles": (request_body(style=[PNG] * 5), "['style']"),
@@ -150,7 +150,7 @@ def test_reconstruction_mode_needs_no_init_image() -> None:
 
 
 def test_exchange_verdicts() -> None:
-    refused_by_spec = ["['params']['steps']: 0 is less than the minimum of 1"]
+    refused_by_spec = ["['params']['iterations']: 0 is less than the minimum of 1"]
     assert check_exchange(refused_by_spec, 200, good_result())  # the server let it through
     assert check_exchange(refused_by_spec, 400, error_body("out_of_range")) == []
     assert check_exchange([], 400, error_body("unknown_param"))  # the spec is looser than the server
@@ -197,7 +197,7 @@ def test_recorder_catches_a_request_the_server_should_have_refused(scripted: Scr
     base = scripted.url
     scripted.script = answer(200, "application/json", [json.dumps(good_result()).encode()])
     with ContractRecorder(base) as recorder:
-        requests.post(base + PREDICT, data=request_body(params={"steps": 0}), timeout=10)
+        requests.post(base + PREDICT, data=request_body(params={"iterations": 0}), timeout=10)
     assert any("answered 200 to a request the spec refuses" in p for p in recorder.problems), recorder.problems
 
 

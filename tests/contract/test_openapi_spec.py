@@ -72,7 +72,7 @@ def test_each_parameter_matches_its_type_bounds_choices_and_default(name: str) -
     limits, defaults = shipped_config()
     assert types_of(schema) == {JSON_TYPES[param.kind]} | ({"null"} if param.nullable else set())
     assert schema["default"] == defaults[name], "the spec's default is not the shipped effective default"
-    cap = {"image_size": limits.max_image_side, "steps": limits.max_steps}.get(name)
+    cap = {"image_size": limits.max_image_side, "iterations": limits.max_iterations}.get(name)
     maximum = min(m for m in (param.maximum, cap, float("inf")) if m is not None)
     bounded = schema["items"] if param.kind is list else schema
     if param.item is not None:

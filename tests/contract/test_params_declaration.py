@@ -51,12 +51,12 @@ def test_params_are_the_two_declarations_in_order() -> None:
 
 @pytest.mark.parametrize("name", list(PARAMS))
 def test_defaults_are_the_declared_ones_and_the_echo_has_them(name: str) -> None:
-    echoed = parse_params({}, defaults={"image_size": 64, "steps": 4})
+    echoed = parse_params({}, defaults={"image_size": 64, "iterations": 4})
     assert list(echoed) == list(PARAMS)
     param = PARAMS[name]
     if name == "scales":
         assert param.default == 1 and echoed[name] == [64]
-    elif name not in ("image_size", "steps"):
+    elif name not in ("image_size", "iterations"):
         assert echoed[name] == param.default
 
 

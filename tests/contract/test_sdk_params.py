@@ -16,11 +16,15 @@ types as ``str`` because the served network decides the names (``info().layers``
 from __future__ import annotations
 
 import collections.abc
+import re
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import pytest
 from nst_client._params import PARAMS, STREAM_PARAMS, Param
+from nst_client._params import RENAMED as SDK_RENAMED
 from nst_client._request import stream_params
+from nst_http.params import RENAMED as SERVER_RENAMED
 from openapi_contract import load_spec
 
 #: A JSON value's possible forms: ("integer",), ("string", enum or None), ("array", items), ("null",)...
@@ -113,3 +117,10 @@ def test_none_not_sent_means_the_same_as_a_spec_null(name: str) -> None:
 def test_a_streamed_call_adds_the_spec_stream_switch() -> None:
     assert STREAM_FLAGS == {"stream": True}
     assert _spec_shape(SPEC["stream"]) == {("boolean",)}
+
+
+def test_the_sdk_the_server_and_api_md_keep_the_same_old_spellings() -> None:
+    assert dict(SDK_RENAMED) == SERVER_RENAMED
+    api = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
+    table = api.split("#### Renamed parameters", 1)[1].split("| old name | name | renamed |", 1)[1].split("\n\n", 1)[0]
+    assert dict(re.findall(r"^\| `(\w+)` \| `(\w+)`", table, re.M)) == SERVER_RENAMED

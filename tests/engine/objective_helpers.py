@@ -31,7 +31,7 @@ def level_objective(features: VGGFeatures, options: StylizeOptions, content: tor
     blend = tuple(blend or options.style_blend_weights or normalized([1.0] * len(styles)))
     size = (content.shape[-2], content.shape[-1])
     level = Level(index=0, side=max(size), size=size, style_sizes=tuple((s.shape[-2], s.shape[-1]) for s in styles),
-                  steps=1, tile=tile, kept_tails=kept_tails, checkpointing=checkpointing)
+                  iterations=1, tile=tile, kept_tails=kept_tails, checkpointing=checkpointing)
     images = LevelImages(content, styles, content_regions, style_regions)
     return build_objective(features, Plan(options, (level,), blend), level, images, style_targets)
 

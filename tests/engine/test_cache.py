@@ -32,7 +32,7 @@ def test_a_hit_gives_identical_pixels_and_skips_the_style_pass(load_image, featu
                                                                monkeypatch) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     cache = StyleCache(8)
-    options = StylizeOptions(steps=3)
+    options = StylizeOptions(iterations=3)
     first = stylize(content, style, features, options, style_targets=StyleTargets(cache, ["starry"]))
     assert first.cache == "miss" and len(cache) == 1
 
@@ -58,8 +58,8 @@ def test_a_hit_gives_identical_pixels_and_skips_the_style_pass(load_image, featu
 def test_what_the_targets_depend_on_is_in_the_key(load_image, features: VGGFeatures, change: dict) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     cache = StyleCache(8)
-    stylize(content, style, features, StylizeOptions(steps=1), style_targets=StyleTargets(cache, ["starry"]))
-    other = stylize(content, style, features, StylizeOptions(steps=1, **change), style_targets=StyleTargets(cache, ["starry"]))
+    stylize(content, style, features, StylizeOptions(iterations=1), style_targets=StyleTargets(cache, ["starry"]))
+    other = stylize(content, style, features, StylizeOptions(iterations=1, **change), style_targets=StyleTargets(cache, ["starry"]))
     assert other.cache == "miss"
 
 
@@ -67,7 +67,7 @@ def test_the_run_s_lookups_are_its_own(load_image, features: VGGFeatures) -> Non
     """A run counts its own lookups (one per style image and level), the cache all of them."""
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     cache = StyleCache(8)
-    options = StylizeOptions(steps=2, scales=(32, 64))
+    options = StylizeOptions(iterations=2, scales=(32, 64))
     first = stylize(content, [style, style], features, options, style_targets=StyleTargets(cache, ["a", "b"]))
     targets = StyleTargets(cache, ["a", "c"])
     second = stylize(content, [style, style], features, options, style_targets=targets)
@@ -79,5 +79,5 @@ def test_the_run_s_lookups_are_its_own(load_image, features: VGGFeatures) -> Non
 def test_no_keys_no_caching(load_image, features: VGGFeatures) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     cache = StyleCache(8)
-    assert stylize(content, style, features, StylizeOptions(steps=1)).cache is None
+    assert stylize(content, style, features, StylizeOptions(iterations=1)).cache is None
     assert len(cache) == 0

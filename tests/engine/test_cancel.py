@@ -22,7 +22,7 @@ def cancel_at(iteration: int, event: threading.Event):
 def test_cancel_stops_within_one_iteration_with_a_full_size_image(load_image, features: VGGFeatures, scales) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     event = threading.Event()
-    result = stylize(content, style, features, StylizeOptions(steps=40, scales=scales), stopping=Stopping(cancel=event),
+    result = stylize(content, style, features, StylizeOptions(iterations=40, scales=scales), stopping=Stopping(cancel=event),
                      callback=cancel_at(3, event))
     # Evaluation 3 happens inside the 4th update; the loop stops before the 5th.
     assert result.stopped == "cancelled" and result.iterations == 4
@@ -35,13 +35,13 @@ def test_an_event_set_before_the_run_still_runs_one_iteration(load_image, featur
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     event = threading.Event()
     event.set()
-    result = stylize(content, style, features, StylizeOptions(steps=10), stopping=Stopping(cancel=event))
+    result = stylize(content, style, features, StylizeOptions(iterations=10), stopping=Stopping(cancel=event))
     assert (result.stopped, result.iterations, len(result.history)) == ("cancelled", 1, 1)
 
 
 def test_an_unset_event_changes_nothing(load_image, features: VGGFeatures) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
-    plain = stylize(content, style, features, StylizeOptions(steps=3))
-    watched = stylize(content, style, features, StylizeOptions(steps=3), stopping=Stopping(cancel=threading.Event()))
-    assert watched.stopped == "steps" and watched.iterations == 3
+    plain = stylize(content, style, features, StylizeOptions(iterations=3))
+    watched = stylize(content, style, features, StylizeOptions(iterations=3), stopping=Stopping(cancel=threading.Event()))
+    assert watched.stopped == "iterations" and watched.iterations == 3
     assert (watched.image == plain.image).all() and watched.losses == plain.losses

@@ -66,6 +66,6 @@ def test_auto_turns_checkpointing_on_above_the_pixel_limit(features, load_image,
     made = record_objectives(monkeypatch)
     monkeypatch.setattr(memory_module, "CHECKPOINT_PIXELS", pixels_limit)
     content = load_image("tubingen_64x64.png", 32)
-    result = stylize(content, content, features, StylizeOptions(steps=2, gradient_checkpointing=option))
+    result = stylize(content, content, features, StylizeOptions(iterations=2, gradient_checkpointing=option))
     assert [t.objective.extractor.checkpointing for t in made] == [expected]
     assert result.iterations == 2

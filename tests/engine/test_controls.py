@@ -17,7 +17,7 @@ from nst import color
 from nst.losses import gram_matrix, guided_gram_matrix
 from nst.masks import MAX_REGIONS, MaskError
 from nst.objective import Objective
-from nst.plan import pyramid_sides, split_steps
+from nst.plan import pyramid_sides, split_iterations
 from nst.stylize import Iterate, StylizeOptions, initial_image, stylize
 from nst.vgg import DEFAULT_STYLE_LAYERS, LAYER_INDEX, FeatureExtractor, VGGFeatures
 from torch import nn
@@ -67,24 +67,24 @@ def recorded(monkeypatch) -> list[Built]:
 # --- style blending ----------------------------------------------------------------------------
 
 def test_blend_weights(content, starry, scream, features: VGGFeatures) -> None:
-    o = opts(steps=2)
+    o = opts(iterations=2)
     first = stylize(content, starry, features, o)
     second = stylize(content, scream, features, o)
-    only_first = stylize(content, [starry, scream], features, opts(steps=2, style_blend_weights=(1.0, 0.0)))
+    only_first = stylize(content, [starry, scream], features, opts(iterations=2, style_blend_weights=(1.0, 0.0)))
     assert torch.allclose(only_first.image, first.image, atol=1e-6, rtol=0)
     assert only_first.losses == pytest.approx(first.losses, rel=1e-5)
-    half = stylize(content, [starry, scream], features, opts(steps=2, style_blend_weights=(0.5, 0.5)))
+    half = stylize(content, [starry, scream], features, opts(iterations=2, style_blend_weights=(0.5, 0.5)))
     assert (half.image - first.image).abs().max() > 1e-3
     assert (half.image - second.image).abs().max() > 1e-3
     # None means equal weights; weights are normalized, so (2, 2) is (0.5, 0.5).
     for weights in (None, (2.0, 2.0)):
-        equal = stylize(content, [starry, scream], features, opts(steps=2, style_blend_weights=weights))
+        equal = stylize(content, [starry, scream], features, opts(iterations=2, style_blend_weights=weights))
         assert torch.allclose(equal.image, half.image, atol=1e-6, rtol=0), weights
 
 
 def test_blend_weights_must_match_the_styles(content, starry, features: VGGFeatures) -> None:
     with pytest.raises(ValueError, match="style_blend_weights"):
-        stylize(content, [starry, starry], features, opts(steps=1, style_blend_weights=(1.0, 1.0, 1.0)))
+        stylize(content, [starry, starry], features, opts(iterations=1, style_blend_weights=(1.0, 1.0, 1.0)))
     for bad in ((-1.0, 2.0), (0.0, 0.0)):
         with pytest.raises(ValueError, match="style_blend_weights"):
             StylizeOptions(style_blend_weights=bad)
@@ -100,9 +100,9 @@ def chroma_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_luminance_only_keeps_the_content_colours(chelsea, scream, features: VGGFeatures, recorded) -> None:
     # Adam: its bounded steps make 8 iterations change the image for sure on a 24x32 image, where
     # L-BFGS's second, unit-length step can overshoot and stall the run (see docs/api.md, optimizer).
-    plain = stylize(chelsea, scream, features, opts(steps=8, optimizer="adam"))
+    plain = stylize(chelsea, scream, features, opts(iterations=8, optimizer="adam"))
     seen: list[Iterate] = []
-    lum = stylize(chelsea, scream, features, opts(steps=8, optimizer="adam", color_control="luminance"),
+    lum = stylize(chelsea, scream, features, opts(iterations=8, optimizer="adam", color_control="luminance"),
                   callback=seen.append)
     # The transfer runs on grey images: the content's luminance, and the style's luminance
     # matched to the content's mean and deviation (Gatys et al. 2017, sec. 4.1)...
@@ -116,7 +116,7 @@ def test_luminance_only_keeps_the_content_colours(chelsea, scream, features: VGG
     assert seen[0].losses["content"] < 1e-10  # ...from the content's luminance
     # Any start is made grey: a noise start is the noise's luminance.
     noisy: list[Iterate] = []
-    stylize(chelsea, scream, features, opts(steps=1, init="noise", color_control="luminance"), callback=noisy.append)
+    stylize(chelsea, scream, features, opts(iterations=1, init="noise", color_control="luminance"), callback=noisy.append)
     grey_noise = color.luminance(initial_image(chelsea, "noise", 0))
     assert noisy[0].losses == pytest.approx(recorded[-1].objective.losses(grey_noise), rel=1e-5)
     # Precondition: without colour control the orange style changes the colours measurably.
@@ -130,8 +130,8 @@ def test_luminance_only_keeps_the_content_colours(chelsea, scream, features: VGG
 
 def test_original_colors_give_the_stylized_luma_the_content_chroma(chelsea, scream, features: VGGFeatures) -> None:
     # jcjohnson/neural-style's -original_colors 1: an ordinary RGB run, recombined in YUV afterwards.
-    plain = stylize(chelsea, scream, features, opts(steps=8, optimizer="adam"))
-    kept = stylize(chelsea, scream, features, opts(steps=8, optimizer="adam", color_control="original_colors"))
+    plain = stylize(chelsea, scream, features, opts(iterations=8, optimizer="adam"))
+    kept = stylize(chelsea, scream, features, opts(iterations=8, optimizer="adam", color_control="original_colors"))
     assert kept.losses == plain.losses  # the optimization is the plain one...
     yuv_kept, yuv_plain, yuv_content = (color.rgb_to_yuv(x) for x in (kept.image, plain.image, chelsea))
     # ...recombined: pixels whose recombination fell inside the RGB cube (clamping moves the others).
@@ -155,11 +155,11 @@ def test_histogram_matching_gives_the_content_statistics(chelsea, scream) -> Non
 
 
 def test_histogram_control_stylizes_with_the_recoloured_style(chelsea, scream, features: VGGFeatures) -> None:
-    plain = stylize(chelsea, scream, features, opts(steps=2))
-    hist = stylize(chelsea, scream, features, opts(steps=2, color_control="histogram"))
+    plain = stylize(chelsea, scream, features, opts(iterations=2))
+    hist = stylize(chelsea, scream, features, opts(iterations=2, color_control="histogram"))
     assert (hist.image - plain.image).abs().max() > 1e-3
     # It is exactly the plain run on the style recoloured to the content's statistics.
-    recoloured = stylize(chelsea, color.match_color_histogram(scream, chelsea), features, opts(steps=2))
+    recoloured = stylize(chelsea, color.match_color_histogram(scream, chelsea), features, opts(iterations=2))
     assert torch.allclose(hist.image, recoloured.image, atol=1e-6, rtol=0)
 
 
@@ -171,7 +171,7 @@ def test_style_scale_resizes_the_style_reaching_the_network(content, load_image,
     scream128 = load_image("the_scream_128x96.png")  # 128x96
     results = {}
     for scale in (0.5, 1.0, 1.5):
-        results[scale] = stylize(content, [starry64, scream128], features, opts(steps=1, style_scale=scale))
+        results[scale] = stylize(content, [starry64, scream128], features, opts(iterations=1, style_scale=scale))
     # Long side round(32 * scale), aspect ratio kept.
     assert [t.style_shapes for t in recorded] == [
         [(1, 3, 16, 16), (1, 3, 12, 16)],
@@ -212,7 +212,7 @@ def test_each_init_starts_where_it_says(content, starry, chelsea, features: VGGF
     }
     first: dict[str, Mapping[str, float]] = {}
     for init, start in starts.items():
-        o = opts(steps=1, init=init, seed=3)
+        o = opts(iterations=1, init=init, seed=3)
         seen: list[Iterate] = []
         stylize(content, starry, features, o, init_image=chelsea if init == "image" else None, callback=seen.append)
         assert seen[0].iteration == 0
@@ -224,7 +224,7 @@ def test_each_init_starts_where_it_says(content, starry, chelsea, features: VGGF
     assert first["style"]["style"] < first["content"]["style"]  # starting at the style matches it best
     assert len({round(f["total"], 6) for f in first.values()}) == 4
     with pytest.raises(ValueError, match="init_image"):
-        stylize(content, starry, features, opts(steps=1, init="image"))
+        stylize(content, starry, features, opts(iterations=1, init="image"))
 
 
 # --- pooling and layers ------------------------------------------------------------------------
@@ -252,7 +252,7 @@ def test_avg_pooling_changes_features_and_losses(content, starry, features: VGGF
     runs = {}
     for pooling in ("max", "avg"):
         seen: list[Iterate] = []
-        stylize(content, starry, features, opts(steps=1, init="noise", pooling=pooling), callback=seen.append)
+        stylize(content, starry, features, opts(iterations=1, init="noise", pooling=pooling), callback=seen.append)
         runs[pooling] = seen[0].losses
     assert runs["max"]["content"] != pytest.approx(runs["avg"]["content"], rel=1e-3)
     assert runs["max"]["style"] != pytest.approx(runs["avg"]["style"], rel=1e-3)
@@ -273,7 +273,7 @@ def test_custom_layers_are_the_ones_used(content, starry, features: VGGFeatures,
     seen = {}
     for name, kwargs in [("default", {}), ("custom", {"content_layers": ("relu2_2",), "style_layers": ("relu1_1",)})]:
         calls: list[Iterate] = []
-        stylize(content, starry, features, opts(steps=1, init="noise", **kwargs), callback=calls.append)
+        stylize(content, starry, features, opts(iterations=1, init="noise", **kwargs), callback=calls.append)
         seen[name] = calls[0].losses
     noise = initial_image(content, "noise", 0)
     content_22, _ = by_hand(features, "relu2_2", noise, content, starry)
@@ -311,7 +311,7 @@ def test_style_layer_weights(content, starry, features: VGGFeatures) -> None:
     runs = []
     for weights in ((1.0, 0.0), None):
         seen: list[Iterate] = []
-        stylize(content, starry, features, opts(steps=1, init="noise", style_layer_weights=weights), callback=seen.append)
+        stylize(content, starry, features, opts(iterations=1, init="noise", style_layer_weights=weights), callback=seen.append)
         runs.append(seen[0].losses["style"])
     assert runs[0] != pytest.approx(runs[1], rel=1e-3)
     with pytest.raises(ValueError, match="style_layer_weights"):
@@ -324,7 +324,7 @@ def test_adam_and_lbfgs_both_reduce_the_loss(content, starry, features: VGGFeatu
     images = {}
     for optimizer in ("lbfgs", "adam"):
         seen: list[Iterate] = []
-        o = opts(steps=5, init="noise", optimizer=optimizer, learning_rate=0.05)
+        o = opts(iterations=5, init="noise", optimizer=optimizer, learning_rate=0.05)
         result = stylize(content, starry, features, o, callback=seen.append)
         assert seen[0].iteration == 0 and seen[-1].iteration == 5
         assert result.losses["total"] < 0.9 * seen[0].losses["total"], optimizer
@@ -338,7 +338,7 @@ def test_adam_steps_by_the_learning_rate(content, starry, features: VGGFeatures,
     # Adam's first update moves every pixel with a gradient by the learning rate exactly
     # (m / sqrt(v) is the sign of the gradient); L-BFGS's first step is the gradient scaled by
     # min(1, 1 / |g|_1), nothing like it.
-    result = stylize(content, starry, features, opts(steps=1, init="noise", optimizer="adam",
+    result = stylize(content, starry, features, opts(iterations=1, init="noise", optimizer="adam",
                                                      learning_rate=learning_rate))
     step = (result.image - initial_image(content, "noise", 0)).abs()
     assert step.max() <= learning_rate + 1e-5
@@ -352,12 +352,12 @@ def test_pyramid_sides_and_split_steps() -> None:
     assert pyramid_sides(64, 2) == (32, 64)
     assert pyramid_sides(64, 1) == (64,)
     assert pyramid_sides(100, 3) == (25, 50, 100)
-    assert split_steps(4, 2) == [2, 2]
-    assert split_steps(10, 3) == [3, 3, 4]
-    assert split_steps(7, 1) == [7]
-    assert split_steps(3, 3) == [1, 1, 1]
+    assert split_iterations(4, 2) == [2, 2]
+    assert split_iterations(10, 3) == [3, 3, 4]
+    assert split_iterations(7, 1) == [7]
+    assert split_iterations(3, 3) == [1, 1, 1]
     for steps in range(3, 20):
-        assert sum(split_steps(steps, 3)) == steps and min(split_steps(steps, 3)) >= 1
+        assert sum(split_iterations(steps, 3)) == steps and min(split_iterations(steps, 3)) >= 1
 
 
 @pytest.mark.parametrize("name, size", [("tubingen_64x64.png", (64, 64)), ("chelsea_128x96.png", (48, 64))])
@@ -365,7 +365,7 @@ def test_two_scales(load_image, starry, features: VGGFeatures, recorded, name, s
     content = load_image(name, 64)
     h, w = size
     seen: list[Iterate] = []
-    result = stylize(content, starry, features, opts(scales=(32, 64), steps=4), callback=seen.append)
+    result = stylize(content, starry, features, opts(scales=(32, 64), iterations=4), callback=seen.append)
     assert result.sizes == [(h // 2, w // 2), (h, w)]
     assert [t.content_shape[-2:] for t in recorded] == [(h // 2, w // 2), (h, w)]
     assert result.image.shape == (1, 3, h, w)
@@ -378,19 +378,19 @@ def test_two_scales(load_image, starry, features: VGGFeatures, recorded, name, s
 
 def test_scales_are_checked(content, starry, features: VGGFeatures) -> None:
     with pytest.raises(ValueError, match="last scale"):
-        stylize(content, starry, features, opts(scales=(16, 24), steps=2))  # the output's long side is 32
+        stylize(content, starry, features, opts(scales=(16, 24), iterations=2))  # the output's long side is 32
     with pytest.raises(ValueError, match="number of scales"):
-        StylizeOptions(scales=(16, 32), steps=1)
+        StylizeOptions(scales=(16, 32), iterations=1)
     for bad in ((32, 16), (16, 16), (0, 32)):
         with pytest.raises(ValueError, match="scales"):
-            StylizeOptions(scales=bad, steps=4)
+            StylizeOptions(scales=bad, iterations=4)
 
 
 # --- reconstruction modes ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode, term", [("reconstruct_content", "content"), ("reconstruct_style", "style")])
 def test_reconstruction(content, starry, features: VGGFeatures, mode: str, term: str) -> None:
-    o = opts(steps=5, mode=mode, seed=2)
+    o = opts(iterations=5, mode=mode, seed=2)
     effective = o.effective()
     assert effective.init == "noise" and effective.tv_weight == 0.0
     assert (effective.content_weight, effective.style_weight) == ((1.0, 0.0) if term == "content" else (0.0, 10.0))
@@ -441,7 +441,7 @@ def test_masks_send_each_style_to_its_region(content, starry, scream, features: 
     mask = halves_mask(32, 32)
     halves = {}
     for name, (m1, m2) in {"straight": (RED, BLUE), "swapped": (BLUE, RED)}.items():
-        result = stylize(content, [starry, scream], features, opts(steps=6), content_mask=mask,
+        result = stylize(content, [starry, scream], features, opts(iterations=6), content_mask=mask,
                          style_masks=[flat(m1, 32, 32), flat(m2, 24, 32)])
         assert result.image.shape == content.shape and torch.isfinite(result.image).all()
         halves[name] = (mean_of(result.image[..., :16]), mean_of(result.image[..., 16:]))
@@ -457,7 +457,7 @@ def test_masks_send_each_style_to_its_region(content, starry, scream, features: 
 
 
 def test_mask_errors(content, starry, scream, features: VGGFeatures) -> None:
-    o = opts(steps=1)
+    o = opts(iterations=1)
     noisy = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with pytest.raises(MaskError, match=f"at most {MAX_REGIONS}"):
         stylize(content, [starry, scream], features, o, content_mask=noisy,
@@ -468,7 +468,7 @@ def test_mask_errors(content, starry, scream, features: VGGFeatures) -> None:
                 style_masks=[flat(RED, 32, 32), flat(RED, 24, 32)])
     # Blue is only in the mask of a style whose blend weight is 0: no style paints it.
     with pytest.raises(MaskError, match=r"\(0, 0, 255\)"):
-        stylize(content, [starry, scream], features, opts(steps=1, style_blend_weights=(1.0, 0.0)),
+        stylize(content, [starry, scream], features, opts(iterations=1, style_blend_weights=(1.0, 0.0)),
                 content_mask=halves_mask(32, 32), style_masks=[flat(RED, 32, 32), flat(BLUE, 24, 32)])
     # Masks must come together, one per style.
     with pytest.raises(MaskError):
@@ -482,6 +482,6 @@ def test_sixteen_colours_are_accepted(content, starry, features: VGGFeatures) ->
     # 16 vertical stripes of distinct colours in the content mask, all present in the style mask.
     colours = torch.stack([torch.tensor([i * 16, 255 - i * 16, (i * 64) % 256]) for i in range(16)]).float() / 255
     mask = colours.T.reshape(1, 3, 1, 16).repeat_interleave(2, dim=3).expand(1, 3, 32, 32).contiguous()
-    result = stylize(content, starry, features, opts(steps=1), content_mask=mask, style_masks=[mask])
+    result = stylize(content, starry, features, opts(iterations=1), content_mask=mask, style_masks=[mask])
     assert torch.isfinite(result.image).all()
     assert result.losses["style"] > 0

@@ -18,14 +18,14 @@ def slow(seconds: float):
 
 def test_no_budget_runs_every_step(load_image, features: VGGFeatures) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
-    result = stylize(content, style, features, StylizeOptions(steps=3))
-    assert result.stopped == "steps" and result.iterations == 3
+    result = stylize(content, style, features, StylizeOptions(iterations=3))
+    assert result.stopped == "iterations" and result.iterations == 3
 
 
 def test_budget_stops_early_with_a_consistent_result(load_image, features: VGGFeatures) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
     # Every evaluation takes >= 0.1 s, so 1000 iterations cannot fit in 0.5 s.
-    result = stylize(content, style, features, StylizeOptions(steps=1000, time_budget_s=0.5), callback=slow(0.1))
+    result = stylize(content, style, features, StylizeOptions(iterations=1000, time_budget_s=0.5), callback=slow(0.1))
     assert result.stopped == "time_budget"
     assert 1 <= result.iterations < 1000
     assert len(result.history) == result.iterations
@@ -36,7 +36,7 @@ def test_budget_stops_early_with_a_consistent_result(load_image, features: VGGFe
 
 def test_budget_spent_at_a_coarse_level_still_answers_full_size(load_image, features: VGGFeatures) -> None:
     content, style = load_image("tubingen_64x64.png"), load_image("starry_night_64x64.png")
-    options = StylizeOptions(steps=200, scales=(32, 64), time_budget_s=0.4)
+    options = StylizeOptions(iterations=200, scales=(32, 64), time_budget_s=0.4)
     result = stylize(content, style, features, options, callback=slow(0.1))
     assert result.stopped == "time_budget"
     assert result.sizes == [(32, 32)]  # the fine level never ran...
@@ -45,6 +45,6 @@ def test_budget_spent_at_a_coarse_level_still_answers_full_size(load_image, feat
     # The reported losses are those of the returned full-size image: a run starting from it
     # evaluates the same losses at its iteration 0.
     seen: list[Iterate] = []
-    stylize(content, style, features, StylizeOptions(steps=1, init="image"), init_image=result.image,
+    stylize(content, style, features, StylizeOptions(iterations=1, init="image"), init_image=result.image,
             callback=seen.append)
     assert seen[0].losses == pytest.approx(result.losses, rel=1e-4)

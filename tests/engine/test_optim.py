@@ -29,7 +29,7 @@ def torch_lbfgs(image: torch.Tensor, history: int) -> torch.optim.LBFGS:
                              tolerance_change=-1.0)
 
 
-def compare(objective, start: torch.Tensor, history: int, steps: int) -> tuple[float, int]:
+def compare(objective, start: torch.Tensor, history: int, iterations: int) -> tuple[float, int]:
     """Step torch's L-BFGS and ours from ``start`` side by side on ``objective`` (a function of
     the image returning a 0-dim loss): the largest relative distance between the iterates, and
     how many pairs ours kept at the end."""
@@ -49,7 +49,7 @@ def compare(objective, start: torch.Tensor, history: int, steps: int) -> tuple[f
         return loss.detach().reshape(1)
 
     worst = 0.0
-    for _ in range(steps):
+    for _ in range(iterations):
         theirs.step(closure)
         ours.step(evaluate, lambda values: None)
         worst = max(worst, float((a - b).detach().norm() / a.detach().norm()))
@@ -90,7 +90,7 @@ def test_a_content_image_with_other_strides_is_optimized(features: VGGFeatures) 
     its gradient's ``view(-1)``)."""
     content = rand(1, 32, 32, 3, seed=0).permute(0, 3, 1, 2)
     assert not content.is_contiguous()
-    result = stylize(content, rand(1, 3, 32, 32, seed=1), features, StylizeOptions(**SHALLOW, steps=2))
+    result = stylize(content, rand(1, 3, 32, 32, seed=1), features, StylizeOptions(**SHALLOW, iterations=2))
     assert result.iterations == 2 and result.image.shape == (1, 3, 32, 32)
 
 
@@ -106,7 +106,7 @@ def test_an_iteration_reads_the_host_at_most_twice(features: VGGFeatures, optimi
     marks: list[int] = []
     with HostReads() as reads:
         result = stylize(content, style, features, StylizeOptions(
-            **SHALLOW, steps=105, optimizer=optimizer, lbfgs_history=history, tile_size=tile),
+            **SHALLOW, iterations=105, optimizer=optimizer, lbfgs_history=history, tile_size=tile),
             callback=lambda it: marks.append(reads.count))
     assert result.iterations == 105 and len(marks) == 106  # the start, then every iteration
     per_iteration = [b - a for a, b in zip(marks, marks[1:])]

@@ -80,7 +80,7 @@ def test_the_objective_and_its_gradient_stay_on_the_weights_device(meta_features
 def test_a_run_stays_on_the_weights_device(meta_features: VGGFeatures, color_control: str, optimizer: str) -> None:
     """Targets, the start image, the optimizer's state and the colour controls (the
     histogram match runs on the device too), two levels and two blended styles."""
-    opts = StylizeOptions(**SHALLOW, steps=3, scales=(32, 64), optimizer=optimizer, lbfgs_history=2,
+    opts = StylizeOptions(**SHALLOW, iterations=3, scales=(32, 64), optimizer=optimizer, lbfgs_history=2,
                           color_control=color_control, init="noise", style_blend_weights=(1.0, 2.0))
     result = stylize(meta_image(64, 48), [meta_image(40, 40), meta_image(32, 48)], meta_features, opts)
     assert result.image.device == META and result.image.shape == (1, 3, 64, 48)

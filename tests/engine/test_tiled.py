@@ -198,15 +198,15 @@ def test_a_short_lbfgs_run_gives_the_same_image_tiled(features: VGGFeatures) -> 
     can jump the loss 8-fold), so longer or multi-level runs drift further apart while every
     evaluation still agrees to 1e-4."""
     content, style = rand(1, 3, 96, 80, seed=3), rand(1, 3, 64, 64, seed=4)
-    whole = stylize(content, style, features, StylizeOptions(steps=4, **SHALLOW))
-    tiled = stylize(content, style, features, StylizeOptions(steps=4, tile_size=32, **SHALLOW))
+    whole = stylize(content, style, features, StylizeOptions(iterations=4, **SHALLOW))
+    tiled = stylize(content, style, features, StylizeOptions(iterations=4, tile_size=32, **SHALLOW))
     assert tiled.iterations == whole.iterations == 4
     assert float((tiled.image - whole.image).abs().max()) < 1e-3
     assert tiled.losses == pytest.approx(whole.losses, rel=2e-4)
 
 
 def test_tile_size_is_checked_and_planned_per_level() -> None:
-    plan = make_plan((96, 80), [(64, 64)], StylizeOptions(steps=4, scales=(48, 96), tile_size=64))
+    plan = make_plan((96, 80), [(64, 64)], StylizeOptions(iterations=4, scales=(48, 96), tile_size=64))
     assert [level.tile for level in plan.levels] == [None, 64]  # the 48 px level fits one tile
     with pytest.raises(OptionError) as err:
         make_plan((96, 80), [(64, 64)], StylizeOptions(tile_size=16, style_layers=("relu1_1", "pool5")))

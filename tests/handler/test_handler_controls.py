@@ -59,7 +59,7 @@ def test_every_control_in_one_request(handler, model_dir, config, image_b64, rec
         "content_mask": halves_mask((64, 64)),
         "style_masks": [flat_mask((64, 64), RED), flat_mask((128, 96), BLUE)],
         "params": {
-            "image_size": 32, "steps": 4, "scales": 2, "style_blend_weights": [3, 1], "init": "image",
+            "image_size": 32, "iterations": 4, "scales": 2, "style_blend_weights": [3, 1], "init": "image",
             "return_history": True, "pooling": "avg", "optimizer": "adam", "learning_rate": 0.05, **SHALLOW,
         },
     }
@@ -81,7 +81,7 @@ def test_every_control_in_one_request(handler, model_dir, config, image_b64, rec
     # the masks at their own resolution.
     (call,) = recorded_calls
     assert call["options"] == StylizeOptions(
-        steps=4, init="image", style_blend_weights=(0.75, 0.25), scales=(16, 32), pooling="avg",
+        iterations=4, init="image", style_blend_weights=(0.75, 0.25), scales=(16, 32), pooling="avg",
         optimizer="adam", learning_rate=0.05, content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
     assert tuple(call["content"].shape) == (1, 3, 32, 32)
     assert [tuple(s.shape) for s in call["styles"]] == [(1, 3, 32, 32), (1, 3, 24, 32)]
@@ -92,7 +92,7 @@ def test_every_control_in_one_request(handler, model_dir, config, image_b64, rec
 
 def test_history(handler, model_dir, config, image_b64) -> None:
     body = {"content": image_b64("chelsea_128x96.png"), "style": image_b64("starry_night_64x64.png"),
-            "params": {"image_size": 32, "steps": 3, "return_history": True}}
+            "params": {"image_size": 32, "iterations": 3, "return_history": True}}
     plain = {**body, "params": {**body["params"], "return_history": False}}
     (out, without), _ = run(handler, model_dir, config, [{"body": body}, {"body": plain}])
     history = out["history"]
@@ -108,7 +108,7 @@ def test_history(handler, model_dir, config, image_b64) -> None:
 
 def test_noisy_content_mask_fails_its_row_only(handler, model_dir, config, image_b64) -> None:
     good = {"content": image_b64("tubingen_64x64.png"), "style": image_b64("starry_night_64x64.png"),
-            "params": {"image_size": 32, "steps": 1, **SHALLOW}}
+            "params": {"image_size": 32, "iterations": 1, **SHALLOW}}
     # A photo is no label map: far more than 16 colours.
     noisy = good | {"content_mask": image_b64("chelsea_128x96.png"), "style_masks": [flat_mask((64, 64), RED)]}
     (first, second), ctx = run(handler, model_dir, config, [{"body": noisy}, {"body": good}])
@@ -121,7 +121,7 @@ def test_noisy_content_mask_fails_its_row_only(handler, model_dir, config, image
 def test_mask_regions_without_a_style(handler, model_dir, config, image_b64) -> None:
     base = {"content": image_b64("tubingen_64x64.png"),
             "style": [image_b64("starry_night_64x64.png"), image_b64("the_scream_128x96.png")],
-            "content_mask": halves_mask((64, 64)), "params": {"image_size": 32, "steps": 1, **SHALLOW}}
+            "content_mask": halves_mask((64, 64)), "params": {"image_size": 32, "iterations": 1, **SHALLOW}}
     # Blue is in no style mask.
     uncovered = base | {"style_masks": [flat_mask((8, 8), RED), flat_mask((8, 8), RED)]}
     # Blue is only in the mask of a style blended with weight 0 (was a NaN image, not an error).
@@ -135,7 +135,7 @@ def test_mask_regions_without_a_style(handler, model_dir, config, image_b64) -> 
 
 def test_scales_halving_below_a_pixel_are_a_400(handler, model_dir, config, image_b64) -> None:
     body = {"content": image_b64("tubingen_64x64.png"), "style": image_b64("starry_night_64x64.png"),
-            "params": {"image_size": 64, "steps": 8, "scales": 8, "content_layers": ["relu1_1"],
+            "params": {"image_size": 64, "iterations": 8, "scales": 8, "content_layers": ["relu1_1"],
                        "style_layers": ["relu1_1"]}}
     (out,), ctx = run(handler, model_dir, config, [{"body": body}])
     assert_error(out, ctx, 0, 400, "out_of_range", "params.scales")
@@ -143,7 +143,7 @@ def test_scales_halving_below_a_pixel_are_a_400(handler, model_dir, config, imag
 
 def test_reconstruction_through_the_handler(handler, model_dir, config, image_b64) -> None:
     body = {"content": image_b64("tubingen_64x64.png"), "style": image_b64("starry_night_64x64.png"),
-            "params": {"image_size": 32, "steps": 3, "mode": "reconstruct_content", "return_history": True, **SHALLOW}}
+            "params": {"image_size": 32, "iterations": 3, "mode": "reconstruct_content", "return_history": True, **SHALLOW}}
     (out,), ctx = run(handler, model_dir, config, [{"body": body}])
     assert ctx.get_response_status(0) == (200, None)
     p = out["params"]

@@ -53,7 +53,7 @@ def test_initialize_with_gpu_id_0_loads_and_measures_on_the_device(on_meta: list
     assert all(p.device == META for p in handler.service.worker.features.parameters())
     assert handler.service.worker.desk.seconds_per_work is not None
     body = {"content": image_b64("chelsea_128x96.png"), "style": image_b64("starry_night_64x64.png"),
-            "params": {"steps": 2, "output_format": "png"}}
+            "params": {"iterations": 2, "output_format": "png"}}
     # A request runs on the device too, up to its encoding, which needs values.
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setattr(nst_service.run, "encode_image", lambda image, *a, **k: image.device.type.encode())

@@ -17,7 +17,7 @@ from test_nst_handler import assert_error, config, handler, model_dir, run  # no
 @pytest.fixture
 def body(image_b64) -> dict:
     return {"content": image_b64("chelsea_128x96.png"), "style": image_b64("starry_night_64x64.png"),
-            "params": {"steps": 1, "image_size": 32}}
+            "params": {"iterations": 1, "image_size": 32}}
 
 
 @pytest.mark.parametrize("error", [

@@ -45,7 +45,7 @@ def jobs_handler(model_dir: Path, jobs_config: dict) -> Iterator[NSTHandler]:
 @pytest.fixture
 def body(image_b64) -> dict:
     return {"content": image_b64("chelsea_128x96.png"), "style": image_b64("starry_night_64x64.png"),
-            "params": {"steps": 3, "image_size": 32, "return_history": True}}
+            "params": {"iterations": 3, "image_size": 32, "return_history": True}}
 
 
 def slow_stylize(monkeypatch, seconds: float) -> None:
@@ -81,7 +81,7 @@ def test_a_submitted_job_answers_at_once_and_its_result_is_the_synchronous_answe
 def test_cancel_stops_a_running_job_within_an_iteration(jobs_handler, model_dir, jobs_config, body,
                                                         monkeypatch) -> None:
     slow_stylize(monkeypatch, 0.2)
-    body["params"]["steps"] = 500
+    body["params"]["iterations"] = 500
     job = call(jobs_handler, model_dir, jobs_config, body | {"job": {"action": "submit"}})[0]["job"]
     running = wait_for(jobs_handler, model_dir, jobs_config, job["id"], lambda j: (j["iteration"] or 0) >= 2)
     assert running["state"] == "running"
@@ -101,7 +101,7 @@ def test_cancel_stops_a_running_job_within_an_iteration(jobs_handler, model_dir,
 def test_the_queue_is_bounded_and_a_queued_job_cancels_at_once(jobs_handler, model_dir, jobs_config, body,
                                                               monkeypatch) -> None:
     slow_stylize(monkeypatch, 0.2)
-    body["params"]["steps"] = 500
+    body["params"]["iterations"] = 500
     first = call(jobs_handler, model_dir, jobs_config, body | {"job": {"action": "submit"}})[0]["job"]
     second = call(jobs_handler, model_dir, jobs_config, body | {"job": {"action": "submit"}})[0]["job"]
     assert second["state"] == "queued" and second["position"] == 1
@@ -132,7 +132,7 @@ def test_a_queued_job_has_an_estimate_from_the_worker_s_measured_speed(jobs_hand
     # The slowed run (50 ms an evaluation) weighs half in the running mean with the faster
     # start-up run: the speed drops, to between the two.
     assert speed > at_start and 3 * 32 * 24 * speed <= ran_s
-    body["params"]["steps"] = 60
+    body["params"]["iterations"] = 60
     running = call(jobs_handler, model_dir, jobs_config, body | {"job": {"action": "submit"}})[0]["job"]
     wait_for(jobs_handler, model_dir, jobs_config, running["id"], lambda j: (j["iteration"] or 0) >= 2)
     queued = call(jobs_handler, model_dir, jobs_config, body | {"job": {"action": "submit"}})[0]["job"]
@@ -150,7 +150,7 @@ def test_a_job_nobody_polls_is_cancelled_when_its_lease_runs_out(model_dir, root
     config = model_yaml_config(root_dir, jobs={"dir": str(tmp_path / "jobs"), "lease_s": 1.0})
     h = NSTHandler()
     h.initialize(make_context(model_dir, config))
-    body["params"]["steps"] = 500
+    body["params"]["iterations"] = 500
     job = call(h, model_dir, config, body | {"job": {"action": "submit"}})[0]["job"]
     # Nobody polls (a status call would renew the lease): the store is read directly.
     stored = poll(lambda: h.service.worker.desk.store.get(job["id"]), lambda j: j is None or j.done,
@@ -159,7 +159,7 @@ def test_a_job_nobody_polls_is_cancelled_when_its_lease_runs_out(model_dir, root
     # Stopped by the lease, not by its end: far from its 500 iterations (about 10 ran, at 0.2 s each).
     assert stored.progress is not None and stored.progress["iteration"] < 250, stored.progress
     # The device is free again: the next request starts and ends promptly.
-    body["params"]["steps"] = 2
+    body["params"]["iterations"] = 2
     out, ctx = call(h, model_dir, config, body)
     assert ctx.get_response_status(0) == (200, None) and out["iterations"] == 2
     h.service.worker.desk.close()

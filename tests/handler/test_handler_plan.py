@@ -33,7 +33,7 @@ def plain(model_dir, root_dir, tmp_path) -> Iterator[tuple[NSTHandler, dict]]:
 @pytest.fixture
 def body(image_b64) -> dict:
     return {"content": image_b64("chelsea_128x96.png"), "style": image_b64("starry_night_64x64.png"),
-            "params": {"steps": 4, "image_size": 128, "scales": 2}}
+            "params": {"iterations": 4, "image_size": 128, "scales": 2}}
 
 
 def test_a_dry_run_answers_the_plan_without_optimizing(plain, model_dir, body, monkeypatch) -> None:
@@ -46,7 +46,7 @@ def test_a_dry_run_answers_the_plan_without_optimizing(plain, model_dir, body, m
     plan = answer["plan"]
     assert (plan["width"], plan["height"]) == (128, 96) and answer["params"]["dry_run"] is True
     coarse, fine = plan["levels"]
-    assert (coarse["side"], coarse["width"], coarse["height"], coarse["steps"]) == (64, 64, 48, 2)
+    assert (coarse["side"], coarse["width"], coarse["height"], coarse["iterations"]) == (64, 64, 48, 2)
     assert (coarse["tile"], coarse["tiles"]) == (None, 1)  # 64 px: no smaller than the tile
     # Two bands: a 64 px tile's crop (64 + 2 x 80 halo) would hold the whole 128x96 level.
     assert (fine["side"], fine["tile"], fine["tiles"]) == (128, 64, 2)
@@ -62,7 +62,7 @@ def test_a_dry_run_answers_the_plan_without_optimizing(plain, model_dir, body, m
 
 def test_a_tiled_run_through_the_handler_matches_the_whole_image(plain, model_dir, body) -> None:
     handler, config = plain
-    body["params"] |= {"scales": 1, "steps": 3, "content_layers": ["relu2_2"], "style_layers": ["relu1_1", "relu2_1"]}
+    body["params"] |= {"scales": 1, "iterations": 3, "content_layers": ["relu2_2"], "style_layers": ["relu1_1", "relu2_1"]}
     (whole,), _ = run(handler, model_dir, config, [{"body": body}])
     body["params"]["tile_size"] = 48
     (tiled,), _ = run(handler, model_dir, config, [{"body": body}])

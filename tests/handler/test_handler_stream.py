@@ -35,7 +35,7 @@ def received(sock: socket.socket) -> bytes:
 
 def body(image_b64, **params) -> dict:
     return {"content": image_b64("chelsea_128x96.png"), "style": image_b64("starry_night_64x64.png"),
-            "params": {"image_size": 64, "steps": 4, "stream": True, "progress_every": 2, **params}}
+            "params": {"image_size": 64, "iterations": 4, "stream": True, "progress_every": 2, **params}}
 
 
 def test_progress_goes_out_as_chunks_and_the_result_ends_the_stream(handler, streamed, image_b64) -> None:

@@ -25,7 +25,7 @@ from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 MANIFEST = {"model": {"modelName": "nst", "serializedFile": "vgg_features.pth", "handler": "nst_handler.py",
                       "modelVersion": "1.0"}}
-TINY_DEFAULTS = {"image_size": 64, "steps": 3}
+TINY_DEFAULTS = {"image_size": 64, "iterations": 3}
 
 
 def model_yaml_config(root: Path, **handler_overrides: Any) -> dict:
@@ -70,7 +70,7 @@ def handler(model_dir: Path, config: dict) -> NSTHandler:
 @pytest.fixture
 def good_body(image_b64) -> dict:
     return {"content": image_b64("chelsea_128x96.png"), "style": image_b64("starry_night_64x64.png"),
-            "params": {"steps": 2}}
+            "params": {"iterations": 2}}
 
 
 def run(handler: NSTHandler, model_dir: Path, config: dict, rows: list[dict]) -> tuple[list[Any], Context]:
@@ -99,7 +99,7 @@ def test_initialize(handler: NSTHandler, random_state) -> None:
     assert handler.initialized is True
     assert handler.service.worker.device == torch.device("cpu")
     assert handler.service.worker.provenance.label == "random-seed-0" and handler.service.worker.provenance.source == "random"
-    assert handler.service.worker.limits == Limits(max_image_side=4096, max_steps=2000, max_input_pixels=25_000_000,
+    assert handler.service.worker.limits == Limits(max_image_side=4096, max_iterations=2000, max_input_pixels=25_000_000,
                                     max_input_bytes=20_000_000)
     assert handler.service.worker.defaults == TINY_DEFAULTS
     assert next(handler.service.worker.features.parameters()).device.type == "cpu"
@@ -121,7 +121,7 @@ def test_initialize_refuses_weights_that_do_not_match_provenance(model_dir: Path
 
 
 @pytest.mark.parametrize(("key", "value", "field"), [
-    ("steps", 5000, "params.steps"),  # over limits.max_steps
+    ("iterations", 5000, "params.iterations"),  # over limits.max_iterations
     ("stpes", 10, "unknown parameter .stpes."),  # a typo must not be ignored silently
 ])
 def test_initialize_refuses_bad_defaults(model_dir: Path, root_dir: Path, key: str, value: int, field: str) -> None:
@@ -143,7 +143,7 @@ def test_good_request(handler: NSTHandler, model_dir: Path, config: dict, good_b
     assert set(body["losses"]) == {"content", "style", "tv", "total"}
     assert all(isinstance(v, float) for v in body["losses"].values())
     assert body["params"] == parse_params(None) | {
-        "image_size": 64, "steps": 2, "scales": [64],  # every parameter, effective values
+        "image_size": 64, "iterations": 2, "scales": [64],  # every parameter, effective values
     }
     assert body["params"]["style_weight"] == 10.0 and body["params"]["init"] == "content"
     assert "history" not in body  # only with return_history
@@ -157,11 +157,11 @@ def test_good_request(handler: NSTHandler, model_dir: Path, config: dict, good_b
 def test_server_defaults_apply(handler: NSTHandler, model_dir: Path, config: dict, good_body: dict) -> None:
     del good_body["params"]  # the server's tiny defaults: 64 px, 3 steps
     (body,), _ = run(handler, model_dir, config, [{"body": good_body}])
-    assert body["iterations"] == 3 and body["params"]["steps"] == 3 and body["params"]["image_size"] == 64
+    assert body["iterations"] == 3 and body["params"]["iterations"] == 3 and body["params"]["image_size"] == 64
 
 
 def test_jpeg_output(handler: NSTHandler, model_dir: Path, config: dict, good_body: dict) -> None:
-    good_body["params"] = {"steps": 1, "output_format": "jpeg", "image_size": 32}
+    good_body["params"] = {"iterations": 1, "output_format": "jpeg", "image_size": 32}
     (body,), ctx = run(handler, model_dir, config, [{"body": good_body}])
     data = base64.b64decode(body["image"])
     assert data[:3] == b"\xff\xd8\xff"
@@ -172,7 +172,7 @@ def test_jpeg_output(handler: NSTHandler, model_dir: Path, config: dict, good_bo
 
 
 def test_raw_json_bytes_body(handler: NSTHandler, model_dir: Path, config: dict, good_body: dict) -> None:
-    good_body["params"] = {"steps": 1, "image_size": 32}
+    good_body["params"] = {"iterations": 1, "image_size": 32}
     (body,), _ = run(handler, model_dir, config, [{"body": bytearray(json.dumps(good_body).encode())}])
     assert (body["width"], body["height"], body["iterations"]) == (32, 24, 1)
 
@@ -182,7 +182,7 @@ def test_raw_json_bytes_body(handler: NSTHandler, model_dir: Path, config: dict,
 @pytest.mark.parametrize(
     "spoil, code, field",
     [
-        pytest.param(lambda b: b["params"].update(steps=-1), "out_of_range", "params.steps", id="steps"),
+        pytest.param(lambda b: b["params"].update(iterations=-1), "out_of_range", "params.iterations", id="iterations"),
         pytest.param(lambda b: b.update(content="%%% not base64 %%%"), "invalid_base64", "content", id="base64"),
         pytest.param(lambda b: b["params"].update(colour="red"), "unknown_param", "params.colour", id="param"),
         pytest.param(lambda b: b["params"].update(precision="fp16"), "invalid_choice", "params.precision",
@@ -191,7 +191,7 @@ def test_raw_json_bytes_body(handler: NSTHandler, model_dir: Path, config: dict,
     ],
 )
 def test_bad_row_does_not_affect_the_good_one(handler, model_dir, config, good_body, spoil, code, field) -> None:
-    good_body["params"] = {"steps": 1, "image_size": 32}  # cheap: this test is about the batch
+    good_body["params"] = {"iterations": 1, "image_size": 32}  # cheap: this test is about the batch
     bad = json.loads(json.dumps(good_body))
     spoil(bad)
     (first, second), ctx = run(handler, model_dir, config, [{"body": bad}, {"body": good_body}])
@@ -240,7 +240,7 @@ def test_unexpected_failure_is_a_500_for_that_row_only(handler, model_dir, confi
         return real(content, *args, **kwargs)
 
     monkeypatch.setattr(nst_service.run, "stylize", flaky)
-    good_body["params"] = {"steps": 1, "image_size": 32}
+    good_body["params"] = {"iterations": 1, "image_size": 32}
     (first, second), ctx = run(handler, model_dir, config, [{"body": good_body}, {"body": good_body}])
     assert len(calls) == 2
     assert_error(first, ctx, 0, 500, "internal_error", None)
@@ -264,7 +264,7 @@ def test_unexpected_failure_in_validation_is_a_500_for_that_row_only(handler, mo
         return real(body, **kwargs)
 
     monkeypatch.setattr(nst_service.service, "parse_request", flaky)
-    good_body["params"] = {"steps": 1, "image_size": 32}
+    good_body["params"] = {"iterations": 1, "image_size": 32}
     bad = json.loads(json.dumps(good_body))
     bad["params"]["seed"] = 13
     (first, second), ctx = run(handler, model_dir, config, [{"body": good_body}, {"body": bad}])

@@ -18,16 +18,16 @@ from nst_jobs.store import QUEUED, RUNNING, SUCCEEDED, Job
 from PIL import Image
 
 
-def plan(steps: int = 30, scales: tuple[int, ...] = (200, 400)):
-    return make_plan((200, 400), [(64, 64)], StylizeOptions(steps=steps, scales=scales), long_side=400)
+def plan(iterations: int = 30, scales: tuple[int, ...] = (200, 400)):
+    return make_plan((200, 400), [(64, 64)], StylizeOptions(iterations=iterations, scales=scales), long_side=400)
 
 
 def test_work_counts_each_level_s_pixels_times_its_iterations() -> None:
     p = plan()
-    sizes_steps = [(level.size[0] * level.size[1], level.steps) for level in p.levels]
+    sizes_steps = [(level.size[0] * level.size[1], level.iterations) for level in p.levels]
     assert len(sizes_steps) == 2 and sizes_steps[0][0] < sizes_steps[1][0]
     assert p.work == sum(px * steps for px, steps in sizes_steps)
-    first = p.levels[0].steps
+    first = p.levels[0].iterations
     assert p.work_done(0) == 0 and p.work_done(first) == sizes_steps[0][0] * first
     assert p.work_done(first + 1) == sizes_steps[0][0] * first + sizes_steps[1][0]
     assert p.work_done(10**6) == p.work
@@ -39,20 +39,20 @@ def test_the_speed_curve_scales_each_level_by_the_pixels_one_pass_runs_on() -> N
     curve = SpeedCurve(reference=coarse.size[0] * coarse.size[1], exponent=0.5, hold=10**9)
     assert curve.weight(coarse) == 1.0 and curve.weight(fine) == pytest.approx(2.0)  # 4x the pixels
     assert curve.work(p) == pytest.approx(coarse.work + 2 * fine.work)
-    assert curve.work(p, coarse.steps + 1) == pytest.approx(coarse.work + 2 * fine.work / fine.steps)
+    assert curve.work(p, coarse.iterations + 1) == pytest.approx(coarse.work + 2 * fine.work / fine.iterations)
     held = replace(curve, hold=curve.reference * 2)  # held beyond 2x the reference
     assert held.weight(fine) == pytest.approx(2**0.5)
     assert replace(curve, reference=10**6).weight(coarse) == 1.0  # held below the reference
     assert FLAT.work(p) == p.work
     # A tiled level runs at the speed of its crops' size, not the image's.
-    tiled = make_plan((1024, 1024), [(64, 64)], StylizeOptions(steps=2, tile_size=256), long_side=1024).levels[0]
+    tiled = make_plan((1024, 1024), [(64, 64)], StylizeOptions(iterations=2, tile_size=256), long_side=1024).levels[0]
     assert tiled.tiles == 16 and 256**2 < tiled.pass_pixels < (256 + 2 * 80) ** 2
 
 
 def test_a_dry_run_prices_each_level_with_the_curve() -> None:
     request = parse_request({"content": png_b64(Image.new("RGB", (400, 200))),
                              "style": png_b64(Image.new("RGB", (64, 64))),
-                             "params": {"dry_run": True, "image_size": 400, "steps": 30, "scales": [200, 400]}})
+                             "params": {"dry_run": True, "image_size": 400, "iterations": 30, "scales": [200, 400]}})
     coarse, fine = request.plan.levels
     curve = SpeedCurve(reference=coarse.size[0] * coarse.size[1], exponent=1.0, hold=10**9)
     body = plan_body(request, seconds_per_work=1e-3, curve=curve, budget=None, weights="w", device="cpu",
@@ -65,7 +65,7 @@ def test_a_dry_run_prices_each_level_with_the_curve() -> None:
 def test_the_progress_eta_weighs_the_fine_level_by_its_pixels() -> None:
     """Half the iterations done at the coarse level is far less than half the run."""
     p = plan()
-    first = p.levels[0].steps
+    first = p.levels[0].iterations
     event = progress_event(Iterate(first, 30, {"total": 1.0}, 0, 2), 10.0, p)
     per_iteration = 10.0 / first
     assert event["eta_s"] > per_iteration * (30 - first) * 2  # the fine level is 4x the pixels

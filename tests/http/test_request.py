@@ -10,13 +10,13 @@ from imagebytes import b64, png_claiming_size
 from imagebytes import png_b64 as _b64_png
 from nst.stylize import StylizeOptions
 from nst_http.errors import RequestError
-from nst_http.params import PARAMS, Limits, parse_params
+from nst_http.params import PARAMS, Limits, limits_from_config, parse_params
 from nst_http.request import StyleRequest, parse_request
 from PIL import Image
 
 DEFAULTS = {
     "image_size": 512,
-    "steps": 300,
+    "iterations": 300,
     "content_weight": 1.0,
     "style_weight": 10.0,
     "tv_weight": 10.0,
@@ -56,7 +56,7 @@ def _error(fn, *args, **kwargs) -> RequestError:
 @pytest.fixture
 def body(image_b64) -> dict:
     return {"content": image_b64("chelsea_128x96.png"), "style": image_b64("starry_night_64x64.png"),
-            "params": {"image_size": 64, "steps": 3}}
+            "params": {"image_size": 64, "iterations": 3}}
 
 
 # --- parse_params ------------------------------------------------------------------------------
@@ -67,17 +67,35 @@ def test_defaults() -> None:
     assert set(PARAMS) == set(DEFAULTS)
     # The defaults are the engine's.
     o = StylizeOptions()
-    assert (o.steps, o.content_weight, o.style_weight, o.tv_weight, o.init, o.seed) == (
-        DEFAULTS["steps"], DEFAULTS["content_weight"], DEFAULTS["style_weight"], DEFAULTS["tv_weight"],
+    assert (o.iterations, o.content_weight, o.style_weight, o.tv_weight, o.init, o.seed) == (
+        DEFAULTS["iterations"], DEFAULTS["content_weight"], DEFAULTS["style_weight"], DEFAULTS["tv_weight"],
         DEFAULTS["init"], DEFAULTS["seed"])
 
 
 def test_server_defaults_and_request_overrides() -> None:
-    p = parse_params({"steps": 7}, defaults={"image_size": 64, "steps": 3, "init": "noise"})
-    assert p == DEFAULTS | {"image_size": 64, "steps": 7, "init": "noise", "scales": [64]}
+    p = parse_params({"iterations": 7}, defaults={"image_size": 64, "iterations": 3, "init": "noise"})
+    assert p == DEFAULTS | {"image_size": 64, "iterations": 7, "init": "noise", "scales": [64]}
     # Server defaults are validated too.
-    err = _error(parse_params, None, defaults={"steps": 0})
-    assert (err.code, err.field) == ("out_of_range", "params.steps")
+    err = _error(parse_params, None, defaults={"iterations": 0})
+    assert (err.code, err.field) == ("out_of_range", "params.iterations")
+
+
+def test_the_old_spelling_steps_means_iterations_and_is_echoed_as_iterations() -> None:
+    assert parse_params({"steps": 7}) == DEFAULTS | {"iterations": 7}
+    assert parse_params(None, defaults={"steps": 5})["iterations"] == 5  # a deployer's handler.defaults
+    assert parse_params({"iterations": 7}, defaults={"steps": 5})["iterations"] == 7
+    err = _error(parse_params, {"steps": 7, "iterations": 8})
+    assert (err.status, err.code, err.field) == (400, "invalid_choice", "params.steps")
+    err = _error(parse_params, {"steps": 0})  # checked as what it now is
+    assert (err.code, err.field) == ("out_of_range", "params.iterations")
+
+
+def test_the_old_limit_max_steps_caps_iterations() -> None:
+    assert limits_from_config({"max_steps": 9}) == Limits(max_iterations=9)
+    err = _error(limits_from_config, {"max_steps": 9, "max_iterations": 10})
+    assert err.field == "handler.limits.max_steps"
+    with pytest.raises(TypeError):
+        limits_from_config({"max_stepz": 9})
 
 
 def test_int_is_accepted_for_float_and_becomes_float() -> None:
@@ -87,14 +105,14 @@ def test_int_is_accepted_for_float_and_becomes_float() -> None:
 
 
 def test_unknown_param() -> None:
-    err = _error(parse_params, {"steps": 3, "styleweight": 5})
+    err = _error(parse_params, {"iterations": 3, "styleweight": 5})
     assert (err.status, err.code, err.field) == (400, "unknown_param", "params.styleweight")
     assert "style_weight" in err.message  # lists the known names
 
 
 @pytest.mark.parametrize(
     "name, value",
-    [("steps", "10"), ("steps", True), ("steps", 10.0), ("steps", 3.5), ("steps", None), ("image_size", [64]),
+    [("iterations", "10"), ("iterations", True), ("iterations", 10.0), ("iterations", 3.5), ("iterations", None), ("image_size", [64]),
      ("seed", False), ("style_weight", "1e4"), ("style_weight", True), ("init", 1), ("output_format", None)],
 )
 def test_invalid_type(name: str, value) -> None:
@@ -109,7 +127,7 @@ def test_params_must_be_an_object() -> None:
 
 @pytest.mark.parametrize(
     "name, value",
-    [("steps", 0), ("steps", -1), ("steps", 2001), ("image_size", 15), ("image_size", 4097),
+    [("iterations", 0), ("iterations", -1), ("iterations", 2001), ("image_size", 15), ("image_size", 4097),
      ("content_weight", -1.0), ("style_weight", -1), ("tv_weight", 1e13), ("style_weight", float("inf")),
      ("content_weight", float("-inf")), ("tv_weight", float("nan")), ("seed", -1), ("seed", 2**63)],
 )
@@ -120,7 +138,7 @@ def test_out_of_range(name: str, value) -> None:
 
 
 @pytest.mark.parametrize("name, value", [("style_weight", 10**400), ("content_weight", -(10**400)),
-                                         ("tv_weight", 10**13), ("seed", 10**400), ("steps", 10**400)])
+                                         ("tv_weight", 10**13), ("seed", 10**400), ("iterations", 10**400)])
 def test_huge_json_integers_are_out_of_range(name: str, value: int) -> None:
     # json.loads gives a Python int for an integer literal of any length (up to 4300 digits).
     err = _error(parse_params, json.loads(json.dumps({name: value})))
@@ -128,21 +146,21 @@ def test_huge_json_integers_are_out_of_range(name: str, value: int) -> None:
 
 
 def test_limits_cap_steps_and_image_size() -> None:
-    limits = Limits(max_steps=50, max_image_side=128)
-    assert parse_params({"steps": 50, "image_size": 128}, limits=limits)["steps"] == 50
-    err = _error(parse_params, {"steps": 51, "image_size": 64}, limits=limits)
-    assert (err.code, err.field) == ("out_of_range", "params.steps") and "50" in err.message
-    err = _error(parse_params, {"image_size": 129, "steps": 5}, limits=limits)
+    limits = Limits(max_iterations=50, max_image_side=128)
+    assert parse_params({"iterations": 50, "image_size": 128}, limits=limits)["iterations"] == 50
+    err = _error(parse_params, {"iterations": 51, "image_size": 64}, limits=limits)
+    assert (err.code, err.field) == ("out_of_range", "params.iterations") and "50" in err.message
+    err = _error(parse_params, {"image_size": 129, "iterations": 5}, limits=limits)
     assert (err.code, err.field) == ("out_of_range", "params.image_size") and "128" in err.message
     # The default image_size (512) is itself over this cap: defaults are checked like the request.
-    assert _error(parse_params, {"steps": 5}, limits=limits).field == "params.image_size"
-    assert _error(parse_params, {"image_size": 64}, limits=limits).field == "params.steps"
+    assert _error(parse_params, {"iterations": 5}, limits=limits).field == "params.image_size"
+    assert _error(parse_params, {"image_size": 64}, limits=limits).field == "params.iterations"
 
 
 def test_boundaries_are_accepted() -> None:
-    p = parse_params({"steps": 2000, "image_size": 1024, "seed": 2**63 - 1, "style_weight": 0, "tv_weight": 1e12})
-    assert (p["steps"], p["image_size"], p["seed"]) == (2000, 1024, 2**63 - 1)
-    assert parse_params({"steps": 1, "image_size": 16})["image_size"] == 16
+    p = parse_params({"iterations": 2000, "image_size": 1024, "seed": 2**63 - 1, "style_weight": 0, "tv_weight": 1e12})
+    assert (p["iterations"], p["image_size"], p["seed"]) == (2000, 1024, 2**63 - 1)
+    assert parse_params({"iterations": 1, "image_size": 16})["image_size"] == 16
 
 
 @pytest.mark.parametrize("name, value", [("init", "random"), ("init", "Content"), ("output_format", "gif"),
@@ -174,8 +192,8 @@ def test_precision_is_echoed_and_reaches_the_options(body: dict, value: str) -> 
 
 
 def test_error_body() -> None:
-    err = RequestError(400, "out_of_range", "bad", "params.steps")
-    assert err.body() == {"error": {"code": "out_of_range", "message": "bad", "field": "params.steps"}}
+    err = RequestError(400, "out_of_range", "bad", "params.iterations")
+    assert err.body() == {"error": {"code": "out_of_range", "message": "bad", "field": "params.iterations"}}
     assert json.loads(json.dumps(err.body())) == err.body()
 
 
@@ -290,8 +308,8 @@ def test_elongated_style_too_small(body: dict) -> None:
 
 def test_params_are_checked_before_images(body: dict) -> None:
     body["content"] = "not base64 at all!"
-    body["params"]["steps"] = 0
-    assert _error(parse_request, body).field == "params.steps"
+    body["params"]["iterations"] = 0
+    assert _error(parse_request, body).field == "params.iterations"
 
 
 def test_good_request(body: dict) -> None:
@@ -299,10 +317,10 @@ def test_good_request(body: dict) -> None:
     request = parse_request(body, defaults={"tv_weight": 0.5})
     assert request.content.mode == "RGB" and request.content.size == (128, 96)
     assert request.style.mode == "RGB" and request.style.size == (64, 64)
-    assert request.params == DEFAULTS | {"image_size": 64, "steps": 3, "style_weight": 5.0, "init": "noise",
+    assert request.params == DEFAULTS | {"image_size": 64, "iterations": 3, "style_weight": 5.0, "init": "noise",
                                          "seed": 11, "output_format": "jpeg", "tv_weight": 0.5, "scales": [64]}
     assert request.output_size == (64, 48)
-    assert request.options() == StylizeOptions(steps=3, content_weight=1.0, style_weight=5.0, tv_weight=0.5,
+    assert request.options() == StylizeOptions(iterations=3, content_weight=1.0, style_weight=5.0, tv_weight=0.5,
                                                init="noise", seed=11)
 
 

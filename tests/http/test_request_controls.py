@@ -30,7 +30,7 @@ def assert_400(error: RequestError, code: str, field: str | None) -> None:
 @pytest.fixture
 def body(image_b64) -> dict:
     return {"content": image_b64("chelsea_128x96.png"), "style": image_b64("starry_night_64x64.png"),
-            "params": {"image_size": 64, "steps": 4}}
+            "params": {"image_size": 64, "iterations": 4}}
 
 
 @pytest.fixture(scope="module")
@@ -137,14 +137,14 @@ def test_style_layer_weights() -> None:
 # --- scales ------------------------------------------------------------------------------------
 
 def test_scales_as_a_level_count() -> None:
-    assert parse_params({"image_size": 64, "steps": 4, "scales": 2})["scales"] == [32, 64]
+    assert parse_params({"image_size": 64, "iterations": 4, "scales": 2})["scales"] == [32, 64]
     assert parse_params({"image_size": 512, "scales": 3})["scales"] == list(pyramid_sides(512, 3)) == [128, 256, 512]
     assert parse_params({"image_size": 64, "scales": 1})["scales"] == [64]
 
 
 def test_scales_as_long_sides() -> None:
-    assert parse_params({"image_size": 64, "steps": 4, "scales": [32, 64]})["scales"] == [32, 64]
-    assert parse_params({"image_size": 64, "steps": 4, "scales": [32]})["scales"] == [32, 64]  # image_size appended
+    assert parse_params({"image_size": 64, "iterations": 4, "scales": [32, 64]})["scales"] == [32, 64]
+    assert parse_params({"image_size": 64, "iterations": 4, "scales": [32]})["scales"] == [32, 64]  # image_size appended
     assert parse_params({"image_size": 64, "scales": [64]})["scales"] == [64]
     assert parse_params({"image_size": 256, "scales": [16, 64, 128]})["scales"] == [16, 64, 128, 256]
 
@@ -166,25 +166,25 @@ def test_scales_as_long_sides() -> None:
     ([None], "invalid_type"),
 ])
 def test_bad_scales(scales, code: str) -> None:
-    assert_400(_error(parse_params, {"image_size": 64, "steps": 20, "scales": scales}), code, "params.scales")
+    assert_400(_error(parse_params, {"image_size": 64, "iterations": 20, "scales": scales}), code, "params.scales")
 
 
 def test_scales_that_halve_below_one_pixel_are_refused() -> None:
     # 8 levels halving 64 px would start at 64 / 128 px; halving 20 px 6 times repeats 1 px. With
     # conv1_1 only no layer needs more than 1 pixel, so nothing else catches it, and the engine
     # would refuse these scales (a 500) after the request was accepted.
-    layers = {"content_layers": ["relu1_1"], "style_layers": ["relu1_1"], "steps": 20}
+    layers = {"content_layers": ["relu1_1"], "style_layers": ["relu1_1"], "iterations": 20}
     for image_size, levels in ((64, 8), (16, 8), (20, 6)):
         error = _error(parse_params, layers | {"image_size": image_size, "scales": levels})
         assert_400(error, "out_of_range", "params.scales")
     assert parse_params(layers | {"image_size": 64, "scales": 7})["scales"] == [1, 2, 4, 8, 16, 32, 64]
-    StylizeOptions(steps=20, scales=(1, 2, 4, 8, 16, 32, 64))  # what the engine then gets is valid
+    StylizeOptions(iterations=20, scales=(1, 2, 4, 8, 16, 32, 64))  # what the engine then gets is valid
 
 
 def test_steps_must_cover_every_scale() -> None:
-    assert_400(_error(parse_params, {"image_size": 64, "steps": 2, "scales": 3}), "out_of_range", "params.steps")
-    assert_400(_error(parse_params, {"image_size": 64, "steps": 1, "scales": [32]}), "out_of_range", "params.steps")
-    assert parse_params({"image_size": 64, "steps": 3, "scales": 3})["scales"] == [16, 32, 64]
+    assert_400(_error(parse_params, {"image_size": 64, "iterations": 2, "scales": 3}), "out_of_range", "params.iterations")
+    assert_400(_error(parse_params, {"image_size": 64, "iterations": 1, "scales": [32]}), "out_of_range", "params.iterations")
+    assert parse_params({"image_size": 64, "iterations": 3, "scales": 3})["scales"] == [16, 32, 64]
 
 
 def test_a_coarse_scale_too_small_for_the_layers(body: dict) -> None:
@@ -302,7 +302,7 @@ def test_options_map_every_param(body: dict, image_b64) -> None:
     body["style"] = [image_b64("starry_night_64x64.png"), image_b64("the_scream_128x96.png")]
     body["init_image"] = image_b64("the_scream_128x96.png")
     body["params"] = {
-        "image_size": 64, "steps": 7, "content_weight": 2.0, "style_weight": 3.0, "tv_weight": 4.0, "init": "image",
+        "image_size": 64, "iterations": 7, "content_weight": 2.0, "style_weight": 3.0, "tv_weight": 4.0, "init": "image",
         "seed": 5, "content_layers": ["relu3_1"], "style_layers": ["relu1_1", "relu2_1"],
         "style_layer_weights": [1, 3], "style_blend_weights": [3, 1], "style_scale": 1.5,
         "color_control": "histogram", "pooling": "avg", "optimizer": "adam", "learning_rate": 0.1,
@@ -311,7 +311,7 @@ def test_options_map_every_param(body: dict, image_b64) -> None:
     }
     options = parse_request(body).options()
     assert options == StylizeOptions(
-        steps=7, content_weight=2.0, style_weight=3.0, tv_weight=4.0, init="image", seed=5,
+        iterations=7, content_weight=2.0, style_weight=3.0, tv_weight=4.0, init="image", seed=5,
         content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1"), style_layer_weights=(0.25, 0.75),
         style_blend_weights=(0.75, 0.25), style_scale=1.5, color_control="histogram", pooling="avg",
         optimizer="adam", learning_rate=0.1, lbfgs_history=7, precision="bf16", scales=(32, 64), mode="stylize",

@@ -104,7 +104,7 @@ def test_caffe_weights_fed_torchvision_input_do_not_match(hed: Weights, keras_re
 # --- what the features keep -----------------------------------------------------------------------
 
 def _reconstruct(features: VGGFeatures, content: torch.Tensor, layer: str) -> torch.Tensor:
-    options = StylizeOptions(mode="reconstruct_content", content_layers=(layer,), steps=300)
+    options = StylizeOptions(mode="reconstruct_content", content_layers=(layer,), iterations=300)
     return stylize(content, content, features, options).image
 
 
@@ -123,7 +123,7 @@ def test_content_reconstruction_keeps_less_deeper(hed_features: VGGFeatures, ten
 def test_default_stylization_takes_the_style_and_keeps_the_content(hed_features: VGGFeatures, tensor) -> None:
     content, style = tensor("tubingen_128x96.png"), tensor("starry_night_128x96.png")
     seen: list[Iterate] = []
-    result = stylize(content, style, hed_features, StylizeOptions(steps=100), callback=seen.append)
+    result = stylize(content, style, hed_features, StylizeOptions(iterations=100), callback=seen.append)
     start = seen[0]
     assert start.iteration == 0 and start.losses["content"] == 0.0  # init "content": the content image itself
     assert result.losses["style"] * STYLE_FALLS_AT_LEAST <= start.losses["style"], (start.losses, result.losses)

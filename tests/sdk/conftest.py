@@ -29,7 +29,7 @@ def _success_body(**overrides: Any) -> dict[str, Any]:
         "iterations": 7,
         "losses": {"content": 1.5, "style": 2.25, "tv": 0.125, "total": 3.875},
         "timings_ms": {"total": 12.0},
-        "params": {"image_size": 128, "steps": 7},
+        "params": {"image_size": 128, "iterations": 7},
         "weights": "random-seed-0",
         "device": "cpu",
         "server_version": "9.9",  # an extra key the SDK does not know
@@ -57,14 +57,14 @@ def _plan_body(**overrides: Any) -> dict[str, Any]:
         "plan": {
             "width": 4096, "height": 3072,
             "levels": [
-                {"side": 1024, "width": 1024, "height": 768, "steps": 100, "tile": None, "tiles": 1, "kept_tails": 0,
+                {"side": 1024, "width": 1024, "height": 768, "iterations": 100, "tile": None, "tiles": 1, "kept_tails": 0,
                  "lbfgs_history": 100, "peak_memory_bytes": 4_000_000_000, "seconds": 60.5},
-                {"side": 4096, "width": 4096, "height": 3072, "steps": 100, "tile": 1024, "tiles": 16, "kept_tails": 3,
+                {"side": 4096, "width": 4096, "height": 3072, "iterations": 100, "tile": 1024, "tiles": 16, "kept_tails": 3,
                  "lbfgs_history": 8, "peak_memory_bytes": 7_900_000_000, "seconds": None},
             ],
             "peak_memory_bytes": 7_900_000_000, "memory_budget_bytes": 8_589_934_592, "seconds": None,
         },
-        "params": {"image_size": 4096, "steps": 200, "scales": [1024, 4096], "dry_run": True, "tile_size": None},
+        "params": {"image_size": 4096, "iterations": 200, "scales": [1024, 4096], "dry_run": True, "tile_size": None},
         "weights": "hed-bsds500-vgg16",
         "device": "cpu",
         "request_id": "abc",

@@ -80,7 +80,7 @@ def test_public_methods_match_the_sync_client():
 
 
 def test_sends_the_same_request_as_the_sync_client(fake_server) -> None:
-    kwargs: dict[str, Any] = dict(image_size=64, steps=3, style_layers=("relu1_1",), seed=None,
+    kwargs: dict[str, Any] = dict(image_size=64, iterations=3, style_layers=("relu1_1",), seed=None,
                                   content_mask=CONTENT, style_masks=[CONTENT, OUTPUT], colour=1)
     StyleTransferClient(base_url=fake_server.url, token="tok").stylize(CONTENT, [STYLE, OUTPUT], **kwargs)
     result = run(lambda c: c.stylize(CONTENT, [STYLE, OUTPUT], **kwargs), base_url=fake_server.url, token="tok")
@@ -88,7 +88,7 @@ def test_sends_the_same_request_as_the_sync_client(fake_server) -> None:
     assert (aio.method, aio.path, aio.raw) == (sync.method, sync.path, sync.raw)
     for header in ("Authorization", "Content-Type", "Accept", "User-Agent"):
         assert aio.headers[header] == sync.headers[header], header
-    assert aio.json["params"] == {"image_size": 64, "steps": 3, "style_layers": ["relu1_1"], "colour": 1}
+    assert aio.json["params"] == {"image_size": 64, "iterations": 3, "style_layers": ["relu1_1"], "colour": 1}
     assert result.image_bytes == OUTPUT.read_bytes() and result.width == 128
 
 
@@ -144,7 +144,7 @@ def test_repr_does_not_leak_the_token():
 # ------------------------------------------------------------------ errors, retries, timeouts
 
 ERRORS = [
-    (400, {"error": {"code": "out_of_range", "message": "steps must be >= 1", "field": "params.steps"}},
+    (400, {"error": {"code": "out_of_range", "message": "steps must be >= 1", "field": "params.iterations"}},
      BadRequestError),
     (400, {"code": 400, "type": "InvalidKeyException", "message": "Token Authorization failed"}, AuthenticationError),
     (404, {"code": 404, "type": "ModelNotFoundException", "message": "Model not found"}, NotFoundError),
@@ -238,10 +238,10 @@ def _lines(success_body) -> list[dict[str, Any]]:
 
 def test_stream_events_equal_the_sync_client(fake_server, success_body):
     fake_server.stream(_lines(success_body), chunk_delay=0.01)
-    sync = list(StyleTransferClient(base_url=fake_server.url).stylize_stream(CONTENT, STYLE, steps=4, progress_every=2))
+    sync = list(StyleTransferClient(base_url=fake_server.url).stylize_stream(CONTENT, STYLE, iterations=4, progress_every=2))
 
     async def collect(client: AsyncStyleTransferClient) -> list:
-        return [e async for e in await client.stylize_stream(CONTENT, STYLE, steps=4, progress_every=2)]
+        return [e async for e in await client.stylize_stream(CONTENT, STYLE, iterations=4, progress_every=2)]
 
     aio = run(collect, base_url=fake_server.url)
     assert [type(e) for e in aio] == [ProgressEvent] * 3 + [ResultEvent]
@@ -295,7 +295,7 @@ def test_error_before_streaming_raises_at_the_call(fake_server):
 
 def test_progress_bar(fake_server, success_body, capsys):
     fake_server.stream(_lines(success_body))
-    result = run(lambda c: c.stylize(CONTENT, STYLE, steps=4, progress=True), base_url=fake_server.url)
+    result = run(lambda c: c.stylize(CONTENT, STYLE, iterations=4, progress=True), base_url=fake_server.url)
     assert result.iterations == 4
     assert fake_server.requests[0].json["params"]["stream"] is True
     assert "4/4" in capsys.readouterr().err
@@ -307,7 +307,7 @@ DESCRIPTION = [{
     "modelName": "nst", "modelVersion": "1.0",
     "workers": [{"id": "9000", "status": "READY", "pid": 42, "gpu": False}],
     "customizedMetadata": json.dumps({"weights": {"source": "random", "label": "random-seed-0"},
-                                      "device": "cpu", "limits": {"max_steps": 2000}, "defaults": {"steps": 300}}),
+                                      "device": "cpu", "limits": {"max_iterations": 2000}, "defaults": {"iterations": 300}}),
 }]
 
 
@@ -319,7 +319,7 @@ def test_info_asks_the_management_api_with_the_management_key(fake_server, tmp_p
     for info in (sync, aio):
         assert isinstance(info, ModelInfo)
         assert (info.model, info.version, info.device, info.ready_workers) == ("nst", "1.0", "cpu", 1)
-        assert info.weights["label"] == "random-seed-0" and info.defaults["steps"] == 300
+        assert info.weights["label"] == "random-seed-0" and info.defaults["iterations"] == 300
     assert sync == aio
     for req in fake_server.requests:
         assert (req.method, req.path) == ("GET", "/models/nst?customized=true")

@@ -22,7 +22,7 @@ def test_stylize_writes_output_and_sends_every_flag(fake_server, tmp_path, capsy
     out = tmp_path / "out.png"
     rc = cli.main([
         "stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", fake_server.url, "--token", "tok",
-        "--image-size", "32", "--steps", "3", "--content-weight", "1", "--style-weight", "1e6",
+        "--image-size", "32", "--iterations", "3", "--content-weight", "1", "--style-weight", "1e6",
         "--tv-weight", "0", "--init", "noise", "--seed", "7", "--output-format", "png",
         "--param", "future_knob=[1, 2]", "--param", "label=hello",
     ])
@@ -32,7 +32,7 @@ def test_stylize_writes_output_and_sends_every_flag(fake_server, tmp_path, capsy
     assert req.path == "/predictions/nst"
     assert req.headers["Authorization"] == "Bearer tok"
     assert req.json["params"] == {
-        "image_size": 32, "steps": 3, "content_weight": 1.0, "style_weight": 1e6, "tv_weight": 0.0,
+        "image_size": 32, "iterations": 3, "content_weight": 1.0, "style_weight": 1e6, "tv_weight": 0.0,
         "init": "noise", "seed": 7, "output_format": "png", "future_knob": [1, 2], "label": "hello",
     }
     summary = capsys.readouterr().out
@@ -49,7 +49,7 @@ def test_stylize_without_flags_sends_no_params(fake_server, tmp_path):
 @pytest.mark.parametrize(
     "status, body, code",
     [
-        (400, {"error": {"code": "invalid_param", "message": "steps must be >= 1", "field": "params.steps"}},
+        (400, {"error": {"code": "invalid_param", "message": "steps must be >= 1", "field": "params.iterations"}},
          cli.EXIT_REJECTED),
         (400, {"code": 400, "type": "InvalidKeyException", "message": "Token Authorization failed."}, cli.EXIT_AUTH),
         (404, {"code": 404, "type": "ModelNotFoundException", "message": "Model not found: nst"},
@@ -106,7 +106,7 @@ def test_python_m_nst_client_subprocess(fake_server, tmp_path, write_key_file):
     env = {**os.environ, "NST_URL": fake_server.url, "NST_KEY_FILE": str(write_key_file(tmp_path / "k.json", "sub-key"))}
     env.pop("NST_TOKEN", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "nst_client", "stylize", str(CONTENT), str(STYLE), "-o", str(out), "--steps", "2"],
+        [sys.executable, "-m", "nst_client", "stylize", str(CONTENT), str(STYLE), "-o", str(out), "--iterations", "2"],
         env=env, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
@@ -114,7 +114,7 @@ def test_python_m_nst_client_subprocess(fake_server, tmp_path, write_key_file):
     with Image.open(out) as img:  # png response re-encoded to the .jpg suffix
         assert img.format == "JPEG" and img.size == (128, 96)
     assert fake_server.requests[0].headers["Authorization"] == "Bearer sub-key"
-    assert fake_server.requests[0].json["params"] == {"steps": 2}
+    assert fake_server.requests[0].json["params"] == {"iterations": 2}
 
 
 def test_read_timeout_exit_code(fake_server, tmp_path, capsys):
@@ -158,19 +158,19 @@ def test_json_success_document(fake_server, tmp_path, capsys):
     assert (doc["width"], doc["height"], doc["iterations"], doc["weights"], doc["device"]) == \
         (128, 96, 7, "random-seed-0", "cpu")
     assert doc["losses"] == {"content": 1.5, "style": 2.25, "tv": 0.125, "total": 3.875}
-    assert doc["params"] == {"image_size": 128, "steps": 7} and doc["elapsed_s"] >= 0
+    assert doc["params"] == {"image_size": 128, "iterations": 7} and doc["elapsed_s"] >= 0
 
 
 def test_json_error_document(fake_server, tmp_path, capsys):
-    fake_server.reply(400, {"error": {"code": "out_of_range", "message": "steps must be >= 1", "field": "params.steps"}})
+    fake_server.reply(400, {"error": {"code": "out_of_range", "message": "steps must be >= 1", "field": "params.iterations"}})
     rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", fake_server.url,
-                   "--json", "--steps", "0"])
+                   "--json", "--iterations", "0"])
     captured = capsys.readouterr()
     assert rc == cli.EXIT_REJECTED and captured.err == ""
     doc = json.loads(captured.out)
     assert doc == {"ok": False, "command": "stylize", "exit_code": cli.EXIT_REJECTED, "error": {
         "kind": "rejected", "type": "BadRequestError", "status_code": 400, "code": "out_of_range",
-        "field": "params.steps", "message": "steps must be >= 1"}}
+        "field": "params.iterations", "message": "steps must be >= 1"}}
 
 
 def test_json_usage_error_is_a_document_too(capsys):
@@ -195,7 +195,7 @@ def test_info_reads_the_management_api(fake_server, capsys):
         "workers": [{"id": "9000", "status": "READY"}],
         "customizedMetadata": json.dumps({
             "weights": {"source": "random", "label": "random-seed-0"}, "device": "cpu",
-            "limits": {"max_image_side": 1024}, "defaults": {"steps": 300}}),
+            "limits": {"max_image_side": 1024}, "defaults": {"iterations": 300}}),
     }
     fake_server.reply(200, [description])
     argv = ["info", "--url", "http://127.0.0.1:1", "--management-url", fake_server.url, "--management-token", "mk"]
@@ -206,7 +206,7 @@ def test_info_reads_the_management_api(fake_server, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["management_url"] == fake_server.url and doc["weights"]["label"] == "random-seed-0"
     assert (doc["device"], doc["limits"], doc["defaults"], doc["ready_workers"]) == \
-        ("cpu", {"max_image_side": 1024}, {"steps": 300}, 1)
+        ("cpu", {"max_image_side": 1024}, {"iterations": 300}, 1)
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
     assert "label=random-seed-0" in text and "max_image_side=1024" in text and "1 ready" in text

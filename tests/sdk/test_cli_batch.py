@@ -51,16 +51,16 @@ def _sent_pairs(fake_server, photos: Path) -> list[tuple[str, str]]:
 
 def test_a_directory_gives_an_image_per_pair_a_manifest_and_a_sheet(fake_server, photos, tmp_path, capsys):
     out = tmp_path / "out"
-    assert _batch(fake_server, photos, out, "--steps", "3") == 0
+    assert _batch(fake_server, photos, out, "--iterations", "3") == 0
     assert sorted(_sent_pairs(fake_server, photos)) == sorted(PAIRS.values())  # notes.txt and the folder left out
-    assert all(r.json["params"] == {"steps": 3} for r in fake_server.requests)
+    assert all(r.json["params"] == {"iterations": 3} for r in fake_server.requests)
     assert sorted(p.name for p in out.iterdir()) == sorted([*PAIRS, "batch.json", "sheet.png"])
     for name in PAIRS:
         assert (out / name).read_bytes() == OUTPUT.read_bytes()
     manifest = json.loads((out / "batch.json").read_text())
     pairs = manifest["pairs"]
     assert {name: (Path(e["content"]).name, Path(e["style"]).name) for name, e in pairs.items()} == PAIRS
-    assert all(e["params"] == {"steps": 3} and e["model"] == "nst" and e["losses"]["total"] == 3.875
+    assert all(e["params"] == {"iterations": 3} and e["model"] == "nst" and e["losses"]["total"] == 3.875
                and len(e["inputs_sha256"]["content"]) == 64 for e in pairs.values())
     with Image.open(out / "sheet.png") as sheet:  # two rows (contents) of two 128x96 results, plus labels
         assert sheet.width > 2 * 128 and sheet.height > 2 * 96
@@ -95,15 +95,15 @@ def test_a_rerun_skips_every_pair_done(fake_server, photos, tmp_path, capsys):
 
 def test_a_changed_parameter_or_input_renders_again(fake_server, photos, tmp_path):
     out = tmp_path / "out"
-    assert _batch(fake_server, photos, out, "--steps", "3") == 0
+    assert _batch(fake_server, photos, out, "--iterations", "3") == 0
     fake_server.requests.clear()
-    assert _batch(fake_server, photos, out, "--steps", "4") == 0  # no refusal: every pair is rendered anew
-    assert len(fake_server.requests) == 4 and all(r.json["params"] == {"steps": 4} for r in fake_server.requests)
-    assert {e["params"]["steps"] for e in json.loads((out / "batch.json").read_text())["pairs"].values()} == {4}
+    assert _batch(fake_server, photos, out, "--iterations", "4") == 0  # no refusal: every pair is rendered anew
+    assert len(fake_server.requests) == 4 and all(r.json["params"] == {"iterations": 4} for r in fake_server.requests)
+    assert {e["params"]["iterations"] for e in json.loads((out / "batch.json").read_text())["pairs"].values()} == {4}
 
     fake_server.requests.clear()
     shutil.copy(DATA / "chelsea_128x96.png", photos / "a.png")  # other bytes under the same name
-    assert _batch(fake_server, photos, out, "--steps", "4") == 0
+    assert _batch(fake_server, photos, out, "--iterations", "4") == 0
     assert sorted(_sent_pairs(fake_server, photos)) == [("a.png", "starry_night_64x64.png"),
                                                    ("a.png", "the_scream_128x96.png")]
 

@@ -37,14 +37,14 @@ def actions(fake_server: Any) -> list[str]:
 
 def test_submit_json_prints_the_job(fake_server, capsys, job):
     fake_server.reply(202, job("queued", position=3, eta_s=40))
-    rc = cli.main(["submit", str(CONTENT), str(STYLE), "--steps", "5", "--param", "knob=1", "--url", fake_server.url,
+    rc = cli.main(["submit", str(CONTENT), str(STYLE), "--iterations", "5", "--param", "knob=1", "--url", fake_server.url,
                    "--json"])
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is True and doc["command"] == "submit" and doc["id"] == "j-1"
     assert doc["job"]["state"] == "queued" and doc["job"]["position"] == 3
     sent = fake_server.requests[0].json
-    assert sent["job"] == {"action": "submit"} and sent["params"] == {"steps": 5, "knob": 1}
+    assert sent["job"] == {"action": "submit"} and sent["params"] == {"iterations": 5, "knob": 1}
 
 
 def test_submit_text_prints_the_id_first(fake_server, capsys, job):
@@ -125,10 +125,10 @@ def test_stylize_runs_as_a_job(fake_server, tmp_path, capsys, polls, job):
     fake_server.reply(202, job("queued")).reply(200, job("running", iteration=3, of=7))
     fake_server.reply(200, job("succeeded", iteration=7, of=7)).reply(200)
     out = tmp_path / "o.png"
-    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--steps", "7", "--url", fake_server.url])
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--iterations", "7", "--url", fake_server.url])
     assert rc == 0 and out.read_bytes() == OUTPUT.read_bytes()
     assert actions(fake_server) == ["submit", "status", "status", "result"]
-    assert fake_server.requests[0].json["params"] == {"steps": 7} and "iterations=7" in capsys.readouterr().out
+    assert fake_server.requests[0].json["params"] == {"iterations": 7} and "iterations=7" in capsys.readouterr().out
 
 
 def test_ctrl_c_during_stylize_cancels_the_job(fake_server, tmp_path, capsys, monkeypatch, job):

@@ -33,11 +33,11 @@ def _jpeg(color) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _stream(success_body, colors, *, steps: int) -> list[dict[str, Any]]:
+def _stream(success_body, colors, *, iterations: int) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
     for i, color in enumerate(colors):
         lines.append({"event": "preview", "iteration": i, "width": 32, "height": 24, "image": _jpeg(color)})
-    lines.append({"event": "result", **success_body(iterations=steps)})
+    lines.append({"event": "result", **success_body(iterations=iterations)})
     return lines
 
 
@@ -60,9 +60,9 @@ def test_plot_implies_return_history_and_writes_the_png(fake_server, success_bod
     fake_server.reply(200, success_body(history=HISTORY))
     plot = tmp_path / "losses.png"
     rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--plot", str(plot),
-                   "--url", fake_server.url, "--steps", "7"])
+                   "--url", fake_server.url, "--iterations", "7"])
     assert rc == 0
-    assert fake_server.requests[0].json["params"] == {"steps": 7, "return_history": True}
+    assert fake_server.requests[0].json["params"] == {"iterations": 7, "return_history": True}
     with Image.open(plot) as img:
         assert img.format == "PNG" and img.size == (960, 540)
 
@@ -96,12 +96,12 @@ def test_picture_suffixes_are_checked_before_sending(fake_server, tmp_path, caps
 
 def test_animate_streams_previews_into_a_gif_ending_on_the_result(fake_server, success_body, tmp_path, capsys):
     colors = [(250, 0, 0), (0, 250, 0), (0, 0, 250)]
-    fake_server.stream(_stream(success_body, colors, steps=7))
+    fake_server.stream(_stream(success_body, colors, iterations=7))
     gif = tmp_path / "a.gif"
     rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--animate", str(gif),
-                   "--preview-every", "3", "--steps", "7", "--url", fake_server.url, "--json"])
+                   "--preview-every", "3", "--iterations", "7", "--url", fake_server.url, "--json"])
     assert rc == 0
-    assert fake_server.requests[0].json["params"] == {"steps": 7, "stream": True, "preview_every": 3}
+    assert fake_server.requests[0].json["params"] == {"iterations": 7, "stream": True, "preview_every": 3}
     doc = json.loads(capsys.readouterr().out)
     # Three previews (iterations 0, 1, 2 here) and the result (iteration 7) as the last frame.
     assert doc["animation_frames"] == 4 and doc["files"]["animation"] == str(gif)
@@ -118,7 +118,7 @@ def test_animate_default_interval_and_gif_suffix(fake_server, success_body, tmp_
                    str(tmp_path / "a.png"), "--url", fake_server.url])
     assert rc == cli.EXIT_USAGE and fake_server.requests == []
     assert "gif" in capsys.readouterr().err
-    fake_server.stream(_stream(success_body, [(9, 9, 9)], steps=7))
+    fake_server.stream(_stream(success_body, [(9, 9, 9)], iterations=7))
     rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--animate",
                    str(tmp_path / "a.gif"), "--url", fake_server.url])
     assert rc == 0

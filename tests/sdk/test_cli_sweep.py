@@ -30,18 +30,18 @@ def _sweep(fake_server, out: Path, *extra: str) -> int:
 
 def test_a_2x2_grid_writes_cells_manifest_and_sheet(fake_server, tmp_path, capsys):
     out = tmp_path / "sweep"
-    assert _sweep(fake_server, out, "--steps", "3") == 0
+    assert _sweep(fake_server, out, "--iterations", "3") == 0
     sent = sorted((r.json["params"]["style_weight"], r.json["params"]["tv_weight"]) for r in fake_server.requests)
     assert sent == [(100.0, 0), (100.0, 0.01), (10000.0, 0), (10000.0, 0.01)]
-    assert all(r.json["params"]["steps"] == 3 for r in fake_server.requests)  # other flags go to every cell
+    assert all(r.json["params"]["iterations"] == 3 for r in fake_server.requests)  # other flags go to every cell
     assert sorted(p.name for p in out.iterdir()) == sorted([*FILES, "sheet.png", "sweep.json"])
     for name in FILES:
         assert (out / name).read_bytes() == OUTPUT.read_bytes()
     manifest = json.loads((out / "sweep.json").read_text())
     assert manifest["axes"] == {"style_weight": [100.0, 10000.0], "tv_weight": [0, 0.01]}
-    assert manifest["params"] == {"steps": 3}
+    assert manifest["params"] == {"iterations": 3}
     assert {name: entry["params"] for name, entry in manifest["cells"].items()} == FILES
-    assert all(entry["losses"]["total"] == 3.875 and entry["effective_params"] == {"image_size": 128, "steps": 7}
+    assert all(entry["losses"]["total"] == 3.875 and entry["effective_params"] == {"image_size": 128, "iterations": 7}
                for entry in manifest["cells"].values())
     # The sheet: two rows of two 128x96 results, plus labels.
     with Image.open(out / "sheet.png") as sheet:
@@ -84,9 +84,9 @@ def test_a_new_axis_value_renders_only_the_new_cells(fake_server, tmp_path):
 
 def test_other_settings_in_the_same_directory_are_refused(fake_server, tmp_path, capsys):
     out = tmp_path / "sweep"
-    assert _sweep(fake_server, out, "--steps", "3") == 0
+    assert _sweep(fake_server, out, "--iterations", "3") == 0
     fake_server.requests.clear()
-    assert _sweep(fake_server, out, "--steps", "4") == cli.EXIT_USAGE
+    assert _sweep(fake_server, out, "--iterations", "4") == cli.EXIT_USAGE
     assert fake_server.requests == []
     assert "other settings" in capsys.readouterr().err
 

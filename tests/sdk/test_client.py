@@ -24,7 +24,7 @@ def _b64(req_json: dict, key: str) -> bytes:
 
 def test_request_shape(fake_server):
     with StyleTransferClient(base_url=fake_server.url, token="tok") as client:
-        client.stylize(str(CONTENT), STYLE, steps=5, init="noise", style_weight=None)
+        client.stylize(str(CONTENT), STYLE, iterations=5, init="noise", style_weight=None)
 
     (req,) = fake_server.requests
     assert req.method == "POST"
@@ -33,7 +33,7 @@ def test_request_shape(fake_server):
     assert set(req.json) == {"content", "style", "params"}
     assert _b64(req.json, "content") == CONTENT.read_bytes()
     assert _b64(req.json, "style") == STYLE.read_bytes()
-    assert req.json["params"] == {"steps": 5, "init": "noise"}  # None is omitted
+    assert req.json["params"] == {"iterations": 5, "init": "noise"}  # None is omitted
 
 
 def test_no_params_sends_empty_object(fake_server):
@@ -43,12 +43,12 @@ def test_no_params_sends_empty_object(fake_server):
 
 def test_all_known_params_and_unknown_ones_pass_through(fake_server):
     StyleTransferClient(base_url=fake_server.url).stylize(
-        CONTENT, STYLE, image_size=256, steps=10, content_weight=1.0, style_weight=1e6,
+        CONTENT, STYLE, image_size=256, iterations=10, content_weight=1.0, style_weight=1e6,
         tv_weight=0.0, init="content", seed=0, output_format="jpeg",
         future_knob={"a": [1, 2]}, unset_future=None,
     )
     assert fake_server.requests[0].json["params"] == {
-        "image_size": 256, "steps": 10, "content_weight": 1.0, "style_weight": 1e6,
+        "image_size": 256, "iterations": 10, "content_weight": 1.0, "style_weight": 1e6,
         "tv_weight": 0.0, "init": "content", "seed": 0, "output_format": "jpeg",
         "future_knob": {"a": [1, 2]},
     }
@@ -108,7 +108,7 @@ def test_result_fields(fake_server):
     assert (result.format, result.width, result.height, result.iterations) == ("png", 128, 96, 7)
     assert result.losses == {"content": 1.5, "style": 2.25, "tv": 0.125, "total": 3.875}
     assert result.timings_ms == {"total": 12.0}
-    assert result.params == {"image_size": 128, "steps": 7}
+    assert result.params == {"image_size": 128, "iterations": 7}
     assert (result.weights, result.device) == ("random-seed-0", "cpu")
     assert result.raw["server_version"] == "9.9"
     assert result.image.size == (128, 96)

@@ -35,8 +35,8 @@ def ours(code, message, field=None):
 
 CASES = [
     # status, body, expected class, expected .code, expected .field
-    (400, ours("invalid_param", "steps must be >= 1", "params.steps"),
-     BadRequestError, "invalid_param", "params.steps"),
+    (400, ours("invalid_param", "steps must be >= 1", "params.iterations"),
+     BadRequestError, "invalid_param", "params.iterations"),
     (400, INVALID_KEY, AuthenticationError, "InvalidKeyException", None),
     (401, ours("unauthorized", "no token"), AuthenticationError, "unauthorized", None),
     (403, "Forbidden", AuthenticationError, None, None),
@@ -101,10 +101,10 @@ def test_request_id_from_body_or_header(fake_server):
 
 
 def test_str_of_error_with_field(fake_server):
-    fake_server.reply(400, ours("invalid_param", "steps must be >= 1", "params.steps"))
+    fake_server.reply(400, ours("invalid_param", "steps must be >= 1", "params.iterations"))
     with pytest.raises(BadRequestError) as info:
-        StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, steps=0)
-    assert str(info.value) == "HTTP 400 invalid_param (field params.steps): steps must be >= 1"
+        StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, iterations=0)
+    assert str(info.value) == "HTTP 400 invalid_param (field params.iterations): steps must be >= 1"
 
 
 # --------------------------------------------------------------------------- retries

@@ -106,8 +106,8 @@ def test_submit_sends_the_stylize_body_plus_the_job_field(use, fake_server, job)
     fake_server.reply(200).reply(202, job("queued", position=2, eta_s=30))  # a stylize, then the submit
 
     async def go(client: Any) -> Any:
-        await wait_for(client.stylize(CONTENT, [STYLE, OUTPUT], steps=3, style_masks=[CONTENT, OUTPUT]))
-        return await wait_for(client.submit(CONTENT, [STYLE, OUTPUT], steps=3, style_masks=[CONTENT, OUTPUT]))
+        await wait_for(client.stylize(CONTENT, [STYLE, OUTPUT], iterations=3, style_masks=[CONTENT, OUTPUT]))
+        return await wait_for(client.submit(CONTENT, [STYLE, OUTPUT], iterations=3, style_masks=[CONTENT, OUTPUT]))
 
     submitted = use(go, token="tok")
     stylize, submit = fake_server.requests
@@ -226,7 +226,7 @@ def test_wait_polls_until_done_then_fetches_the_result(use, fake_server, clock, 
     fake_server.reply(200)  # the result
 
     async def go(client: Any) -> Any:
-        submitted = await wait_for(client.submit(CONTENT, STYLE, steps=7))
+        submitted = await wait_for(client.submit(CONTENT, STYLE, iterations=7))
         return await wait_for(submitted.wait(poll_s=0.5))
 
     result = use(go)

@@ -27,12 +27,12 @@ REJECTED = {"error": {"code": "out_of_range", "message": "too big", "field": "pa
 
 
 def _calls(n: int, out: Path | None = None) -> list[StylizeCall[int]]:
-    return [StylizeCall(CONTENT, STYLES[i % 2], {"steps": i + 1},
+    return [StylizeCall(CONTENT, STYLES[i % 2], {"iterations": i + 1},
                         save_to=None if out is None else out / f"{i}.png", tag=i) for i in range(n)]
 
 
 def _steps_sent(fake_server) -> list[int]:
-    return [r.json["params"]["steps"] for r in fake_server.requests]
+    return [r.json["params"]["iterations"] for r in fake_server.requests]
 
 
 def test_every_call_is_sent_and_saved_and_comes_back_with_its_tag(fake_server, tmp_path):

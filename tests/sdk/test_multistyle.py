@@ -181,13 +181,13 @@ def test_cli_positional_styles_then_style_flags(fake_server, tmp_path):
 def test_cli_styles_after_options_keep_their_order(fake_server, tmp_path):
     rc = cli.main([
         "stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), str(STYLE2),
-        "--style", str(OUTPUT), "--url", fake_server.url, "--steps", "2", str(CONTENT),
+        "--style", str(OUTPUT), "--url", fake_server.url, "--iterations", "2", str(CONTENT),
     ])
     assert rc == 0
     req = fake_server.requests[0].json
     assert [_dec(s) for s in req["style"]] == [STYLE.read_bytes(), STYLE2.read_bytes(), CONTENT.read_bytes(),
                                               OUTPUT.read_bytes()]
-    assert req["params"] == {"steps": 2}
+    assert req["params"] == {"iterations": 2}
 
 
 def test_cli_unknown_option_is_still_a_usage_error(fake_server, tmp_path, capsys):

@@ -30,11 +30,11 @@ def test_both_clients_take_every_declared_keyword(client: type) -> None:
 
 
 def test_keywords_are_sorted_into_params_and_image_fields() -> None:
-    images, params = split_stylize_args({"future_knob": 1, "init_image": b"x", "steps": 3, "seed": None})
+    images, params = split_stylize_args({"future_knob": 1, "init_image": b"x", "iterations": 3, "seed": None})
     assert images == {"init_image": b"x"}
-    assert list(params) == ["steps", "seed", "future_knob"]  # declared ones first, unknown ones kept
-    _, streamed = split_stylize_args({"progress_every": 2, "steps": 3}, stream=True)
-    assert streamed == {"steps": 3, "stream": True, "progress_every": 2, "preview_every": None}
+    assert list(params) == ["iterations", "seed", "future_knob"]  # declared ones first, unknown ones kept
+    _, streamed = split_stylize_args({"progress_every": 2, "iterations": 3}, stream=True)
+    assert streamed == {"iterations": 3, "stream": True, "progress_every": 2, "preview_every": None}
 
 
 def _flags(command: str) -> dict[str, argparse.Action]:
@@ -48,7 +48,7 @@ def test_every_parameter_has_its_flag(command: str) -> None:
     flags = _flags(command)
     for param in PARAMS:
         action = flags[param.name]
-        assert action.help == param.cli.help
+        assert action.help.startswith(param.cli.help)  # and, for a renamed one, its old spelling
         if typing.get_origin(param.type) is typing.Literal:
             assert tuple(action.choices or ()) == typing.get_args(param.type)
     if command == "stylize":
@@ -80,8 +80,8 @@ def test_precision_is_a_typed_keyword_sent_in_params(fake_server) -> None:
 
 
 def test_precision_left_out_is_not_sent(fake_server) -> None:
-    StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, precision=None, steps=2)
-    assert fake_server.requests[0].json["params"] == {"steps": 2}
+    StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, precision=None, iterations=2)
+    assert fake_server.requests[0].json["params"] == {"iterations": 2}
 
 
 def test_cli_precision_flag_reaches_the_request(fake_server, tmp_path: Path) -> None:
@@ -97,3 +97,27 @@ def test_cli_refuses_an_unknown_precision_before_any_request(fake_server, tmp_pa
                   "--url", fake_server.url])
     assert exit_info.value.code == 2 and fake_server.requests == []
     assert "fp16" in capsys.readouterr().err
+
+
+# --- renamed parameters: the old spelling still accepted ----------------------------------------
+
+
+def test_the_old_steps_keyword_is_sent_as_iterations_with_a_warning(fake_server) -> None:
+    with pytest.warns(DeprecationWarning, match="'steps' keyword is now 'iterations'"):
+        StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, steps=3)  # type: ignore[call-arg]
+    assert fake_server.requests[0].json["params"] == {"iterations": 3}
+
+
+def test_both_spellings_of_one_parameter_are_refused_before_any_request(fake_server) -> None:
+    with pytest.raises(TypeError, match="old spelling"):
+        StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, steps=3, iterations=4)  # type: ignore[call-arg]
+    assert fake_server.requests == []
+
+
+def test_the_old_steps_flag_sets_iterations(fake_server, tmp_path: Path, capsys) -> None:
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "--steps", "5", "-o", str(tmp_path / "o.png"),
+                   "--url", fake_server.url])
+    assert rc == 0 and fake_server.requests[0].json["params"] == {"iterations": 5}
+    with pytest.raises(SystemExit):
+        cli.main(["stylize", "--help"])
+    assert "--iterations N, --steps N" in capsys.readouterr().out

@@ -112,9 +112,9 @@ def test_every_field_is_parsed_nulls_included(fake_server, plan_body):
     assert isinstance(plan, Plan)
     assert (plan.width, plan.height) == (4096, 3072)
     assert plan.levels == (
-        PlanLevel(side=1024, width=1024, height=768, steps=100, tile=None, tiles=1, kept_tails=0, lbfgs_history=100,
+        PlanLevel(side=1024, width=1024, height=768, iterations=100, tile=None, tiles=1, kept_tails=0, lbfgs_history=100,
                   peak_memory_bytes=4_000_000_000, seconds=60.5),
-        PlanLevel(side=4096, width=4096, height=3072, steps=100, tile=1024, tiles=16, kept_tails=3, lbfgs_history=8,
+        PlanLevel(side=4096, width=4096, height=3072, iterations=100, tile=1024, tiles=16, kept_tails=3, lbfgs_history=8,
                   peak_memory_bytes=7_900_000_000, seconds=None),
     )
     assert (plan.peak_memory_bytes, plan.memory_budget_bytes, plan.seconds) == (7_900_000_000, 8_589_934_592, None)
@@ -231,7 +231,7 @@ def test_cli_plan_prints_a_table_of_the_levels(fake_server, plan_body, capsys):
                                                  "dry_run": True}
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "plan: 4096x3072 px in 2 levels, weights hed-bsds500-vgg16 on cpu"
-    assert lines[1].split() == ["level", "side", "size", "steps", "tiles", "L-BFGS", "history", "peak", "memory",
+    assert lines[1].split() == ["level", "side", "size", "iterations", "tiles", "L-BFGS", "history", "peak", "memory",
                                 "seconds"]
     assert lines[2].split() == ["1", "1024", "1024x768", "100", "1", "(whole)", "100", "3.73", "GiB", "60.5"]
     assert lines[3].split() == ["2", "4096", "4096x3072", "100", "16", "(1024", "px),", "3", "kept", "8", "7.36",
@@ -284,11 +284,11 @@ def test_cli_plan_needs_a_style_and_has_no_dry_run_flag(fake_server, capsys):
 @pytest.mark.parametrize("command", [["stylize", "-o", "out.png"], ["submit"]])
 def test_stylize_and_submit_dry_run_print_the_plan(fake_server, plan_body, capsys, tmp_path, command):
     fake_server.reply(200, plan_body())
-    rc = cli.main([command[0], str(CONTENT), str(STYLE), *command[1:], "--url", fake_server.url, "--steps", "200",
+    rc = cli.main([command[0], str(CONTENT), str(STYLE), *command[1:], "--url", fake_server.url, "--iterations", "200",
                    "--dry-run", "--json"])
     assert rc == 0
     (req,) = fake_server.requests
-    assert req.json["params"] == {"steps": 200, "dry_run": True} and "job" not in req.json
+    assert req.json["params"] == {"iterations": 200, "dry_run": True} and "job" not in req.json
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is True and doc["command"] == command[0] and doc["plan"]["width"] == 4096
     assert not (tmp_path / "out.png").exists()
@@ -296,7 +296,7 @@ def test_stylize_and_submit_dry_run_print_the_plan(fake_server, plan_body, capsy
 
 def test_sweep_refuses_dry_run(fake_server, tmp_path):
     rc = cli.main(["sweep", str(CONTENT), str(STYLE), "-o", str(tmp_path / "sw"), "--url", fake_server.url,
-                   "--param", "steps=1,2", "--dry-run"])
+                   "--param", "iterations=1,2", "--dry-run"])
     assert rc == cli.EXIT_USAGE and fake_server.requests == [] and not (tmp_path / "sw").exists()
 
 

@@ -58,8 +58,8 @@ def _lines(success_body: Any) -> list[dict[str, Any]]:
 def test_events_typed_in_order_and_result_equals_plain_call(fake_server, success_body):
     fake_server.stream(_lines(success_body), chunk_delay=0.01).reply(200, success_body(iterations=20))
     with StyleTransferClient(base_url=fake_server.url) as client:
-        events = list(client.stylize_stream(CONTENT, STYLE, steps=20))
-        plain = client.stylize(CONTENT, STYLE, steps=20)
+        events = list(client.stylize_stream(CONTENT, STYLE, iterations=20))
+        plain = client.stylize(CONTENT, STYLE, iterations=20)
 
     assert [type(e) for e in events] == [ProgressEvent, ProgressEvent, PreviewEvent, ProgressEvent,
                                          PreviewEvent, ResultEvent]
@@ -81,12 +81,12 @@ def test_events_typed_in_order_and_result_equals_plain_call(fake_server, success
 def test_request_body_and_headers(fake_server, success_body):
     fake_server.stream(_lines(success_body))
     client = StyleTransferClient(base_url=fake_server.url, token="tok")
-    list(client.stylize_stream(CONTENT, [STYLE, STYLE], steps=20, progress_every=5, preview_every=0,
+    list(client.stylize_stream(CONTENT, [STYLE, STYLE], iterations=20, progress_every=5, preview_every=0,
                                style_blend_weights=(0.5, 0.5), future_knob=1))
     (req,) = fake_server.requests
     assert req.path == "/predictions/nst" and req.headers["Authorization"] == "Bearer tok"
     assert "application/x-ndjson" in req.headers["Accept"]
-    assert req.json["params"] == {"steps": 20, "style_blend_weights": [0.5, 0.5], "future_knob": 1,
+    assert req.json["params"] == {"iterations": 20, "style_blend_weights": [0.5, 0.5], "future_knob": 1,
                                   "stream": True, "progress_every": 5, "preview_every": 0}
     assert len(req.json["style"]) == 2
 
@@ -190,10 +190,10 @@ def test_preview_save(fake_server, success_body, tmp_path):
 def test_stylize_progress_shows_tqdm_bar(fake_server, success_body, capsys):
     pytest.importorskip("tqdm")
     fake_server.stream(_lines(success_body), chunk_delay=0.01)
-    result = StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, steps=20, progress=True,
+    result = StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, iterations=20, progress=True,
                                                                progress_every=10)
     assert isinstance(result, StylizeResult) and result.iterations == 20
-    assert fake_server.requests[0].json["params"] == {"steps": 20, "stream": True, "progress_every": 10}
+    assert fake_server.requests[0].json["params"] == {"iterations": 20, "stream": True, "progress_every": 10}
     err = capsys.readouterr().err
     assert "20/20" in err and "total=23.5" in err and "style=2" in err
 
@@ -213,18 +213,18 @@ def test_cli_save_previews(fake_server, success_body, tmp_path, capsys):
     fake_server.stream(_lines(success_body))
     out, previews = tmp_path / "out.png", tmp_path / "previews"
     rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", fake_server.url,
-                   "--steps", "20", "--save-previews", str(previews)])
+                   "--iterations", "20", "--save-previews", str(previews)])
     assert rc == 0
     assert out.read_bytes() == OUTPUT.read_bytes()
     assert sorted(p.name for p in previews.iterdir()) == ["preview_00010.jpg", "preview_00020.jpg"]
     assert (previews / "preview_00010.jpg").read_bytes() == _jpeg()
     # Full-size previews unless --preview-size says otherwise (jcjohnson/neural-style's -save_iter).
-    assert fake_server.requests[0].json["params"] == {"steps": 20, "stream": True, "preview_every": 10,
+    assert fake_server.requests[0].json["params"] == {"iterations": 20, "stream": True, "preview_every": 10,
                                                  "preview_size": FULL_SIZE_PREVIEW}
     assert "iterations=20" in capsys.readouterr().out
     fake_server.stream(_lines(success_body))
     rc = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--url", fake_server.url,
-                   "--steps", "20", "--save-previews", str(previews), "--preview-size", "300"])
+                   "--iterations", "20", "--save-previews", str(previews), "--preview-size", "300"])
     assert rc == 0 and fake_server.requests[-1].json["params"]["preview_size"] == 300
 
 

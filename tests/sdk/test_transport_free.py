@@ -55,9 +55,9 @@ def b64(path: Path) -> str:
 def test_stylize_body_drops_none_turns_tuples_into_lists_and_encodes_images():
     data, params = _request.stylize_body(
         CONTENT, (STYLE, STYLE.read_bytes()), style_masks=[CONTENT, CONTENT],
-        params={"steps": 3, "seed": None, "style_layers": ("relu1_1", "relu2_1"), "scales": range(2)})
+        params={"iterations": 3, "seed": None, "style_layers": ("relu1_1", "relu2_1"), "scales": range(2)})
     body = json.loads(data)
-    assert params == {"steps": 3, "style_layers": ["relu1_1", "relu2_1"], "scales": [0, 1]}
+    assert params == {"iterations": 3, "style_layers": ["relu1_1", "relu2_1"], "scales": [0, 1]}
     assert body["params"] == params
     assert body["content"] == b64(CONTENT)
     assert body["style"] == [b64(STYLE), b64(STYLE)]  # a tuple is sent as a JSON list
@@ -89,8 +89,8 @@ def test_non_json_params_are_a_value_error():
 
 
 def test_stream_params_and_read_timeout():
-    assert _request.stream_params({"steps": 2}, 1, None) == {
-        "steps": 2, "stream": True, "progress_every": 1, "preview_every": None}
+    assert _request.stream_params({"iterations": 2}, 1, None) == {
+        "iterations": 2, "stream": True, "progress_every": 1, "preview_every": None}
     assert _request.read_timeout_for({}, 900.0) == 900.0
     assert _request.read_timeout_for({"time_budget_s": 5}, 900.0) == 5 + _constants.DEADLINE_READ_MARGIN
     assert _request.read_timeout_for({"time_budget_s": 5000}, 900.0) == 900.0
@@ -172,7 +172,7 @@ def ours(code: str, message: str, field: Any = None) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("status, body, cls, code, field", [
-    (400, ours("out_of_range", "steps must be >= 1", "params.steps"), BadRequestError, "out_of_range", "params.steps"),
+    (400, ours("out_of_range", "steps must be >= 1", "params.iterations"), BadRequestError, "out_of_range", "params.iterations"),
     (400, {"code": 400, "type": "InvalidKeyException", "message": "Token Authorization failed"},
      AuthenticationError, "InvalidKeyException", None),
     (404, {"code": 404, "type": "ModelNotFoundException", "message": "Model not found"},
@@ -355,7 +355,7 @@ def test_decoder_raises_the_error_event():
 # ----------------------------------------------------------------------- model description
 
 META = {"weights": {"source": "random", "label": "random-seed-0", "sha256": "ab", "network": "vgg19"},
-        "layers": ["conv1_1", "relu1_1"], "device": "cpu", "limits": {"max_image_side": 1024}, "defaults": {"steps": 300}}
+        "layers": ["conv1_1", "relu1_1"], "device": "cpu", "limits": {"max_image_side": 1024}, "defaults": {"iterations": 300}}
 
 
 def _description(meta: Any) -> bytes:
@@ -372,7 +372,7 @@ def test_model_info_parses_the_customized_description(meta):
     assert isinstance(info, ModelInfo)
     assert (info.model, info.version, info.device) == ("nst", "1.0", "cpu")
     assert info.weights["label"] == "random-seed-0" and info.limits == {"max_image_side": 1024}
-    assert info.defaults == {"steps": 300} and info.metadata == META
+    assert info.defaults == {"iterations": 300} and info.metadata == META
     assert info.ready_workers == 1 and len(info.workers) == 2
     assert info.raw["batchSize"] == 1
     assert info.layers == ["conv1_1", "relu1_1"]

@@ -17,7 +17,7 @@ from nst import weights
 from nst_http.kserve import KSERVE_V1
 from nst_service import BatchRequest, Chunk, Reply, StyleTransferService
 
-TINY_DEFAULTS = {"image_size": 64, "steps": 3}
+TINY_DEFAULTS = {"image_size": 64, "iterations": 3}
 
 
 class Recorded:
@@ -54,7 +54,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, root_dir: Path, hooks: Rec
 @pytest.fixture
 def body(image_b64) -> dict[str, Any]:
     return {"content": image_b64("tubingen_64x64.png"), "style": image_b64("starry_night_64x64.png"),
-            "params": {"steps": 2}}
+            "params": {"iterations": 2}}
 
 
 def decoded(reply: Reply) -> Any:
@@ -86,17 +86,17 @@ def test_a_request_is_answered_with_its_body_and_counted(service, hooks, body) -
 
 
 def test_a_bad_request_fails_alone_with_its_field(service, hooks, body) -> None:
-    bad = body | {"params": {"steps": -1}}
+    bad = body | {"params": {"iterations": -1}}
     good, refused = serve(service, hooks, [{"body": body}, {"body": bad}])
     assert good.status is None and decoded(good)["iterations"] == 2
     assert (refused.status, refused.content_type) == (400, "application/json") and refused.phrase
     error = decoded(refused)["error"]
-    assert (error["field"], error["request_id"]) == ("params.steps", "r1")
+    assert (error["field"], error["request_id"]) == ("params.iterations", "r1")
 
 
 def test_a_streamed_request_sends_its_events_then_ends_in_band(service, hooks, body) -> None:
     hooks.chunks.clear()
-    (reply,) = serve(service, hooks, [{"body": body | {"params": {"steps": 3, "stream": True, "progress_every": 1}}}])
+    (reply,) = serve(service, hooks, [{"body": body | {"params": {"iterations": 3, "stream": True, "progress_every": 1}}}])
     events = [json.loads(chunk.text) for chunk in hooks.chunks]
     assert [(e["event"], e["iteration"]) for e in events] == [("progress", i) for i in range(4)]  # the start, then 3
     assert [c.content_type for c in hooks.chunks] == ["application/x-ndjson", None, None, None]
@@ -130,4 +130,4 @@ def test_the_description_names_weights_layers_device_limits_and_defaults(service
     described = json.loads(service.describe())
     assert set(described) == {"weights", "layers", "device", "limits", "defaults"}
     assert described["weights"]["label"] == "random-seed-0" and described["device"] == "cpu"
-    assert "relu4_2" in described["layers"] and described["defaults"]["steps"] == 3
+    assert "relu4_2" in described["layers"] and described["defaults"]["iterations"] == 3

@@ -5,7 +5,7 @@ Example::
     from nst_client import StyleTransferClient
 
     with StyleTransferClient(base_url="http://127.0.0.1:8080") as client:
-        result = client.stylize("content.jpg", "style.jpg", image_size=256, steps=100)
+        result = client.stylize("content.jpg", "style.jpg", image_size=256, iterations=100)
         result.save("out.png")
 
 :class:`AsyncStyleTransferClient` is the same client for ``asyncio`` (the ``async`` extra:

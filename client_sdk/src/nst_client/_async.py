@@ -97,7 +97,7 @@ class AsyncStyleTransferClient(BaseClient):
     Example::
 
         async with AsyncStyleTransferClient() as client:
-            results = await asyncio.gather(*(client.stylize("photo.jpg", s, steps=100)
+            results = await asyncio.gather(*(client.stylize("photo.jpg", s, iterations=100)
                                              for s in ("starry_night.jpg", "the_scream.jpg")))
 
     Raises:
@@ -141,7 +141,7 @@ class AsyncStyleTransferClient(BaseClient):
 
         Example::
 
-            events = await client.stylize_stream("photo.jpg", "style.jpg", steps=300, progress_every=10)
+            events = await client.stylize_stream("photo.jpg", "style.jpg", iterations=300, progress_every=10)
             async for event in events:
                 if isinstance(event, ProgressEvent):
                     print(event.iteration, event.of)

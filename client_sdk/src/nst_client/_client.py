@@ -97,7 +97,7 @@ class StyleTransferClient(BaseClient):
     Example::
 
         with StyleTransferClient() as client:
-            result = client.stylize("photo.jpg", "starry_night.jpg", image_size=512, steps=300)
+            result = client.stylize("photo.jpg", "starry_night.jpg", image_size=512, iterations=300)
             result.save("out.png")
     """
 
@@ -168,7 +168,7 @@ class StyleTransferClient(BaseClient):
 
         Example::
 
-            for event in client.stylize_stream("photo.jpg", "style.jpg", steps=300, preview_every=50):
+            for event in client.stylize_stream("photo.jpg", "style.jpg", iterations=300, preview_every=50):
                 if isinstance(event, ProgressEvent):
                     print(event.iteration, event.of, event.losses["total"], event.eta_s)
                 elif isinstance(event, PreviewEvent):
@@ -213,7 +213,7 @@ class StyleTransferClient(BaseClient):
 
         Example::
 
-            job = client.submit("photo.jpg", "starry_night.jpg", image_size=512, steps=300)
+            job = client.submit("photo.jpg", "starry_night.jpg", image_size=512, iterations=300)
             print(job.id, job.last_status.position)
             job.wait(timeout=3600).save("out.png")
 

@@ -83,7 +83,7 @@ def stylize_many(client: StyleTransferClient, calls: Iterable[StylizeCall[T]], *
 
     Example::
 
-        calls = [StylizeCall("photo.jpg", s, {"steps": 100}, save_to=f"out_{i}.png", tag=s)
+        calls = [StylizeCall("photo.jpg", s, {"iterations": 100}, save_to=f"out_{i}.png", tag=s)
                  for i, s in enumerate(["starry_night.jpg", "the_scream.jpg", "kanagawa.jpg"])]
         with StyleTransferClient() as client, closing(stylize_many(client, calls, concurrency=2)) as done:
             for outcome in done:

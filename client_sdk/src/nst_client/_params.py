@@ -26,7 +26,7 @@ time (``__annotations__``), so they must be objects, not strings.
 import inspect
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, List, Literal, Optional, Sequence, Tuple, TypedDict, TypeVar, Union
+from typing import Any, Callable, List, Literal, Mapping, Optional, Sequence, Tuple, TypedDict, TypeVar, Union
 
 from ._constants import DEFAULT_CLI_PREVIEW_EVERY
 from ._images import ImageInput
@@ -34,7 +34,7 @@ from ._images import ImageInput
 __all__ = [
     "Cli", "Param", "StylizeParams", "StreamParams", "PlanParams", "StylizeImages", "StylizeArgs", "StreamArgs",
     "InitMode", "ColorControl", "Pooling", "OptimizerName", "Precision", "RenderMode", "OutputFormat",
-    "PARAMS", "STREAM_PARAMS", "PLAN_PARAMS", "STYLIZE_PARAMS", "STYLIZE_IMAGES", "DRY_RUN", "keyword_signature",
+    "PARAMS", "RENAMED", "STREAM_PARAMS", "PLAN_PARAMS", "STYLIZE_PARAMS", "STYLIZE_IMAGES", "DRY_RUN", "keyword_signature",
 ]
 
 # Allowed values of the string-valued request parameters (public types; the CLI offers them as
@@ -70,13 +70,19 @@ class Cli:
     items: Optional[str] = None
 
 
+#: Old spellings of parameters, still accepted (the server keeps the same table, and a
+#: contract test holds the two equal): as ``stylize`` keywords (with a ``DeprecationWarning``)
+#: and as command-line flags (``--steps``).
+RENAMED: Mapping[str, str] = {"steps": "iterations"}
+
+
 class StylizeParams(TypedDict, total=False):
     """The request parameters (``params``); every one is optional and ``None`` is not sent, so the
     server's default applies (see docs/api.md for defaults and ranges).
 
     Attributes:
         image_size: Long side of the output, in pixels.
-        steps: Optimiser iterations.
+        iterations: Optimiser iterations.
         content_weight: Weight of the content loss (unitless).
         style_weight: Weight of the style loss (unitless).
         tv_weight: Weight of the total-variation loss (unitless).
@@ -119,7 +125,7 @@ class StylizeParams(TypedDict, total=False):
     """
 
     image_size: typing.Annotated[Optional[int], Cli("long side of the output, in pixels", "PX")]
-    steps: typing.Annotated[Optional[int], Cli("optimiser iterations", "N")]
+    iterations: typing.Annotated[Optional[int], Cli("optimiser iterations", "N")]
     content_weight: typing.Annotated[Optional[float], Cli("content loss weight", "W")]
     style_weight: typing.Annotated[Optional[float], Cli("style loss weight", "W")]
     tv_weight: typing.Annotated[Optional[float], Cli("total-variation loss weight", "W")]

@@ -23,7 +23,7 @@ class PlanLevel:
         side: The level's long side, in pixels.
         width: Its width, in pixels.
         height: Its height, in pixels.
-        steps: Optimiser iterations at this level.
+        iterations: Optimiser iterations at this level.
         tile: Side of the square tile whose memory bounds each of its tiles (which may be
             bands), in pixels; ``None``: the whole image at once.
         tiles: Tiles per pass (``1`` for the whole image).
@@ -40,7 +40,7 @@ class PlanLevel:
     side: int
     width: int
     height: int
-    steps: int
+    iterations: int
     tile: Optional[int]
     tiles: int
     kept_tails: int
@@ -58,7 +58,7 @@ class PlanLevel:
         seconds = optional_field(obj, "seconds", *_NUMBER)
         return cls(
             side=required_field(obj, "side", int), width=required_field(obj, "width", int),
-            height=required_field(obj, "height", int), steps=required_field(obj, "steps", int),
+            height=required_field(obj, "height", int), iterations=required_field(obj, "iterations", int),
             tile=optional_field(obj, "tile", int), tiles=required_field(obj, "tiles", int),
             kept_tails=optional_field(obj, "kept_tails", int) or 0,
             lbfgs_history=required_field(obj, "lbfgs_history", int),

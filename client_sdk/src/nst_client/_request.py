@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import collections.abc
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from ._auth import Credentials
 from ._constants import DEADLINE_READ_MARGIN, NDJSON_CONTENT_TYPE
 from ._images import ImageInput, StyleInput, b64encode, to_image_bytes
-from ._params import DRY_RUN, STREAM_PARAMS, STYLIZE_IMAGES, STYLIZE_PARAMS, StylizeImages
+from ._params import DRY_RUN, RENAMED, STREAM_PARAMS, STYLIZE_IMAGES, STYLIZE_PARAMS, StylizeImages
 from ._version import __version__
 
-__all__ = ["Request", "USER_AGENT", "JOB_ACTIONS", "request_headers", "split_stylize_args", "stylize_body",
+__all__ = ["Request", "USER_AGENT", "JOB_ACTIONS", "request_headers", "split_stylize_args", "current_names", "stylize_body",
            "stream_params", "plan_params", "refuse_dry_run", "read_timeout_for", "job_body"]
 
 #: The ``job.action`` of a call about an existing job (a submit is sent by :func:`stylize_body`).
@@ -220,6 +221,7 @@ def split_stylize_args(kwargs: Mapping[str, Any], *, stream: bool = False) -> Tu
         the unknown keywords as given (sent unchanged; a server that does not know them answers
         ``BadRequestError``); ``None`` values are still in it.
     """
+    kwargs = current_names(kwargs)
     images: StylizeImages = {k: kwargs[k] for k in STYLIZE_IMAGES if k in kwargs}  # type: ignore[assignment]
     known = {k: kwargs[k] for k in STYLIZE_PARAMS if k in kwargs}
     params = {**known, **{k: v for k, v in kwargs.items() if k not in images and k not in known}}
@@ -227,6 +229,23 @@ def split_stylize_args(kwargs: Mapping[str, Any], *, stream: bool = False) -> Tu
         intervals = {p.name: params.pop(p.name, None) for p in STREAM_PARAMS}
         params = stream_params(params, intervals["progress_every"], intervals["preview_every"])
     return images, params
+
+
+def current_names(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+    """``kwargs`` with each old spelling (:data:`nst_client._params.RENAMED`) under its current
+    name, with a ``DeprecationWarning``.
+
+    Raises:
+        TypeError: both spellings of one parameter are given.
+    """
+    out = dict(kwargs)
+    for old, new in RENAMED.items():
+        if old in out:
+            if new in out:
+                raise TypeError(f"{old!r} is the old spelling of {new!r}: pass one of them")
+            warnings.warn(f"the {old!r} keyword is now {new!r}", DeprecationWarning, stacklevel=4)
+            out[new] = out.pop(old)
+    return out
 
 
 def job_body(action: str, job_id: str) -> bytes:

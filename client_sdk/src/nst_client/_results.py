@@ -69,7 +69,7 @@ class StylizeResult:
             "total"}`` (``iteration`` is the optimiser iteration number; the losses are the
             same terms as in ``losses``), in the server's order. Present only when the
             request set ``return_history``, else ``None``.
-        stopped: Why the optimization ended: ``"steps"`` (all iterations ran) or
+        stopped: Why the optimization ended: ``"iterations"`` (all iterations ran) or
             ``"time_budget"`` (``time_budget_s`` ran out first); ``None`` if not reported.
         cache: ``"hit"`` when the server had every style target cached, ``"miss"`` when it
             computed any; ``None`` if not reported.
@@ -185,7 +185,7 @@ class ModelInfo:
         layers: The served network's layer names, in order (what ``content_layers`` and
             ``style_layers`` may name): 37 for VGG19, 31 for VGG16.
         device: Device the worker runs on, e.g. ``"cpu"`` or ``"cuda:0"``.
-        limits: The server's per-request limits: ``max_image_side`` (pixels), ``max_steps``
+        limits: The server's per-request limits: ``max_image_side`` (pixels), ``max_iterations``
             (iterations), ``max_input_pixels`` (width x height), ``max_input_bytes`` (bytes),
             ``max_styles``, ``memory_budget_mb`` (the worker's peak memory budget, MiB, or
             ``None``: the server's default share of RAM or GPU memory).

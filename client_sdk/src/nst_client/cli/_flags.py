@@ -22,7 +22,7 @@ from .._constants import (
     ENV_TOKEN,
 )
 from .._images import StyleInput
-from .._params import PARAMS, Param
+from .._params import PARAMS, RENAMED, Param
 from ._output import Parser
 
 _T = TypeVar("_T")
@@ -155,8 +155,10 @@ def _conversion(param: Param) -> Dict[str, Any]:
 def add_param_flag(group: Any, param: Param) -> None:
     """Add the flag of one declared parameter (``--image-size`` for ``image_size``; ``dest`` is the name)."""
     flag = param.cli.flag or "--" + param.name.replace("_", "-")
+    old = [f"--{o.replace('_', '-')}" for o, new in RENAMED.items() if new == param.name]  # still accepted
     extra = {} if param.cli.metavar is None else {"metavar": param.cli.metavar}
-    group.add_argument(flag, dest=param.name, help=param.cli.help, **extra, **_conversion(param))
+    help_ = param.cli.help + "".join(f" ({o}: its old spelling)" for o in old)
+    group.add_argument(flag, *old, dest=param.name, help=help_, **extra, **_conversion(param))
 
 
 def common_parser() -> argparse.ArgumentParser:

@@ -152,7 +152,7 @@ def status_text(doc: Dict[str, Any]) -> str:
 def wait_text(doc: Dict[str, Any]) -> str:
     """The summary of a ``wait`` document."""
     where = f"wrote {doc['files']['output']}" if "output" in doc["files"] else f"job {doc['id']} done"
-    stopped = f" (stopped: {doc['stopped']})" if doc["stopped"] not in (None, "steps") else ""
+    stopped = f" (stopped: {doc['stopped']})" if doc["stopped"] not in (None, "iterations") else ""
     return (f"{where} ({doc['width']}x{doc['height']} {doc['format']}) after {doc['elapsed_s']:.1f} s: "
             f"iterations={doc['iterations']}{stopped} losses[{fmt_losses(doc['losses'])}] "
             f"weights={doc['weights']} device={doc['device']}")

@@ -22,7 +22,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     plan = sub.add_parser(
         "plan", parents=[common], help="show what stylizing CONTENT would do and need, without running it",
         description="Send the request stylize would send as a dry run (params.dry_run): the server answers "
-                    "at once, without optimizing, with its plan: each coarse-to-fine level's size, steps, "
+                    "at once, without optimizing, with its plan: each coarse-to-fine level's size, iterations, "
                     "tiles, L-BFGS history, estimated peak memory and seconds (unknown until the worker "
                     "has measured its speed). A request the run would refuse exits as the run would "
                     "(e.g. 6 for over_memory_budget). Takes stylize's inputs and request flags.")
@@ -60,7 +60,7 @@ def _table(header: Sequence[str], rows: List[List[str]], left: Sequence[int]) ->
 
 
 def text(doc: Dict[str, Any]) -> str:
-    """The plan document as a table: one row per level (side and size in pixels, steps, tiles
+    """The plan document as a table: one row per level (side and size in pixels, iterations, tiles
     and their side, L-BFGS history, peak memory in GiB, seconds), the totals, and the budget."""
     plan = doc["plan"]
     levels = plan["levels"]
@@ -69,11 +69,11 @@ def text(doc: Dict[str, Any]) -> str:
         tiles = f"{level['tiles']} (whole)" if level["tile"] is None else f"{level['tiles']} ({level['tile']} px)"
         if level.get("kept_tails"):
             tiles += f", {level['kept_tails']} kept"
-        rows.append([str(i), str(level["side"]), f"{level['width']}x{level['height']}", str(level["steps"]), tiles,
+        rows.append([str(i), str(level["side"]), f"{level['width']}x{level['height']}", str(level["iterations"]), tiles,
                      str(level["lbfgs_history"]), _gib(level["peak_memory_bytes"]), _seconds(level["seconds"])])
-    rows.append(["total", "", "", str(sum(level["steps"] for level in levels)), "", "",
+    rows.append(["total", "", "", str(sum(level["iterations"] for level in levels)), "", "",
                  _gib(plan["peak_memory_bytes"]), _seconds(plan["seconds"])])
-    header = ["level", "side", "size", "steps", "tiles", "L-BFGS history", "peak memory", "seconds"]
+    header = ["level", "side", "size", "iterations", "tiles", "L-BFGS history", "peak memory", "seconds"]
     budget = plan["memory_budget_bytes"]
     if budget is None:
         budget_line = "memory budget: none reported"
