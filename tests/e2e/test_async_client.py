@@ -25,10 +25,10 @@ T = TypeVar("T")
 
 # Three different small jobs: different inputs, sizes and step counts.
 JOBS: list[dict[str, Any]] = [
-    {"content": DATA / "chelsea_128x96.png", "style": DATA / "starry_night_64x64.png", "image_size": 64, "steps": 3},
-    {"content": DATA / "tubingen_64x64.png", "style": DATA / "the_scream_128x96.png", "image_size": 48, "steps": 2},
+    {"content": DATA / "chelsea_128x96.png", "style": DATA / "starry_night_64x64.png", "image_size": 64, "iterations": 3},
+    {"content": DATA / "tubingen_64x64.png", "style": DATA / "the_scream_128x96.png", "image_size": 48, "iterations": 2},
     {"content": DATA / "tubingen_64x64.png", "style": [DATA / "starry_night_64x64.png", DATA / "the_scream_128x96.png"],
-     "image_size": 32, "steps": 4, "init": "noise", "seed": 7},
+     "image_size": 32, "iterations": 4, "init": "noise", "seed": 7},
 ]
 
 
@@ -57,7 +57,7 @@ def test_concurrent_calls_each_equal_the_same_call_alone(torchserve, torchserve_
         alone = _job(torchserve_client, job)  # the sync client, one request at a time
         assert got.image_bytes == alone.image_bytes, job
         assert (got.width, got.height, got.iterations) == (alone.width, alone.height, alone.iterations) == (
-            got.width, got.height, job["steps"])
+            got.width, got.height, job["iterations"])
         assert got.losses == alone.losses and got.params == alone.params
         assert got.weights == alone.weights == "random-seed-0"
     assert len({r.image_bytes for r in concurrent}) == len(JOBS)  # three different answers
@@ -67,7 +67,7 @@ def test_stream_events_and_health(torchserve):
     async def stream(aclient: AsyncStyleTransferClient) -> list:
         assert (await aclient.health())["status"] == "Healthy"
         events = await aclient.stylize_stream(DATA / "chelsea_128x96.png", DATA / "starry_night_64x64.png",
-                                              image_size=64, steps=3, progress_every=1)
+                                              image_size=64, iterations=3, progress_every=1)
         return [event async for event in events]
 
     events = run(torchserve, stream)
@@ -89,7 +89,7 @@ def test_info_from_both_clients(torchserve, torchserve_client):
         assert len(info.weights["sha256"]) == 64
         assert (info.weights["network"], info.weights["input_convention"]) == ("vgg19", "torchvision")
         assert len(info.layers) == 37 and info.layers[-1] == "pool5"
-        assert info.limits["max_image_side"] == 4096 and info.defaults["steps"] == 300
+        assert info.limits["max_image_side"] == 4096 and info.defaults["iterations"] == 300
         assert info.ready_workers == 1
     # Same description through both (worker memory figures move between calls).
     assert (sync.metadata, sync.version) == (aio.metadata, aio.version)
@@ -100,12 +100,12 @@ def test_info_from_both_clients(torchserve, torchserve_client):
 def test_errors_are_mapped_identically(torchserve, torchserve_client):
     content, style = DATA / "chelsea_128x96.png", DATA / "starry_night_64x64.png"
     with pytest.raises(BadRequestError) as sync:
-        torchserve_client.stylize(content, style, image_size=64, steps=0)
+        torchserve_client.stylize(content, style, image_size=64, iterations=0)
     with pytest.raises(BadRequestError) as aio:
-        run(torchserve, lambda c: c.stylize(content, style, image_size=64, steps=0))
+        run(torchserve, lambda c: c.stylize(content, style, image_size=64, iterations=0))
     fields = ("status_code", "code", "field", "message")
     assert [getattr(aio.value, f) for f in fields] == [getattr(sync.value, f) for f in fields]
-    assert (aio.value.status_code, aio.value.field) == (400, "params.steps")
+    assert (aio.value.status_code, aio.value.field) == (400, "params.iterations")
 
     with pytest.raises(AuthenticationError) as wrong_key:
         run(torchserve, lambda c: c.info(), management_token="not-the-key")

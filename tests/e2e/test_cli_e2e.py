@@ -44,7 +44,7 @@ def _inference_requests(server) -> float:
 def test_stylize_compare_plot_animate_json(torchserve, tmp_path, capsys):
     out, sheet, plot, gif = (tmp_path / n for n in ("out.png", "cmp.png", "losses.png", "steps.gif"))
     rc, doc = _run_json(capsys, [
-        "stylize", str(CONTENT), str(STYLE), "-o", str(out), *_conn(torchserve), "--image-size", "32", "--steps", "3",
+        "stylize", str(CONTENT), str(STYLE), "-o", str(out), *_conn(torchserve), "--image-size", "32", "--iterations", "3",
         "--compare", str(sheet), "--plot", str(plot), "--animate", str(gif), "--preview-every", "1", "--json"])
     assert rc == 0, doc
     assert doc["ok"] and doc["iterations"] == 3 and doc["weights"] == "random-seed-0"
@@ -68,7 +68,7 @@ def test_stylize_compare_plot_animate_json(torchserve, tmp_path, capsys):
 
 def test_sweep_two_by_two_concurrently_then_resumed(torchserve, tmp_path, capsys):
     out = tmp_path / "sweep"
-    argv = ["sweep", str(CONTENT), str(STYLE), "-o", str(out), *_conn(torchserve), "--image-size", "32", "--steps", "2",
+    argv = ["sweep", str(CONTENT), str(STYLE), "-o", str(out), *_conn(torchserve), "--image-size", "32", "--iterations", "2",
             "--param", "style_weight=1e2,1e4", "--param", "tv_weight=0,0.01", "--concurrency", "2", "--json"]
     rc, doc = _run_json(capsys, argv)
     assert rc == 0, doc
@@ -76,7 +76,7 @@ def test_sweep_two_by_two_concurrently_then_resumed(torchserve, tmp_path, capsys
     for cell in doc["cells"]:
         # The torchserve used each cell's values (its effective parameters echo them).
         assert {k: cell["effective_params"][k] for k in cell["params"]} == cell["params"]
-        assert cell["effective_params"]["steps"] == 2
+        assert cell["effective_params"]["iterations"] == 2
         assert _open(out / cell["file"]).size == (32, 32)
     with Image.open(out / "sheet.png") as sheet:
         assert sheet.width > 2 * 32 and sheet.height > 2 * 32
@@ -96,7 +96,7 @@ def test_batch_of_contents_and_styles_with_a_failure_then_resumed(torchserve, tm
     (contents / "tiny.png").write_bytes(encode(Image.new("RGB", (8, 8), (10, 20, 30)), "PNG"))
     out = tmp_path / "batch"
     argv = ["batch", str(contents), str(STYLE), str(DATA / "the_scream_128x96.png"), "-o", str(out), *_conn(torchserve),
-            "--image-size", "32", "--steps", "2", "--output-format", "webp", "--concurrency", "2", "--json"]
+            "--image-size", "32", "--iterations", "2", "--output-format", "webp", "--concurrency", "2", "--json"]
     rc, doc = _run_json(capsys, argv)
     # tiny.png (8x8) is refused by the torchserve (400 image_too_small); the batch goes on without it.
     assert rc == 6 and doc["ok"] is False, doc
@@ -130,7 +130,7 @@ def test_info_json_and_text(torchserve, capsys):
     assert rc == 0, doc
     assert doc["model"] == "nst" and doc["version"] == "1.0" and doc["management_url"] == torchserve.management_url
     assert doc["weights"]["label"] == "random-seed-0" and doc["device"] == "cpu"
-    assert doc["limits"]["max_image_side"] > 0 and doc["defaults"]["steps"] > 0
+    assert doc["limits"]["max_image_side"] > 0 and doc["defaults"]["iterations"] > 0
     assert doc["ready_workers"] >= 1
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
@@ -148,7 +148,7 @@ def test_a_wrong_key_exits_with_the_auth_code(torchserve, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, code, field", [
-    (["--steps", "0"], cli.EXIT_REJECTED, "params.steps"),
+    (["--iterations", "0"], cli.EXIT_REJECTED, "params.iterations"),
     (["--model", "no_such_model"], cli.EXIT_NOT_FOUND, None),
 ])
 def test_a_refused_request_exits_with_its_code(torchserve, tmp_path, capsys, argv, code, field):

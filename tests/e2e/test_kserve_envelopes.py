@@ -29,7 +29,7 @@ from torchserve_server import ROOT, KServeEndpoint, Server, torchserve_fixture
 pytestmark = pytest.mark.e2e  # every test talks to a TorchServe
 
 DATA = ROOT / "tests" / "data"
-FAST = {"image_size": 32, "steps": 2}
+FAST = {"image_size": 32, "iterations": 2}
 
 
 def request_body(**params: Any) -> dict[str, Any]:
@@ -87,13 +87,13 @@ def test_result_equals_the_plain_request(kserve, plain_answer, path):
 
 
 def test_bad_parameter_is_a_400_naming_it(kserve):
-    resp = kserve.post(kserve.wrap([request_body(steps=0)]), kserve.kserve_path)
+    resp = kserve.post(kserve.wrap([request_body(iterations=0)]), kserve.kserve_path)
     assert resp.status_code == 400, resp.text
     assert resp.headers["content-type"].startswith("application/json")
     (answer,) = kserve.unwrap(resp.json(), 1)
     error = answer["error"]
-    assert (error["code"], error["field"], error["status"]) == ("out_of_range", "params.steps", 400)
-    assert "params.steps" in error["message"] and error["request_id"]
+    assert (error["code"], error["field"], error["status"]) == ("out_of_range", "params.iterations", 400)
+    assert "params.iterations" in error["message"] and error["request_id"]
 
 
 def test_each_request_of_a_call_answers_alone(kserve):

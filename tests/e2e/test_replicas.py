@@ -23,7 +23,7 @@ from torchserve_server import KSERVE_HEARTBEAT_TIMEOUT_S, ROOT, KServeEndpoint, 
 pytestmark = pytest.mark.e2e  # starts a third replica of its own (running_kserve)
 
 DATA = ROOT / "tests" / "data"
-SLOW = {"image_size": 128, "steps": 2000}  # minutes on a CPU: it only ends early
+SLOW = {"image_size": 128, "iterations": 2000}  # minutes on a CPU: it only ends early
 
 
 def stylize_body(**params: Any) -> dict[str, Any]:
@@ -59,8 +59,8 @@ def test_a_job_submitted_to_one_replica_is_watched_cancelled_and_fetched_through
     assert code == 200 and flagged["job"]["cancel_requested"] is True
     wait_until(b, job_id, lambda j: j["state"] == "cancelled")  # A stopped its run
     code, result = b.call({"job": {"action": "result", "id": job_id}})
-    assert code == 200 and result["stopped"] == "cancelled" and 2 <= result["iterations"] < SLOW["steps"]
-    code, quick = b.call(stylize_body(image_size=32, steps=3) | {"job": {"action": "submit"}})
+    assert code == 200 and result["stopped"] == "cancelled" and 2 <= result["iterations"] < SLOW["iterations"]
+    code, quick = b.call(stylize_body(image_size=32, iterations=3) | {"job": {"action": "submit"}})
     wait_until(a, quick["job"]["id"], lambda j: j["state"] == "succeeded")
     code, result = a.call({"job": {"action": "result", "id": quick["job"]["id"]}})
     assert code == 200 and result["iterations"] == 3

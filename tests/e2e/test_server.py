@@ -16,7 +16,7 @@ from PIL import Image
 DATA = Path(__file__).resolve().parents[1] / "data"
 CONTENT = DATA / "chelsea_128x96.png"
 STYLE = DATA / "starry_night_64x64.png"
-FAST = {"image_size": 64, "steps": 5}
+FAST = {"image_size": 64, "iterations": 5}
 
 
 def inference_key(server) -> str:
@@ -31,7 +31,7 @@ def test_stylize_through_sdk(torchserve_client, torchserve):
     assert set(result.losses) == {"content", "style", "tv", "total"}
     assert result.weights == "random-seed-0"  # every response says which weights served it
     assert result.device == "cpu"
-    assert result.params["steps"] == 5 and result.params["init"] == "content"  # effective params echoed
+    assert result.params["iterations"] == 5 and result.params["init"] == "content"  # effective params echoed
     assert result.timings_ms["total"] > 0
 
 
@@ -51,9 +51,9 @@ def test_request_without_token_is_refused(torchserve, tmp_path, monkeypatch):
 
 def test_bad_request_is_a_400_and_the_worker_stays_up(torchserve_client, torchserve):
     with pytest.raises(BadRequestError) as err:
-        torchserve_client.stylize(CONTENT, STYLE, steps=0, image_size=64)
+        torchserve_client.stylize(CONTENT, STYLE, iterations=0, image_size=64)
     assert err.value.status_code == 400
-    assert err.value.field == "params.steps"
+    assert err.value.field == "params.iterations"
     assert err.value.code == "out_of_range"
 
     headers = {"Authorization": f"Bearer {inference_key(torchserve)}", "Content-Type": "application/json"}
@@ -77,7 +77,7 @@ def test_cli_writes_the_stylized_image(torchserve, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "nst_client", "stylize", str(CONTENT), str(STYLE), "-o", str(out),
          "--url", torchserve.url, "--key-file", str(torchserve.key_file),
-         "--image-size", "64", "--steps", "3", "--output-format", "jpeg"],
+         "--image-size", "64", "--iterations", "3", "--output-format", "jpeg"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -103,13 +103,13 @@ def test_health_and_model_description(torchserve_client, torchserve):
     assert meta["weights"]["label"] == "random-seed-0" and meta["weights"]["source"] == "random"
     assert meta["device"] == "cpu"
     assert meta["limits"]["max_image_side"] == 4096 and meta["limits"]["memory_budget_mb"] > 0  # in force
-    assert meta["defaults"]["steps"] == 300
+    assert meta["defaults"]["iterations"] == 300
 
 
 def test_model_metrics_reach_prometheus(torchserve_client, torchserve):
     torchserve_client.stylize(CONTENT, STYLE, **FAST)
     with pytest.raises(BadRequestError):
-        torchserve_client.stylize(CONTENT, STYLE, steps=0, image_size=64)
+        torchserve_client.stylize(CONTENT, STYLE, iterations=0, image_size=64)
     text = requests.get(f"{torchserve.metrics_url}/metrics", timeout=10).text  # no token on 8082
     for name in ("NSTRequests", "NSTIterations", "NSTOutputPixels", "NSTSecondsPerIteration",
                  "NSTStyleCacheHits", "NSTStyleCacheMisses"):

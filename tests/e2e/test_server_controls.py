@@ -15,7 +15,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 CONTENT = DATA / "chelsea_128x96.png"
 STARRY = DATA / "starry_night_64x64.png"
 SCREAM = DATA / "the_scream_128x96.png"
-FAST = {"image_size": 64, "steps": 4}
+FAST = {"image_size": 64, "iterations": 4}
 
 
 def test_every_control_in_one_request(torchserve_client):
@@ -59,7 +59,7 @@ def test_cli_repeatable_style_and_history(torchserve, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "nst_client", "stylize", str(CONTENT), str(STARRY), "--style", str(SCREAM),
          "--style-blend-weights", "1,1", "--scales", "2", "--history-out", str(history), "-o", str(out),
-         "--url", torchserve.url, "--key-file", str(torchserve.key_file), "--image-size", "64", "--steps", "2"],
+         "--url", torchserve.url, "--key-file", str(torchserve.key_file), "--image-size", "64", "--iterations", "2"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -68,13 +68,13 @@ def test_cli_repeatable_style_and_history(torchserve, tmp_path):
 
 
 def test_time_budget_stops_early_and_says_so(torchserve_client):
-    result = torchserve_client.stylize(CONTENT, STARRY, image_size=64, steps=2000, time_budget_s=1.0, return_history=True)
+    result = torchserve_client.stylize(CONTENT, STARRY, image_size=64, iterations=2000, time_budget_s=1.0, return_history=True)
     assert result.stopped == "time_budget"
     assert 1 <= result.iterations < 2000
     assert result.params["time_budget_s"] == 1.0
     assert result.history is not None and len(result.history) == result.iterations
     assert result.image.size == (64, 48)
-    assert torchserve_client.stylize(CONTENT, STARRY, **FAST).stopped == "steps"
+    assert torchserve_client.stylize(CONTENT, STARRY, **FAST).stopped == "iterations"
 
 
 def test_repeated_style_is_a_cache_hit_with_identical_pixels(torchserve_client):

@@ -22,8 +22,8 @@ from torchserve_server import Server, running_server, torchserve_fixture
 pytestmark = pytest.mark.e2e  # starts its own TorchServe (running_server)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-QUICK = {"image_size": 32, "steps": 3}
-SLOW = {"image_size": 128, "steps": 2000}  # minutes on a CPU: it only ends early
+QUICK = {"image_size": 32, "iterations": 3}
+SLOW = {"image_size": 128, "iterations": 2000}  # minutes on a CPU: it only ends early
 LEASE_S = 10  # handler/model-config.yaml, handler.jobs.lease_s
 
 
@@ -132,9 +132,9 @@ def test_an_abandoned_job_ends_when_its_lease_runs_out(jobs_torchserve) -> None:
     status = job(jobs_torchserve, abandoned["id"]).json()["job"]
     assert status["state"] == "cancelled" and status["cancel_requested"] is True
     # Ended by its lease, not by its end (counted, not timed: a loaded machine stretches the time).
-    assert status["iteration"] < SLOW["steps"], status
+    assert status["iteration"] < SLOW["iterations"], status
     print(f"abandoned job: the next request ended {waited:.1f} s after the submit (lease {LEASE_S} s, "
-          f"{status['iteration']} of {SLOW['steps']} iterations run)")
+          f"{status['iteration']} of {SLOW['iterations']} iterations run)")
 
 
 def test_a_killed_worker_reports_its_jobs_failed_and_keeps_earlier_results(jobs_torchserve) -> None:
@@ -167,7 +167,7 @@ def test_two_workers_share_the_store_and_the_device(jobs_torchserve) -> None:
         job(jobs_torchserve, running["id"], "cancel")
         wait_until(jobs_torchserve, running["id"], lambda j: j["state"] == "cancelled")
         # Two jobs at once on two workers: one device, so one after the other.
-        first, second = submit(jobs_torchserve, image_size=64, steps=40), submit(jobs_torchserve, image_size=64, steps=40)
+        first, second = submit(jobs_torchserve, image_size=64, iterations=40), submit(jobs_torchserve, image_size=64, iterations=40)
         done = [wait_until(jobs_torchserve, j["id"], lambda s: s["state"] == "succeeded") for j in (first, second)]
         spans = sorted((d["started_s"], d["finished_s"]) for d in done)
         # Order, not time: a job's start and end are both recorded under the device lock.

@@ -18,7 +18,7 @@ SHALLOW = {"content_layers": ["relu2_2"], "style_layers": ["relu1_1", "relu2_1"]
 
 
 def test_a_plan_through_the_sdk_shows_tiles_memory_and_seconds(torchserve_client) -> None:
-    plan = torchserve_client.plan(CONTENT, STYLE, image_size=128, steps=6, scales=2, tile_size=48)
+    plan = torchserve_client.plan(CONTENT, STYLE, image_size=128, iterations=6, scales=2, tile_size=48)
     assert (plan.width, plan.height) == (128, 96) and plan.params["dry_run"] is True
     coarse, fine = plan.levels
     assert (coarse.side, coarse.tile, coarse.tiles) == (64, 48, 2)
@@ -34,10 +34,10 @@ def test_a_plan_through_the_sdk_shows_tiles_memory_and_seconds(torchserve_client
 
 
 def test_a_plan_is_answered_while_a_job_runs(torchserve_client) -> None:
-    job = torchserve_client.submit(CONTENT, STYLE, image_size=128, steps=2000)
+    job = torchserve_client.submit(CONTENT, STYLE, image_size=128, iterations=2000)
     try:
         poll(lambda: job.status().state, lambda state: state == "running", what="the job running")
-        plan = torchserve_client.plan(CONTENT, STYLE, image_size=128, steps=10)
+        plan = torchserve_client.plan(CONTENT, STYLE, image_size=128, iterations=10)
         assert plan.levels[0].tiles == 1
         assert job.status().state == "running"  # answered beside the job, not after it
     finally:
@@ -48,8 +48,8 @@ def test_a_tiled_request_gives_the_whole_image_s_result(torchserve_client) -> No
     # Two L-BFGS iterations: without a line search each one magnifies the runs' rounding
     # differences about a hundredfold (tests/engine/test_tiled.py), and a near-zero term's
     # relative difference with them, hence the absolute tolerance besides the relative one.
-    whole = torchserve_client.stylize(CONTENT, STYLE, image_size=96, steps=2, **SHALLOW)
-    tiled = torchserve_client.stylize(CONTENT, STYLE, image_size=96, steps=2, tile_size=32, **SHALLOW)
+    whole = torchserve_client.stylize(CONTENT, STYLE, image_size=96, iterations=2, **SHALLOW)
+    tiled = torchserve_client.stylize(CONTENT, STYLE, image_size=96, iterations=2, tile_size=32, **SHALLOW)
     assert tiled.params["tile_size"] == 32 and whole.params["tile_size"] is None
     assert tiled.image.size == whole.image.size == (96, 72)
     assert tiled.losses == pytest.approx(whole.losses, rel=1e-3, abs=1e-6)
@@ -59,7 +59,7 @@ def test_a_tiled_request_gives_the_whole_image_s_result(torchserve_client) -> No
 
 def test_nst_client_plan_prints_the_levels(torchserve, capsys) -> None:
     conn = ["--url", torchserve.url, "--key-file", str(torchserve.key_file), "--max-retries", "0"]
-    argv = ["plan", str(CONTENT), str(STYLE), "--image-size", "128", "--steps", "4", "--tile-size", "64", *conn]
+    argv = ["plan", str(CONTENT), str(STYLE), "--image-size", "128", "--iterations", "4", "--tile-size", "64", *conn]
     assert cli.main([*argv, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is True and doc["command"] == "plan"

@@ -24,7 +24,7 @@ from PIL import Image, ImageCms
 DATA = Path(__file__).resolve().parents[1] / "data"
 CONTENT = DATA / "chelsea_128x96.png"
 STARRY = DATA / "starry_night_64x64.png"
-FAST = {"image_size": 64, "steps": 2}
+FAST = {"image_size": 64, "iterations": 2}
 
 
 def _tiff_tensor(data: bytes) -> torch.Tensor:
@@ -114,7 +114,7 @@ def test_cli_full_size_previews_sixteen_bits_and_alpha(torchserve, tmp_path):
         [sys.executable, "-m", "nst_client", "stylize", str(content), str(STARRY), "-o", str(out),
          "--output-format", "tiff16", "--color-control", "original_colors", "--save-previews", str(previews),
          "--preview-every", "1", "--url", torchserve.url, "--key-file", str(torchserve.key_file), "--json",
-         "--image-size", "64", "--steps", "2"],
+         "--image-size", "64", "--iterations", "2"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr

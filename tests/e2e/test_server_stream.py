@@ -16,7 +16,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 def _body(**params) -> str:
     b64 = lambda name: base64.b64encode((DATA / name).read_bytes()).decode()  # noqa: E731
     return json.dumps({"content": b64("chelsea_128x96.png"), "style": b64("starry_night_64x64.png"),
-                       "params": {"image_size": 64, "steps": 6, **params}})
+                       "params": {"image_size": 64, "iterations": 6, **params}})
 
 
 def _post(server, body: str) -> requests.Response:
@@ -56,10 +56,10 @@ def test_sdk_stream_and_progress_bar_against_the_real_server(torchserve, capsys)
 
     with StyleTransferClient(base_url=torchserve.url, key_file=torchserve.key_file, max_retries=0) as client:
         events = list(client.stylize_stream(DATA / "chelsea_128x96.png", DATA / "starry_night_64x64.png",
-                                            image_size=64, steps=4, progress_every=1))
+                                            image_size=64, iterations=4, progress_every=1))
         assert [e.iteration for e in events if isinstance(e, ProgressEvent)] == [0, 1, 2, 3, 4]
         assert isinstance(events[-1], ResultEvent) and events[-1].result.image.size == (64, 48)
         result = client.stylize(DATA / "chelsea_128x96.png", DATA / "starry_night_64x64.png",
-                                image_size=64, steps=3, progress=True)
+                                image_size=64, iterations=3, progress=True)
         assert result.iterations == 3
         assert "3/3" in capsys.readouterr().err  # the tqdm bar

@@ -38,7 +38,7 @@ def noisy_mask() -> bytes:
     return buf.getvalue()
 
 
-GOOD = {"content": b64(PNG), "style": b64(STYLE), "params": {"image_size": 32, "steps": 1}}
+GOOD = {"content": b64(PNG), "style": b64(STYLE), "params": {"image_size": 32, "iterations": 1}}
 
 
 def body(**changes) -> str:
@@ -74,16 +74,16 @@ CASES: list[tuple[str, str | bytes, int, str, str | None]] = [
     ("decompression bomb header", body(content=b64(png_claiming_size(60000, 60000))), 413, "image_too_large", "content"),
     ("params not an object", json.dumps({**GOOD, "params": [1]}), 400, "invalid_type", "params"),
     ("unknown param", body(params={"colour": 1}), 400, "unknown_param", "params.colour"),
-    ("steps as string", body(params={"steps": "3"}), 400, "invalid_type", "params.steps"),
-    ("steps as bool", body(params={"steps": True}), 400, "invalid_type", "params.steps"),
-    ("steps zero", body(params={"steps": 0}), 400, "out_of_range", "params.steps"),
-    ("steps over the limit", body(params={"steps": 10**6}), 400, "out_of_range", "params.steps"),
+    ("iterations as string", body(params={"iterations": "3"}), 400, "invalid_type", "params.iterations"),
+    ("iterations as bool", body(params={"iterations": True}), 400, "invalid_type", "params.iterations"),
+    ("iterations zero", body(params={"iterations": 0}), 400, "out_of_range", "params.iterations"),
+    ("iterations over the limit", body(params={"iterations": 10**6}), 400, "out_of_range", "params.iterations"),
     ("image_size over the limit", body(params={"image_size": 100000}), 400, "out_of_range", "params.image_size"),
     ("image_size fractional", body(params={"image_size": 64.5}), 400, "invalid_type", "params.image_size"),
     ("negative weight", body(params={"style_weight": -1}), 400, "out_of_range", "params.style_weight"),
-    ("infinite weight", body().replace('"steps": 1', '"steps": 1, "tv_weight": 1e999'), 400, "out_of_range",
+    ("infinite weight", body().replace('"iterations": 1', '"iterations": 1, "tv_weight": 1e999'), 400, "out_of_range",
      "params.tv_weight"),
-    ("NaN weight", body().replace('"steps": 1', '"steps": 1, "content_weight": NaN'), 400, "out_of_range",
+    ("NaN weight", body().replace('"iterations": 1', '"iterations": 1, "content_weight": NaN'), 400, "out_of_range",
      "params.content_weight"),
     ("unknown init", body(params={"init": "random"}), 400, "invalid_choice", "params.init"),
     ("unknown output format", body(params={"output_format": "gif"}), 400, "invalid_choice", "params.output_format"),

@@ -43,7 +43,7 @@ def test_concurrent_clients_lose_and_mix_up_nothing(torchserve):
     def request(client_id: int, n: int) -> tuple[int, int, bytes]:
         with StyleTransferClient(base_url=torchserve.url, key_file=torchserve.key_file, max_retries=3) as client:
             seed = client_id * PER_CLIENT + n
-            result = client.stylize(CONTENT, STYLE, image_size=32, steps=2, init="noise", seed=seed)
+            result = client.stylize(CONTENT, STYLE, image_size=32, iterations=2, init="noise", seed=seed)
             assert result.params["seed"] == seed
             return client_id, n, result.image_bytes
 
@@ -67,7 +67,7 @@ def test_killed_worker_is_a_5xx_then_the_retry_succeeds(torchserve) -> None:
     def call(name: str, retries: int) -> None:
         with StyleTransferClient(base_url=torchserve.url, key_file=torchserve.key_file, max_retries=retries) as client:
             try:
-                outcomes[name] = client.stylize(CONTENT, STYLE, image_size=64, steps=300)
+                outcomes[name] = client.stylize(CONTENT, STYLE, image_size=64, iterations=300)
             except ServerError as exc:
                 outcomes[name] = exc
 
@@ -97,5 +97,5 @@ def test_time_budget_ends_the_run_before_its_steps(torchserve):
     iterations at 64 px take minutes, so a run stopped by a 2 s budget ran far fewer (counted,
     not timed: how long the answer took depends on the machine's load)."""
     with StyleTransferClient(base_url=torchserve.url, key_file=torchserve.key_file, max_retries=0) as client:
-        result = client.stylize(CONTENT, STYLE, image_size=64, steps=2000, time_budget_s=2.0)
+        result = client.stylize(CONTENT, STYLE, image_size=64, iterations=2000, time_budget_s=2.0)
     assert result.stopped == "time_budget" and 1 <= result.iterations < 2000

@@ -48,7 +48,7 @@ def test_every_parameter_has_its_flag(command: str) -> None:
     flags = _flags(command)
     for param in PARAMS:
         action = flags[param.name]
-        assert action.help.startswith(param.cli.help)  # and, for a renamed one, its old spelling
+        assert (action.help or "").startswith(param.cli.help)  # and, for a renamed one, its old spelling
         if typing.get_origin(param.type) is typing.Literal:
             assert tuple(action.choices or ()) == typing.get_args(param.type)
     if command == "stylize":
