@@ -158,7 +158,7 @@ def overhead_probe(size: int, rounds: int, device: torch.device) -> dict:
     ``rounds`` times in turn, one :data:`OVERHEAD_STEPS`-iteration run of each configuration:
     the whole image, tiles within a half-side square's memory (squares) and within a
     three-quarter-side square's (bands), and both again within the whole image's planned peak,
-    which keeps tails (:func:`nst.memory.fit_level`). Ratios of the median seconds per iteration, so the
+    which keeps tails (:func:`nst.memory.plan_memory`). Ratios of the median seconds per iteration, so the
     VM's drift hits the three alike. Then :data:`CALIBRATIONS_PER_ROUND` x ``rounds`` start-up
     speed measurements (:func:`nst_http.budget.measure_speed`), in microseconds per
     pixel-iteration.
@@ -169,7 +169,7 @@ def overhead_probe(size: int, rounds: int, device: torch.device) -> dict:
     whole_plan = make_plan((size, size), [(size, size)], StylizeOptions(iterations=OVERHEAD_STEPS,
                                                                         gradient_checkpointing=False))
     # (tile_size, budget): without a budget no tail is kept; within the whole image's planned
-    # peak, as many as fit (nst.memory.fit_level).
+    # peak, as many as fit (nst.memory.plan_memory).
     runs = {"whole": (None, None), "squares": (size // 2, None), "bands": (size * 3 // 4, None),
             "squares, tails kept": (size // 2, whole_plan.peak_bytes),
             "bands, tails kept": (size * 3 // 4, whole_plan.peak_bytes)}

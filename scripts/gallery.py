@@ -118,7 +118,7 @@ def contact_sheet(tiles: list[tuple[str, Image.Image]], columns: int, title: str
     label underneath, and a title line on top."""
     font = ImageFont.load_default()
     pad, line_h, label_lines = 8, 12, 3
-    tiles = [(label, im if im.width <= box[0] and im.height <= box[1] else _fit(im, box)) for label, im in tiles]
+    tiles = [(label, im if im.width <= box[0] and im.height <= box[1] else _shrunk_to(im, box)) for label, im in tiles]
     cell_w, cell_h = box[0], box[1] + label_lines * line_h + 4
     rows = -(-len(tiles) // columns)
     title_h = 2 * line_h
@@ -134,7 +134,7 @@ def contact_sheet(tiles: list[tuple[str, Image.Image]], columns: int, title: str
     return sheet
 
 
-def _fit(im: Image.Image, box: tuple[int, int]) -> Image.Image:
+def _shrunk_to(im: Image.Image, box: tuple[int, int]) -> Image.Image:
     scale = min(box[0] / im.width, box[1] / im.height)
     return im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
 

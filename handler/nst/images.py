@@ -129,10 +129,12 @@ def _to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
     return converted
 
 
-def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
-    """Return ``(width, height)`` scaled so the longer side is ``long_side`` pixels, aspect kept."""
-    scale = long_side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
+def scaled_to_long_side(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """``size = (h, w)`` in pixels scaled so that its longer side is ``long_side`` pixels, aspect
+    kept (each side rounded, at least 1): the one resize rule of images, levels and previews."""
+    h, w = size
+    scale = long_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -145,7 +147,7 @@ def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def to_tensor(img: Image.Image, long_side: int | None, device: torch.device | str = "cpu") -> torch.Tensor:
     """Resize ``img`` (antialiased bicubic) to ``long_side`` pixels (``None``: keep its size) and
     return ``(1, 3, H, W)`` in ``[0, 1]``."""
-    w, h = fit_long_side(img.width, img.height, long_side) if long_side else img.size
+    h, w = scaled_to_long_side((img.height, img.width), long_side) if long_side else (img.height, img.width)
     img = img.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=None) if (w, h) != img.size else img
     return TF.to_tensor(img).unsqueeze(0).to(device)
 

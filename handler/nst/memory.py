@@ -15,7 +15,7 @@ Bytes are counted per pixel of the image optimized (fp32):
   floats per pixel).
 
 A tiled level (:mod:`nst.tiled`) needs the activations of its largest crop (interior plus halo)
-instead of the whole image's. :func:`fit_level` picks, for a budget: the whole image if it
+instead of the whole image's. :func:`plan_memory` picks, for a budget: the whole image if it
 fits; else gradient checkpointing if that fits; else two tiles (halves, or bands: the grid
 with the fewest crop pixels, :func:`nst.tiling.tile_grid`) if they fit; else the largest
 tiles that fit. What the budget leaves over a tiled level's peak buys time: as many tiles as
@@ -108,7 +108,7 @@ def _network(layers: Sequence[str]) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class Fit:
+class MemoryPlan:
     """How one level runs within a budget, and what it is expected to need."""
 
     tile: int | None
@@ -150,7 +150,7 @@ def level_bytes(size: tuple[int, int], layers: Sequence[str], content_layers: Se
 
 def _tiled_cost(size: tuple[int, int], tile: int, layers: Sequence[str], kept_tails: int) -> tuple[int, float, int]:
     """Tiles of the grid the run will cut, the pixels one iteration processes over the image's
-    (:attr:`Fit.cost`), and a crop's mean area (pixels)."""
+    (:attr:`MemoryPlan.cost`), and a crop's mean area (pixels)."""
     tiles = tile_grid(size, tile, layers)
     area = sum(t.crop_pixels for t in tiles)
     extra = TILED_PASSES_COST - 1  # a crop's gradient-free forward pass, per pixel
@@ -160,9 +160,9 @@ def _tiled_cost(size: tuple[int, int], tile: int, layers: Sequence[str], kept_ta
     return len(tiles), passes / (size[0] * size[1]), area // len(tiles)
 
 
-def fit_level(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], *,
+def plan_memory(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], *,
               budget: int | None, history: int, tile: int | None = None,
-              checkpointing: bool | None = None) -> Fit | None:
+              checkpointing: bool | None = None) -> MemoryPlan | None:
     """Choose how a level of ``size`` runs (see the module); ``None`` when nothing fits.
 
     Args:
@@ -174,14 +174,14 @@ def fit_level(size: tuple[int, int], layers: Sequence[str], content_layers: Sequ
     """
     tile = tile if tile is not None and tile < max(size) else None
     if budget is None:
-        return _fit(size, layers, content_layers, tile, checkpointing, history)
+        return _memory_plan(size, layers, content_layers, tile, checkpointing, history)
     histories = [history]
     if history:  # at most half the budget; failing that, the fewest pairs
         pair_bytes = 2 * PIXEL_BYTES * size[0] * size[1]
         histories = sorted({min(history, max(MIN_HISTORY, budget // 2 // pair_bytes)), min(history, MIN_HISTORY)},
                            reverse=True)
     for kept in histories:
-        chosen = _fit_budget(size, layers, content_layers, budget, kept, tile, checkpointing)
+        chosen = _within_budget(size, layers, content_layers, budget, kept, tile, checkpointing)
         if chosen is not None:
             return chosen
     return None
@@ -193,39 +193,39 @@ def checkpoints(size: tuple[int, int], tile: int | None, checkpointing: bool | N
     return checkpointing if checkpointing is not None else tile is None and size[0] * size[1] > CHECKPOINT_PIXELS
 
 
-def _fit(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], tile: int | None,
-         checkpointing: bool | None, history: int, kept_tails: int = 0) -> Fit:
-    """The :class:`Fit` of one choice."""
+def _memory_plan(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], tile: int | None,
+         checkpointing: bool | None, history: int, kept_tails: int = 0) -> MemoryPlan:
+    """The :class:`MemoryPlan` of one choice."""
     tiles, cost, crop = (1, 1.0, size[0] * size[1]) if tile is None else _tiled_cost(size, tile, layers, kept_tails)
     on = checkpoints(size, tile, checkpointing)
     peak = level_bytes(size, layers, content_layers, tile=tile, checkpointing=on, history=history,
                        kept_tails=kept_tails)
-    return Fit(tile, tiles, kept_tails, checkpointing, history, peak, cost * (CHECKPOINT_COST if on else 1.0), crop)
+    return MemoryPlan(tile, tiles, kept_tails, checkpointing, history, peak, cost * (CHECKPOINT_COST if on else 1.0), crop)
 
 
-def _keep_tails(fit: Fit, size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str],
-                budget: int) -> Fit:
-    """``fit`` (tiled, within ``budget``) with as many kept tails as the rest of the budget holds."""
-    if fit.tile is None or fit.checkpointing or tail_shares(layers) is None:
-        return fit
-    one = _fit(size, layers, content_layers, fit.tile, fit.checkpointing, fit.history, 1).peak_bytes - fit.peak_bytes
-    for kept in range(min(fit.tiles - 1, (budget - fit.peak_bytes) // max(one, 1)), 0, -1):
-        keeping = _fit(size, layers, content_layers, fit.tile, fit.checkpointing, fit.history, kept)
+def _keep_tails(chosen: MemoryPlan, size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str],
+                budget: int) -> MemoryPlan:
+    """``chosen`` (tiled, within ``budget``) with as many kept tails as the rest of the budget holds."""
+    if chosen.tile is None or chosen.checkpointing or tail_shares(layers) is None:
+        return chosen
+    one = _memory_plan(size, layers, content_layers, chosen.tile, chosen.checkpointing, chosen.history, 1).peak_bytes - chosen.peak_bytes
+    for kept in range(min(chosen.tiles - 1, (budget - chosen.peak_bytes) // max(one, 1)), 0, -1):
+        keeping = _memory_plan(size, layers, content_layers, chosen.tile, chosen.checkpointing, chosen.history, kept)
         if keeping.peak_bytes <= budget:  # (the estimate's rounding)
             return keeping
-    return fit
+    return chosen
 
 
-def _fit_budget(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], budget: int,
-                history: int, tile: int | None, checkpointing: bool | None) -> Fit | None:
+def _within_budget(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str], budget: int,
+                history: int, tile: int | None, checkpointing: bool | None) -> MemoryPlan | None:
     """The first choice that fits ``budget``: the tile asked for; else the whole image, without
     then with checkpointing; else two tiles; else the largest tiles; tiles with as many kept
     tails as fit."""
     if tile is not None:
-        chosen = _fit(size, layers, content_layers, tile, bool(checkpointing), history)
+        chosen = _memory_plan(size, layers, content_layers, tile, bool(checkpointing), history)
         return _keep_tails(chosen, size, layers, content_layers, budget) if chosen.peak_bytes <= budget else None
     for ckpt in ((checkpointing,) if checkpointing is not None else (False, True)):
-        whole = _fit(size, layers, content_layers, None, ckpt, history)
+        whole = _memory_plan(size, layers, content_layers, None, ckpt, history)
         if whole.peak_bytes <= budget:
             return whole
     grid = align(layers)
@@ -233,7 +233,7 @@ def _fit_budget(size: tuple[int, int], layers: Sequence[str], content_layers: Se
     counts = range(2, max(size) // MIN_TILE + 1)
     sides = [(max(size) - 1) // grid * grid] * bool(counts) + [-(-max(size) // n // grid) * grid for n in counts]
     for side in sides:
-        tiled = _fit(size, layers, content_layers, side, bool(checkpointing), history)
+        tiled = _memory_plan(size, layers, content_layers, side, bool(checkpointing), history)
         if tiled.peak_bytes <= budget:
             return _keep_tails(tiled, size, layers, content_layers, budget)
     return None

@@ -13,21 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .memory import MIN_HISTORY, MIN_TILE, fit_level
+from .images import scaled_to_long_side
+from .memory import MIN_HISTORY, MIN_TILE, plan_memory
 from .options import MAX_LEVELS, OptionError, StylizeOptions, normalized
 from .tiling import align
 from .vgg import min_side
 
 Size = tuple[int, int]
 """``(height, width)`` in pixels."""
-
-
-def fit(size: Size, long_side: int) -> Size:
-    """``size = (h, w)`` scaled so that its longer side is ``long_side`` pixels, aspect kept
-    (each side rounded, at least 1)."""
-    h, w = size
-    scale = long_side / max(h, w)
-    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 def pyramid_sides(long_side: int, levels: int) -> tuple[int, ...]:
@@ -188,7 +181,7 @@ def make_plan(content_size: Size, style_sizes: Sequence[Size], options: StylizeO
             output's.
         blend: the blend weights from :func:`check_inputs` (computed here when ``None``,
             without the init-image check).
-        budget: bytes the optimization may use (:func:`nst.memory.fit_level` fits each level
+        budget: bytes the optimization may use (:func:`nst.memory.plan_memory` fits each level
             in it with tiles, checkpointing and a shorter L-BFGS history); ``None``: no budget.
 
     Raises:
@@ -202,7 +195,7 @@ def make_plan(content_size: Size, style_sizes: Sequence[Size], options: StylizeO
     opts = options.effective()
     if blend is None:
         blend = check_inputs(options, len(style_sizes), has_init_image=True)
-    output = content_size if long_side is None else fit(content_size, long_side)
+    output = content_size if long_side is None else scaled_to_long_side(content_size, long_side)
     sides = opts.scales or (max(output),)
     if sides[-1] != max(output):
         raise OptionError("out_of_range", "scales",
@@ -214,31 +207,31 @@ def make_plan(content_size: Size, style_sizes: Sequence[Size], options: StylizeO
                           f"of the deepest layer in use), got {opts.tile_size}")
     levels = []
     for index, (side, iterations) in enumerate(zip(sides, split_iterations(opts.iterations, len(sides)))):
-        size = output if side == max(output) else fit(output, side)
+        size = output if side == max(output) else scaled_to_long_side(output, side)
         if min(size) < needed:
             name = "image_size" if index == len(sides) - 1 else "scales"
             raise OptionError("image_too_small", name, f"the output would be {size[1]}x{size[0]} pixels at long side "
                               f"{side}; both sides must be at least {needed} pixels for these layers (raise "
                               f"{name} or use a less elongated content image)")
-        scaled = tuple(fit(s, max(1, round(side * opts.style_scale))) for s in style_sizes)
+        scaled = tuple(scaled_to_long_side(s, max(1, round(side * opts.style_scale))) for s in style_sizes)
         for i, (h, w) in enumerate(scaled):
             if min(h, w) < needed:
                 raise OptionError("image_too_small", "style_scale" if opts.style_scale < 1 else "style",
                                   f"style image {i} would be {w}x{h} pixels at long side {side}; both sides must "
                                   f"be at least {needed} pixels (see {{field}})")
-        fitted = fit_level(size, opts.content_layers + opts.style_layers, opts.content_layers, budget=budget,
+        memory = plan_memory(size, opts.content_layers + opts.style_layers, opts.content_layers, budget=budget,
                            history=opts.lbfgs_history if opts.optimizer == "lbfgs" else 0, tile=opts.tile_size,
                            checkpointing=opts.gradient_checkpointing)
-        if fitted is None:
+        if memory is None:
             assert budget is not None
-            need = fit_level(size, opts.content_layers + opts.style_layers, opts.content_layers, budget=None,
+            need = plan_memory(size, opts.content_layers + opts.style_layers, opts.content_layers, budget=None,
                              history=MIN_HISTORY, tile=opts.tile_size or MIN_TILE, checkpointing=False)
             raise OptionError("over_memory_budget", "tile_size" if opts.tile_size else "image_size",
                               f"level {index} ({size[1]}x{size[0]} pixels) needs about "
                               f"{_gib(need.peak_bytes if need else 0)} "
                               f"even in {opts.tile_size or MIN_TILE} px tiles, more than this server's memory budget "
                               f"({_gib(budget)}); lower {{field}}")
-        levels.append(Level(index=index, side=side, size=size, style_sizes=scaled, iterations=iterations, tile=fitted.tile,
-                            tiles=fitted.tiles, kept_tails=fitted.kept_tails, checkpointing=fitted.checkpointing, history=fitted.history,
-                            peak_bytes=fitted.peak_bytes, cost=fitted.cost, pass_pixels=fitted.pass_pixels))
+        levels.append(Level(index=index, side=side, size=size, style_sizes=scaled, iterations=iterations, tile=memory.tile,
+                            tiles=memory.tiles, kept_tails=memory.kept_tails, checkpointing=memory.checkpointing, history=memory.history,
+                            peak_bytes=memory.peak_bytes, cost=memory.cost, pass_pixels=memory.pass_pixels))
     return Plan(options=opts, levels=tuple(levels), blend=tuple(blend))

@@ -17,7 +17,7 @@ evaluation, and no more memory (pass 2 holds one crop's graph at a time anyway, 
 kept one before it computes the next). Without a gradient to compute (the losses alone), pass 1
 takes the content term too and is the only pass.
 
-Where memory allows (:func:`nst.memory.fit_level` counts it), the first ``kept_tails`` tiles of
+Where memory allows (:func:`nst.memory.plan_memory` counts it), the first ``kept_tails`` tiles of
 pass 1 also keep a graph: the part of the network after :data:`TAIL_AFTER` runs with gradients
 on the head's output, and pass 2 backpropagates through that kept tail into its input before
 it runs only the head again, with gradients, and pushes that gradient on into the pixels. In

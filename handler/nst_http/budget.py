@@ -6,7 +6,7 @@ the CPU; on CUDA, what the worker holds plus what its own GPU has free once the 
 loaded (``torch.cuda.mem_get_info`` of its device, and its allocator's unused cached blocks),
 less :data:`CUDA_RESERVE_BYTES` and :data:`CUDA_RESERVE_SHARE` for what the memory model
 leaves out. The optimization's share is that peak less what the worker already holds once
-loaded (the runtime, the weights), measured at start-up; :func:`nst.memory.fit_level` plans
+loaded (the runtime, the weights), measured at start-up; :func:`nst.memory.plan_memory` plans
 each level within it.
 """
 

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import torch
-from nst.images import encode_image, fit_long_side
+from nst.images import encode_image, scaled_to_long_side
 from nst.plan import Plan
 from nst.records import Iterate, Stylized
 
@@ -99,7 +99,7 @@ def preview_event(it: Iterate, long_side: int) -> dict[str, Any]:
     never enlarged), as JPEG."""
     assert it.image is not None
     h, w = it.image.shape[-2:]
-    pw, ph = fit_long_side(w, h, min(long_side, max(w, h)))
+    ph, pw = scaled_to_long_side((h, w), min(long_side, max(w, h)))
     small = it.image if (ph, pw) == (h, w) else torch.nn.functional.interpolate(it.image, size=(ph, pw), mode="area")
     return {"event": "preview", "iteration": it.iteration, "width": pw, "height": ph,
             "image": base64.b64encode(encode_image(small, "jpeg", jpeg_quality=80)).decode("ascii")}

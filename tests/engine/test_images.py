@@ -13,8 +13,8 @@ from nst.images import (
     ImageDecodeError,
     decode_image,
     encode_image,
-    fit_long_side,
     open_image,
+    scaled_to_long_side,
     to_pil,
     to_tensor,
 )
@@ -143,12 +143,12 @@ def test_huge_header_is_refused_without_decoding(width: int, height: int) -> Non
     assert "truncated" not in str(info.value)
 
 
-def test_fit_long_side() -> None:
-    assert fit_long_side(128, 96, 64) == (64, 48)
-    assert fit_long_side(96, 128, 64) == (48, 64)
-    assert fit_long_side(64, 64, 512) == (512, 512)
-    assert fit_long_side(1000, 10, 16) == (16, 1)  # never 0
-    w, h = fit_long_side(1920, 1080, 500)
+def test_scaled_to_long_side_keeps_the_aspect_and_never_reaches_zero() -> None:
+    assert scaled_to_long_side((96, 128), 64) == (48, 64)
+    assert scaled_to_long_side((128, 96), 64) == (64, 48)
+    assert scaled_to_long_side((64, 64), 512) == (512, 512)
+    assert scaled_to_long_side((10, 1000), 16) == (1, 16)  # never 0
+    h, w = scaled_to_long_side((1080, 1920), 500)
     assert w == 500 and h == round(1080 * 500 / 1920)
 
 

