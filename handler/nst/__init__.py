@@ -2,12 +2,12 @@
 
 Importable and testable without TorchServe or HTTP: ``nst.options`` (every option, declared once,
 and its rules), ``nst.plan`` (the coarse-to-fine levels of a run, checked against the images'
-sizes), ``nst.objective`` (a level's loss: whole image or tiled), ``nst.stylize`` (L-BFGS or Adam
-over the pixels, executing a plan), ``nst.records`` (what
-a run reports), ``nst.losses`` (Gram matrix, content/style/TV losses), ``nst.vgg`` (VGG16/VGG19
-features by layer name), ``nst.color``, ``nst.masks`` and ``nst.cache`` (the controls' helpers),
-``nst.images`` (decode/resize/encode) and ``nst.weights`` (where the weights come from;
-``nst.hed`` fetches and converts HED's). The HTTP contract is ``nst_http``'s.
+sizes), ``nst.objective`` (a level's loss: whole image or tiled), ``nst.stylize`` (L-BFGS or
+Adam over the pixels, executing a plan), ``nst.records`` (what a run reports), ``nst.losses``
+(Gram matrix, content/style/TV losses), ``nst.vgg`` (VGG16/VGG19 features by layer name),
+``nst.color``, ``nst.masks`` and ``nst.cache`` (the controls' helpers), ``nst.images``
+(decode/resize/encode) and ``nst.weights`` (where the weights come from; ``nst.hed`` fetches and
+converts HED's). The HTTP contract is ``nst_http``'s; serving a worker is ``nst_service``'s.
 """
 
 from .options import StylizeOptions
