@@ -110,8 +110,11 @@ demo: check-java install
 	  status=$$?; $(MAKE) --no-print-directory stop; \
 	  test $$status -eq 0 && echo "wrote $(DEMO_OUT) and $(DEMO_COMPARE)"; exit $$status
 
+# Two runs: the fast tier on every core, then the end-to-end tier in one process (its tests
+# share session servers); together, every test.
 test: check-java install
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not e2e"
+	$(PY) -m pytest tests -m e2e
 
 # The fast tier: everything but the tests marked e2e (pytest.ini), which start the real TorchServe.
 test-fast: install

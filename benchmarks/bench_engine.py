@@ -38,6 +38,7 @@ import argparse
 import copy
 import datetime as dt
 import json
+import os
 import platform
 import statistics
 import sys
@@ -51,7 +52,7 @@ sys.path.insert(0, str(ROOT / "handler"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import peers  # noqa: E402
-from large import large_cases, large_probe, overhead_probe, section_large, section_overhead  # noqa: E402
+from large import CALIBRATION_ENV, large_cases, large_probe, overhead_probe, section_large, section_overhead  # noqa: E402
 from memory import memory_probe, section_memory  # noqa: E402
 from nst.cache import StyleCache, StyleTargets  # noqa: E402
 from nst.images import decode_image, to_pil, to_tensor  # noqa: E402
@@ -350,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.iters, args.peer_size, args.peer_seconds, args.history = [64], 3, 64, 2.0, 3
         args.ttq_size, args.ttq_steps, args.ttq_levels, args.ttq_scaled_steps = 64, 10, 2, 10
         memory_cases, memory_iters = [(64, False), (64, True)], 2
-        large = large_cases([256, 512], [256], 2048)
+        large = [(96, None, None), (96, 48, None)]  # whole, and in tiles: the overhead row
+        os.environ[CALIBRATION_ENV] = "2"  # start-up speed runs of two iterations, here and in the probes
     features = build_vgg19_features(make_random(0).state).to(device)  # speed and memory only
     # Real weights only for the sections about results (fetching HED's takes a few seconds).
     real = resolve(args.weights) if {"peers", "quality"} & set(args.only) else None
@@ -382,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "large":
             body = section_large(device, large, 2)
         elif name == "overhead":
-            body = section_overhead(device, *((128, 1) if args.quick else (args.large_sizes[0], 3)))
+            body = section_overhead(device, *((64, 1) if args.quick else (args.large_sizes[0], 3)))
         else:
             body = section_speed_curve(features, device, *(([128, 192], 1) if args.quick else ([512, 1024, 1448], 3)))
         report = (f"\n## {titles[name]} ({dt.date.today().isoformat()})\n\n"

@@ -19,6 +19,7 @@ does what a worker does: loads the network, measures its speed on the start-up r
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -34,9 +35,18 @@ from nst.records import Iterate
 from nst.stylize import stylize
 from nst.vgg import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, build_vgg19_features
 from nst.weights import make_random
-from nst_http.budget import measure_budget, measure_speed, peak_rss
+from nst_http.budget import CALIBRATION_STEPS, measure_budget, measure_speed, peak_rss
 
 BENCH_ENGINE = Path(__file__).with_name("bench_engine.py")
+#: Set by ``bench_engine.py --quick`` for itself and its probe processes: the iterations of each
+#: start-up speed measurement (:func:`calibration_steps`).
+CALIBRATION_ENV = "NST_BENCH_CALIBRATION_STEPS"
+
+
+def calibration_steps() -> int:
+    """Iterations of a start-up speed measurement here: ``measure_speed``'s own, or two in a
+    ``--quick`` smoke run (:data:`CALIBRATION_ENV`), where only the tables' shapes matter."""
+    return int(os.environ.get(CALIBRATION_ENV, CALIBRATION_STEPS))
 GIB = 2**30
 
 
@@ -57,7 +67,7 @@ def large_probe(size: int, tile: int | None, budget_mb: int | None, iters: int, 
     """Run in a fresh process: one case of the section (see the module)."""
     features = build_vgg19_features(make_random(0).state).to(device)
     budget = measure_budget(budget_mb, device) if budget_mb is not None else None
-    curve, seconds, work = measure_speed(features, device)
+    curve, seconds, work = measure_speed(features, device, calibration_steps())
     rate = seconds / work
     options = StylizeOptions(iterations=iters, tile_size=tile)
     plan = make_plan((size, size), [(size, size)], options, budget=None if budget is None else budget.working)
@@ -184,7 +194,7 @@ def overhead_probe(size: int, rounds: int, device: torch.device) -> dict:
             seconds[name] += [b - a for a, b in zip(stamps, stamps[1:])]
             levels[name] = plan.levels[0]
     whole = statistics.median(seconds["whole"])
-    speeds = (measure_speed(features, device) for _ in range(CALIBRATIONS_PER_ROUND * rounds))
+    speeds = (measure_speed(features, device, calibration_steps()) for _ in range(CALIBRATIONS_PER_ROUND * rounds))
     rates = sorted(s / w * 1e6 for _, s, w in speeds)
     return {"size": size, "calibration_us": rates,
             "runs": {name: {"tiles": levels[name].tiles, "kept": levels[name].kept_tails, "cost": levels[name].cost,

@@ -18,7 +18,7 @@ import math
 import statistics
 
 import torch
-from large import evaluation_stamper
+from large import calibration_steps, evaluation_stamper
 from nst.options import StylizeOptions
 from nst.plan import make_plan
 from nst.stylize import stylize
@@ -42,7 +42,7 @@ def section_speed_curve(features: VGGFeatures, device: torch.device, sides: list
     levels = {}
     for r in range(rounds):
         for _ in range(STARTUPS_PER_ROUND):
-            curve, seconds, work = measure_speed(features, device)
+            curve, seconds, work = measure_speed(features, device, calibration_steps())
             startup.append(seconds / work * 1e6)
         for side in sides:
             steps = _steps(side)

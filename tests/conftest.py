@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
@@ -44,6 +46,27 @@ from torchserve_server import (  # noqa: E402,F401 - session fixtures: one serve
 #: Tests whose HTTP traffic with the test server is checked against docs/openapi.yaml.
 CONTRACT_CHECKED = (ROOT / "tests" / "e2e", ROOT / "tests" / "reliability")
 QUALITY = ROOT / "tests" / "quality"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pytest.ini): a run that starts no TorchServe (``-m "not e2e"``) on every core;
+    any other in one process (0: no xdist), as the end-to-end tests share session servers that
+    each worker would start again."""
+    return (os.cpu_count() or 1) if "not e2e" in (config.option.markexpr or "") else 0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist, each worker gets its own ``TMPDIR``: job stores and device locks default to
+    ``$TMPDIR/nst-jobs``, which the workers of one run must not share (two machines would not)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        os.environ["TMPDIR"] = tempfile.mkdtemp(prefix=f"nst-tests-{worker}-")
+        tempfile.tempdir = None  # recomputed from TMPDIR
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER") and Path(tempfile.gettempdir()).name.startswith("nst-tests-"):
+        shutil.rmtree(tempfile.gettempdir(), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

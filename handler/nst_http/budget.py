@@ -174,17 +174,18 @@ class LoopClock:
         return self._last[0] - self._first[0], self._last[1] - self._first[1]
 
 
-def measure_speed(features: VGGFeatures, device: torch.device) -> tuple[SpeedCurve, float, float]:
-    """Time :data:`CALIBRATION_STEPS` iterations of the default configuration on random
-    ``CALIBRATION_SIDE`` px images, so that a worker's first estimates have a figure (its real
-    runs then refine it).
+def measure_speed(features: VGGFeatures, device: torch.device,
+                  iterations: int = CALIBRATION_STEPS) -> tuple[SpeedCurve, float, float]:
+    """Time ``iterations`` (:data:`CALIBRATION_STEPS`; fewer only in benchmarks' smoke runs)
+    iterations of the default configuration on random ``CALIBRATION_SIDE`` px images, so that a
+    worker's first estimates have a figure (its real runs then refine it).
 
     Returns:
         ``(curve, seconds, work)``: the device's :class:`SpeedCurve` from the start-up run's
         pixels, and the run's seconds and pixel-iterations (its speed at the curve's reference).
     """
     _timed_run(features, device, CALIBRATION_SIDE // 2, 1)
-    seconds, work = _timed_run(features, device, CALIBRATION_SIDE, CALIBRATION_STEPS)
+    seconds, work = _timed_run(features, device, CALIBRATION_SIDE, iterations)
     pixels = CALIBRATION_SIDE**2
     curve = SpeedCurve(pixels, CPU_SPEED_EXPONENT, CPU_SPEED_HOLD * pixels) if device.type == "cpu" else FLAT
     return curve, seconds, work

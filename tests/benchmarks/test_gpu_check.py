@@ -20,8 +20,9 @@ PARTS = {"device", "agreement", "speed", "long_run", "host_reads", "handler", "m
 
 
 def check(*args: str, out: Path) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
+    # One torch thread, as in the tests' own process: the fast tier runs a test on every core.
     proc = subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(out)], capture_output=True, text=True,
-                          timeout=900)
+                          timeout=900, env=os.environ | {"OMP_NUM_THREADS": "1"})
     return proc, json.loads((out / "gpu_check.json").read_text())
 
 

@@ -137,8 +137,11 @@ def test_a_queued_job_has_an_estimate_from_the_worker_s_measured_speed(jobs_hand
     wait_for(jobs_handler, model_dir, jobs_config, running["id"], lambda j: (j["iteration"] or 0) >= 2)
     queued = call(jobs_handler, model_dir, jobs_config, body | {"job": {"action": "submit"}})[0]["job"]
     assert queued["state"] == "queued" and queued["position"] == 1
+    # Its own run at the measured speed, plus what the running job has left: that part comes
+    # from the running job's elapsed time, so only its sign is a state to assert (the sum's
+    # arithmetic is tests/http/test_job_estimates.py's).
     own = 60 * 32 * 24 * jobs_handler.service.worker.desk.seconds_per_work
-    assert queued["eta_s"] is not None and own < queued["eta_s"] < own + 60 * 32 * 24 * speed * 3
+    assert queued["eta_s"] is not None and queued["eta_s"] > own
     for job_id in (queued["id"], running["id"]):
         status(jobs_handler, model_dir, jobs_config, job_id, "cancel")
     wait_for(jobs_handler, model_dir, jobs_config, running["id"], lambda j: j["state"] == "cancelled")
