@@ -93,11 +93,12 @@ def _render(args: argparse.Namespace, cells: Sequence[Cell], manifest: Manifest,
         MissingDependencyError: ``args.progress`` without tqdm.
         KeyboardInterrupt: Ctrl-C.
     """
-    todo = [c for c in cells if not manifest.done(c)]
-    todo_files = {c.file for c in todo}
+    todo: List[Cell] = []
     for cell in cells:
-        if cell.file not in todo_files:
+        if manifest.done(cell):
             log(f"[{cell.index + 1}/{len(cells)}] {cell.label}: done before, skipped")
+        else:
+            todo.append(cell)
     outcome = Outcome({}, [])
     if not todo:
         return outcome
