@@ -69,7 +69,7 @@ def test_speed_has_a_floor_and_an_engine_figure_per_size_and_precision(smoke) ->
     speed = result(smoke, "speed")
     assert speed["history"] == 3 and speed["clock"] == "perf_counter"
     assert {(r["size"], r["precision"]) for r in speed["rows"]} == {
-        (s, p) for s in (64, 96) for p in ("fp32", "tf32", "bf16")}
+        (s, p) for s in (64,) for p in ("fp32", "tf32", "bf16")}
     assert all(r["floor_s"] > 0 and r["engine_s"] > 0 and r["ratio"] > 0 for r in speed["rows"])
 
 

@@ -130,8 +130,8 @@ def guided(features, opts, content, styles):
 
 
 CASES = {
-    "default layers": ({}, (136, 120), 48, 1, False),
-    "two styles, guided by masks": ({"style_blend_weights": (0.3, 0.7)}, (136, 120), 48, 2, True),
+    "default layers": ({}, (100, 88), 48, 1, False),
+    "two styles, guided by masks": ({"style_blend_weights": (0.3, 0.7)}, (100, 88), 48, 2, True),
     "avg pooling, shallow layers, small tiles": ({"pooling": "avg", **SHALLOW}, (70, 90), 16, 1, False),
 }
 

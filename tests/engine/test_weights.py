@@ -256,23 +256,23 @@ def test_imagenet_vgg16_uses_the_cached_file(offline: Path) -> None:
 
 # --- the demo's fallback -------------------------------------------------------------------------
 
-def test_weights_cli_falls_back_to_hed_only_when_asked(hed_wheel: Path, offline: Path, root_dir: Path,
-                                                       tmp_path: Path) -> None:
-    """``make demo``'s path: the ImageNet download fails, one line says so, HED is saved."""
+def test_weights_cli_falls_back_to_hed_only_when_asked(hed_wheel: Path, offline: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """``make demo``'s path: the ImageNet download fails, one line says so, HED is saved (the CLI's
+    ``main`` in this process; ``test_weights_cli_offline_exits_2`` runs the module as a program)."""
+    monkeypatch.setenv("NST_CACHE_DIR", str(hed_wheel.parent))
     out_dir = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=str(root_dir / "handler"), NST_CACHE_DIR=str(hed_wheel.parent))
-    command = [sys.executable, "-m", "nst.weights", "--weights", "imagenet", "--out-dir", str(out_dir)]
-    proc = subprocess.run([*command, "--fallback", "hed"], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    notes = [line for line in proc.stderr.splitlines() if "using WEIGHTS=hed instead" in line]
+    assert weights.main(["--weights", "imagenet", "--out-dir", str(out_dir), "--fallback", "hed"]) == 0
+    out, err = capsys.readouterr()
+    notes = [line for line in err.splitlines() if "using WEIGHTS=hed instead" in line]
     assert len(notes) == 1 and notes[0].startswith("could not download the ImageNet weights")
-    assert "hed-bsds500-vgg16" in proc.stdout
+    assert "hed-bsds500-vgg16" in out
     prov = weights.read_provenance(out_dir / weights.PROVENANCE_FILE)
     assert (prov.source, prov.label, prov.network, prov.input_convention) == ("hed", "hed-bsds500-vgg16", "vgg16", "caffe")
     # Without --fallback (make archive's default) the same failure is an error.
-    strict = subprocess.run(command + ["--out-dir", str(tmp_path / "strict")], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert strict.returncode == 2 and "WEIGHTS=hed" in strict.stderr
+    assert weights.main(["--weights", "imagenet", "--out-dir", str(tmp_path / "strict")]) == 2
+    assert "WEIGHTS=hed" in capsys.readouterr().err
 
 
 # --- the records and the README's table ----------------------------------------------------------
