@@ -91,8 +91,7 @@ class Settings:
     memory_iters: int = 3  # large_probe needs 2 or more
 
 
-QUICK = Settings(agreement_size=64, speed_sizes=(64,), history=3, timed=3, long_size=64, long_steps=20,
-                 reads_size=64, reads_steps=(3, 6), handler_size=64, handler_steps=3, memory_sizes=(96,), memory_iters=2)
+QUICK = Settings(64, (64,), 3, 3, 64, 20, 64, (3, 6), 64, 3, (96,), 2)  # the fields in order
 
 
 @cache
