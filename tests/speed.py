@@ -25,6 +25,9 @@ def speed_measured_once(shared: Path) -> Iterator[None]:
     call ``measure_speed`` itself."""
     import nst_service.worker as worker
 
+    if getattr(worker.measure_speed, "shared", False):  # another conftest's session fixture is on
+        yield
+        return
     real, measured = worker.measure_speed, {}
 
     def once(features: Any, device: torch.device) -> Any:
@@ -37,6 +40,7 @@ def speed_measured_once(shared: Path) -> Iterator[None]:
                 measured[key] = pickle.loads(kept.read_bytes())
         return measured[key]
 
+    once.shared = True  # type: ignore[attr-defined]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(worker, "measure_speed", once)
         yield

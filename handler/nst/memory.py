@@ -61,8 +61,10 @@ MIN_TILE = 128
 #: Bytes of an fp32 RGB pixel.
 PIXEL_BYTES = 12
 #: Image-sized vectors besides L-BFGS's history: image, gradient, and L-BFGS's direction,
-#: previous gradient, previous step and one temporary (Adam: image, gradient, two moments).
-WORK_VECTORS = 6
+#: previous gradient, previous step and one temporary (Adam: image, gradient, two moments);
+#: the step projected onto the box and the image before it (``bounded``), and the best image
+#: so far (:func:`nst.stylize.stylize`).
+WORK_VECTORS = 9
 
 _CHANNELS = (64, 128, 256, 512, 512)
 

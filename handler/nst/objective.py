@@ -43,6 +43,7 @@ from .records import named_terms
 from .tiled import assembled_features, evaluate_tiled, image_grams
 from .tiling import Tile, tile_grid
 from .vgg import FeatureExtractor, VGGFeatures, feature_size
+from .wasserstein import W2StyleLoss, with_ones
 
 
 class Objective(ABC):
@@ -204,6 +205,11 @@ def first_level_objective(features: VGGFeatures, options: StylizeOptions, conten
     return build_objective(features, plan, plan.levels[0], LevelImages(content, list(styles)), style_targets)
 
 
+def _W2_FEATURES(features: torch.Tensor) -> torch.Tensor:
+    """A W2 style layer's features as its statistics see them (float32, a ones channel)."""
+    return with_ones(features.float())
+
+
 def _size(image: torch.Tensor) -> tuple[int, int]:
     """``(H, W)``, in pixels, of a ``(..., H, W)`` tensor."""
     return image.shape[-2], image.shape[-1]
@@ -228,14 +234,15 @@ def _style_terms(features: VGGFeatures, opts: StylizeOptions, blend: Sequence[fl
             # Everything the Grams depend on besides what the caller's key names (the style
             # input, and with colour control or masks the content and the masks).
             grams.append(style_targets.get(i, (tuple(s.shape), opts.style_layers, opts.pooling, opts.precision,
-                                               opts.color_control, regions is not None, id(features),
-                                               str(s.device)), compute))
+                                               opts.color_control, opts.style_loss, regions is not None,
+                                               id(features), str(s.device)), compute))
     size = _size(images.content)
     style: dict[str, StyleTerm] = {}
     for name in opts.style_layers:
         layer = [g[name] for g in grams]
         if images.content_regions is None:
-            style[name] = StyleLoss(sum((w * g for w, g in zip(blend, layer)), torch.zeros_like(layer[0])))
+            target = sum((w * g for w, g in zip(blend, layer)), torch.zeros_like(layer[0]))
+            style[name] = W2StyleLoss(target) if opts.style_loss == "w2" else StyleLoss(target)
             continue
         assert style_regions is not None
         # Each region's target blends the styles that have pixels of that region's colour.
@@ -243,18 +250,24 @@ def _style_terms(features: VGGFeatures, opts: StylizeOptions, blend: Sequence[fl
         weight = torch.stack(present)  # (S, R)
         weight = weight / weight.sum(0, keepdim=True)
         target = torch.einsum("sr,srij->rij", weight, torch.stack(layer))  # (R, C, C)
-        style[name] = GuidedStyleLoss(target, resize_regions(images.content_regions, feature_size(size, name)))
+        masks = resize_regions(images.content_regions, feature_size(size, name))
+        style[name] = W2StyleLoss(target, masks) if opts.style_loss == "w2" else GuidedStyleLoss(target, masks)
     return style
 
 
 def _style_grams(features: VGGFeatures, opts: StylizeOptions, style: torch.Tensor, regions: torch.Tensor | None,
                  tile: int | None) -> Targets:
     """``{layer: (1, C, C) Gram}`` of one ``(1, 3, h, w)`` style image, or with ``(R, 1, h, w)``
-    ``regions`` the region-guided ``(R, C, C)`` Grams; tile by tile with ``tile``."""
+    ``regions`` the region-guided ``(R, C, C)`` Grams; tile by tile with ``tile``. With
+    ``style_loss="w2"`` the Grams of the features with a ones channel, ``(R, C+1, C+1)``: the
+    augmented second moments of :mod:`nst.wasserstein`."""
     extractor = FeatureExtractor(features, opts.style_layers, opts.pooling, precision=opts.precision)
+    prepare = _W2_FEATURES if opts.style_loss == "w2" else None
     if tile is not None:
-        return image_grams(extractor, style, tile_grid(_size(style), tile, opts.style_layers), regions)
+        return image_grams(extractor, style, tile_grid(_size(style), tile, opts.style_layers), regions, prepare)
     feats = extractor(style)
+    if prepare is not None:
+        feats = {n: prepare(f) for n, f in feats.items()}
     if regions is None:
         return {n: gram_matrix(f) for n, f in feats.items()}
     return {n: guided_gram_matrix(f, resize_regions(regions, f.shape[-2:])) for n, f in feats.items()}

@@ -59,15 +59,22 @@ class LBFGS:
         history_size: pairs ``(s, y)`` kept, each two image-sized vectors (memory).
         lr: step length after the first iteration (the first is ``min(1, 1 / |g|_1) * lr``,
             as torch's).
+        bounds: ``(low, high)``: keep every coordinate in the box, as L-BFGS-B's projections do
+            (Byrd et al. 1995): the gradient projected (:meth:`_projected`), the direction zero
+            on the coordinates held at a bound, each step clamped into the box, and the pair's
+            ``s`` the step taken. The image must start in the box. ``None``: unbounded, exactly
+            torch's steps.
     """
 
-    def __init__(self, image: torch.Tensor, *, history_size: int = 100, lr: float = 1.0) -> None:
+    def __init__(self, image: torch.Tensor, *, history_size: int = 100, lr: float = 1.0,
+                 bounds: tuple[float, float] | None = None) -> None:
         if history_size < 1:
             raise ValueError(f"history_size must be at least 1, got {history_size}")
-        self.image, self.lr = image, lr
+        self.image, self.lr, self.bounds = image, lr, bounds
         self.pairs: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=history_size)
         """``(s, y, 1 / (y . s))`` of the kept pairs, oldest first (flat vectors, 0-dim)."""
         self._d: torch.Tensor | None = None  # the last direction (flat)
+        self._s: torch.Tensor | None = None  # with bounds: the last step taken, after projection (flat)
         self._t: torch.Tensor | float = lr  # the last step length
         self._g: torch.Tensor | None = None  # the last gradient (flat)
         self._h: torch.Tensor | float = 1.0  # scale of the initial inverse Hessian, y.s / y.y
@@ -81,25 +88,47 @@ class LBFGS:
             if self.image.grad is None:
                 raise ValueError("evaluate() left no gradient in the image")
             g = self.image.grad.reshape(-1)
+            free = None
+            if self.bounds is not None:
+                g, free = self._projected(g)
             t: torch.Tensor | float
             if self._d is None or self._g is None:
                 read = host.to_host(values)
                 d, t = g.neg(), torch.clamp(1.0 / g.abs().sum(), max=1.0) * self.lr
             else:
-                y, s = g - self._g, self._d * self._t
+                y = g - self._g
+                s = self._d * self._t if self._s is None else self._s
                 ys = y.dot(s)
                 read = host.to_host(torch.cat([values.to(ys.dtype), (ys > CURVATURE_MIN).to(ys.dtype).reshape(1)]))
                 if read.pop():
                     self.pairs.append((s, y, 1.0 / ys))
                     self._h = ys / y.dot(y)
                 d, t = self._direction(g), self.lr
+                if free is not None:
+                    d = d * free  # the bound coordinates stay where they are
             report(read)
             self._g = g
             # torch takes no step along a direction that is not one of descent (g . d > 1 with
             # tolerance_change -1); its state keeps d and t all the same.
             take = (g.dot(d) <= 1.0).to(g.dtype)
-            self.image.add_((d * (take * t)).view_as(self.image))
+            if self.bounds is None:
+                self.image.add_((d * (take * t)).view_as(self.image))
+            else:  # the step projected onto the box; the pair's s is the step taken
+                before = self.image.detach().reshape(-1).clone()
+                self.image.add_((d * (take * t)).view_as(self.image)).clamp_(*self.bounds)
+                self._s = self.image.detach().reshape(-1) - before
             self._d, self._t = d, t
+
+    def _projected(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projected gradient of L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995, sec. 2): ``g``
+        with the coordinates at a bound whose gradient points out of the box zeroed, and the
+        ``0``/``1`` mask of the free coordinates (flat, like ``g``)."""
+        assert self.bounds is not None
+        x = self.image.detach().reshape(-1)
+        low, high = self.bounds
+        held = ((x <= low) & (g > 0)) | ((x >= high) & (g < 0))
+        free = (~held).to(g.dtype)
+        return g * free, free
 
     def _direction(self, g: torch.Tensor) -> torch.Tensor:
         """``-H g`` for the L-BFGS inverse Hessian ``H`` of the kept pairs (two-loop recursion)."""

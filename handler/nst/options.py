@@ -23,6 +23,8 @@ COLOR_CONTROLS: tuple[str, ...] = ("none", "luminance", "histogram", "original_c
 #: Gram matrices depend on the content too); ``"original_colors"`` acts after it.
 STYLE_RECOLOURING: tuple[str, ...] = ("luminance", "histogram")
 OPTIMIZERS: tuple[str, ...] = ("lbfgs", "adam")
+#: The style losses (:mod:`nst.losses`, :mod:`nst.wasserstein`).
+STYLE_LOSSES: tuple[str, ...] = ("gram", "w2")
 MODES: tuple[str, ...] = ("stylize", "reconstruct_content", "reconstruct_style")
 #: Most coarse-to-fine levels (``scales``).
 MAX_LEVELS = 8
@@ -216,6 +218,12 @@ class StylizeOptions:
     """Layers whose Gram matrices are matched to the style images' (Gatys et al. 2016, sec. 3)."""
     style_layer_weights: tuple[float, ...] | None = option(None, **_WEIGHTS)
     """One per style layer, normalized to sum 1; ``None``: equal."""
+    style_loss: str = option("gram", str, choices=STYLE_LOSSES)
+    """How the style layers' statistics are compared: ``"gram"``, the Gram matrices' normalized
+    squared error (Gatys et al. 2016, eq. 4); ``"w2"``, the Wasserstein-2 distance between
+    Gaussians with the features' means and covariances (Risser et al. 2017's remedy for the
+    Gram loss's ambiguity between a feature's mean and its spread; crowsonkb/style-transfer-pytorch's
+    default), :class:`nst.wasserstein.W2StyleLoss`."""
     optimizer: str = option("lbfgs", str, choices=OPTIMIZERS)
     learning_rate: float = option(0.02, float, minimum=1e-6, maximum=1.0, unit="pixel values per iteration")
     """Adam's step size, in pixel values (``[0, 1]``) per iteration; L-BFGS ignores it."""
@@ -252,6 +260,15 @@ class StylizeOptions:
     (see :class:`nst.vgg.FeatureExtractor`): at 2048 px about 30% more time per iteration for
     30% less peak memory (``benchmarks/RESULTS.md``). ``None``: on for levels above
     ``nst.memory.CHECKPOINT_PIXELS`` pixels (:func:`nst.memory.checkpoints`). Not a request parameter."""
+
+    bounded: bool = True
+    """Keep the pixels in ``[0, 1]`` throughout: L-BFGS's steps projected onto the box
+    (:class:`nst.optim.LBFGS` ``bounds``), Adam's clamped; ``False``: L-BFGS runs unbounded and
+    only the result is clamped (jcjohnson/neural-style). Not a request parameter (the study's
+    switch, ``docs/quality.md``)."""
+    keep_best: bool = True
+    """Return each level's lowest-loss image evaluated rather than its last iterate; ``False``:
+    the last (Gatys et al.). Not a request parameter (the study's switch)."""
 
     def __post_init__(self) -> None:
         check_fields(self)

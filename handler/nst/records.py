@@ -64,7 +64,8 @@ class Stylized:
     sizes: list[tuple[int, int]] = field(default_factory=list)
     """``(height, width)`` of each level run, coarse to fine."""
     stopped: str = "iterations"
-    """Why the run ended: ``"iterations"`` (all iterations ran), ``"time_budget"`` or ``"cancelled"``."""
+    """Why the run ended: ``"iterations"`` (all iterations ran), ``"time_budget"``, ``"cancelled"``
+    or ``"diverged"`` (a loss became NaN or infinite; the image is the best one before)."""
     cache_hits: int = 0
     cache_misses: int = 0
     """Style-cache lookups of this run (one per style image and level built), as its
@@ -98,7 +99,10 @@ class Recorder:
             self.callback(replace(it, image=scored.detach()))
 
     def restate_last(self, losses: dict[str, float]) -> None:
-        """Replace the last entry by the losses of the returned (full-size) image."""
+        """Replace the last entry by the losses of the returned (full-size) image (add it to
+        a history still empty: a run that diverged at its first evaluation)."""
+        if not self.history:
+            self.history.append(Iterate(0, self.iterations, losses))
         self.history[-1] = Iterate(iteration=self.done, iterations=self.iterations, losses=losses, level=self.levels - 1,
                                    levels=self.levels)
 
@@ -109,7 +113,7 @@ class Stopping:
     deadline, before an iteration that would likely end after it (estimated from the level's
     iterations so far). A caller that may cancel a run makes one with its event and hands it
     to :func:`nst.stylize.stylize`, which starts its clock; one per run. ``reason`` is what
-    :attr:`Stylized.stopped` reports."""
+    :attr:`Stylized.stopped` reports (the loop sets ``"diverged"`` itself)."""
 
     cancel: threading.Event | None = None
     deadline: float | None = None

@@ -16,6 +16,7 @@ kept) and a :class:`nst.records.Stopping` (cancellation and the time budget).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -234,34 +235,80 @@ class _Run:
 
     def optimize(self, start: torch.Tensor, objective: Objective, level: Level) -> tuple[torch.Tensor, int]:
         """Run up to ``level.iterations`` iterations from ``start`` (fewer if the next one would likely
-        be cut short by :attr:`stopping`; the first level always runs one), reporting each
-        evaluation to :attr:`recorder`. Returns the clamped result and the iterations completed.
+        be cut short by :attr:`stopping`, or a loss is not finite; the first level always runs
+        one), reporting each evaluation to :attr:`recorder`. Returns the level's result and the
+        iterations completed: the lowest-loss image evaluated (``keep_best``; the last iterate
+        is evaluated too), or the last iterate, clamped to ``[0, 1]``.
 
         Each iteration reads the host once (the loss terms, :mod:`nst.optim`); the callback, the
-        deadline and the cancel event use what was read."""
+        deadline, the cancel event and the best image so far use what was read."""
         opts, recorder = self.plan.options, self.recorder
         # A contiguous copy whatever the start's strides: the optimizers work on flat views.
-        image = start.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
+        image = start.detach().clone(memory_format=torch.contiguous_format)
+        if opts.bounded:
+            image.clamp_(0.0, 1.0)
+        image.requires_grad_(True)
         optimizer: Optimizer
         if opts.optimizer == "lbfgs":
-            optimizer = LBFGS(image, history_size=level.history or opts.lbfgs_history)
+            optimizer = LBFGS(image, history_size=level.history or opts.lbfgs_history,
+                              bounds=(0.0, 1.0) if opts.bounded else None)
         else:
             optimizer = Adam(image, lr=opts.learning_rate)
 
+        best = _Best()
         started = time.monotonic()
         completed = 0
         while completed < level.iterations:
             if (completed or level.index > 0) and self.stopping.now(started, completed):
                 break
-            # Reported between the read and the update: the callback sees the image evaluated.
-            optimizer.step(partial(objective.evaluate, image), partial(_report, recorder, completed, image, level))
+            try:  # reported between the read and the update: the callback sees the image evaluated
+                optimizer.step(partial(objective.evaluate, image), partial(best.report, recorder, completed, image, level))
+            except _Diverged:
+                self.stopping.reason = "diverged"
+                break
             completed += 1
         result = image.detach().clamp(0.0, 1.0)
-        if completed:  # the losses reported last are those of the returned (clamped) image
-            recorder.report(completed, objective.losses(result), result, level)
+        if completed:  # the losses reported last are those of the returned image
+            if self.stopping.reason == "diverged":
+                assert best.image is not None  # an iteration completed: its evaluation was finite
+                result, losses = best.image, best.losses
+            else:
+                losses = objective.losses(result)
+                if opts.keep_best and best.image is not None and best.total < losses["total"]:
+                    result, losses = best.image, best.losses
+            recorder.report(completed, losses, result, level)
         return result, completed
 
 
-def _report(recorder: Recorder, k: int, image: torch.Tensor, level: Level, values: list[float]) -> None:
-    """``recorder.report`` of the loss terms read to the host (:data:`nst.records.TERMS`)."""
-    recorder.report(k, named_terms(values), image, level)
+class _Diverged(Exception):
+    """A loss read from the device is NaN or infinite: the run stops before its update."""
+
+
+class _Best:
+    """A level's lowest-loss image among those evaluated, what ``keep_best`` returns (L-BFGS
+    without a line search may end above it, and drift up late in long runs) and a diverged
+    run ends with; and the reports of the evaluations to the :class:`Recorder`."""
+
+    def __init__(self) -> None:
+        self.total = float("inf")
+        self.image: torch.Tensor | None = None
+        self.losses: dict[str, float] = {}
+
+    def offer(self, losses: dict[str, float], image: torch.Tensor) -> None:
+        """Keep a copy of ``image`` (clamped to ``[0, 1]``) if its total loss is the lowest so far."""
+        if losses["total"] < self.total:
+            self.total, self.losses = losses["total"], losses
+            self.image = image.detach().clamp(0.0, 1.0)
+
+    def report(self, recorder: Recorder, k: int, image: torch.Tensor, level: Level, values: list[float]) -> None:
+        """``recorder.report`` of the loss terms read to the host (:data:`nst.records.TERMS`),
+        after offering the image evaluated.
+
+        Raises:
+            _Diverged: a term is NaN or infinite (before anything is reported).
+        """
+        losses = named_terms(values)
+        if not all(math.isfinite(v) for v in values):
+            raise _Diverged
+        self.offer(losses, image)
+        recorder.report(k, losses, image, level)

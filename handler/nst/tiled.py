@@ -37,7 +37,7 @@ test_tiled.py holds it to a relative error of 1e-4).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -249,17 +249,20 @@ def _split_crop_forward(extractor: FeatureExtractor, image: torch.Tensor, tile: 
 
 
 def image_grams(extractor: FeatureExtractor, image: torch.Tensor, tiles: Sequence[Tile],
-                regions: torch.Tensor | None) -> dict[str, torch.Tensor]:
+                regions: torch.Tensor | None,
+                prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """``{layer: Gram}`` of a (style) image, from its tiles' shares without gradients: plain
     ``(1, C, C)`` (:func:`nst.losses.gram_matrix`), or with ``(R, 1, H, W)`` ``regions`` the
     region-guided ``(R, C, C)`` (:func:`nst.losses.guided_gram_matrix` with the regions
-    resized to each layer), as the untiled computation gives them."""
+    resized to each layer), as the untiled computation gives them. ``prepare`` maps each
+    layer's features first (:func:`nst.wasserstein.with_ones`: augmented second moments)."""
     size = (image.shape[-2], image.shape[-1])
     masks = {} if regions is None else {n: resize_regions(regions, feature_size(size, n)) for n in extractor.layers}
     grams: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for tile, feats in tile_features(extractor, image, tiles):
             for name, f in feats.items():
+                f = f if prepare is None else prepare(f)
                 if regions is None:
                     share = gram_share(f, feature_size(size, name))
                 else:
