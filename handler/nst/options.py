@@ -26,6 +26,11 @@ OPTIMIZERS: tuple[str, ...] = ("lbfgs", "adam")
 #: The style losses (:mod:`nst.losses`, :mod:`nst.wasserstein`).
 STYLE_LOSSES: tuple[str, ...] = ("gram", "w2")
 MODES: tuple[str, ...] = ("stylize", "reconstruct_content", "reconstruct_style")
+#: The total variation weight of the reconstruction modes, relative to the reconstructed
+#: term's: measured on HED's VGG16 at 256 px (``docs/quality.md``, "Reconstructions"), 0 leaves
+#: the noise the pools cannot see, 1 gives ``relu2_2`` 23.5 dB and ``relu4_2`` 13.2 dB, 3 starts
+#: to flatten ``relu2_2``'s detail.
+RECONSTRUCTION_TV_WEIGHT = 1.0
 #: Most coarse-to-fine levels (``scales``).
 MAX_LEVELS = 8
 #: Largest loss weight: beyond it float32 losses overflow.
@@ -244,7 +249,9 @@ class StylizeOptions:
     (A request may also give a level count; ``nst_http.params`` turns it into sides.)"""
     mode: str = option("stylize", str, choices=MODES)
     """``"reconstruct_content"`` / ``"reconstruct_style"``: start from noise and match only the
-    content / only the style representation (Gatys et al. 2016, fig. 1)."""
+    content / only the style representation (Gatys et al. 2016, fig. 1), with the total variation
+    term at :data:`RECONSTRUCTION_TV_WEIGHT` (Mahendran & Vedaldi 2015's image prior); a content
+    reconstruction without ``scales`` runs coarse to fine from 32 px (:func:`nst.plan.reconstruction_sides`)."""
     time_budget_s: float | None = option(None, float, minimum=0.1, maximum=86400.0, nullable=True, unit="seconds")
     """Seconds of optimization after which the run stops early with the image so far; it stops
     before an iteration that would likely overrun (estimated from the iterations so far).
@@ -304,11 +311,13 @@ class StylizeOptions:
         if made is None:
             made = self
             if self.mode == "reconstruct_content":
-                made = replace(self, init="noise", content_weight=self.content_weight or 1.0, style_weight=0.0,
-                               tv_weight=0.0)
+                weight = self.content_weight or 1.0
+                made = replace(self, init="noise", content_weight=weight, style_weight=0.0,
+                               tv_weight=weight * RECONSTRUCTION_TV_WEIGHT)
             elif self.mode == "reconstruct_style":
-                made = replace(self, init="noise", style_weight=self.style_weight or 1.0, content_weight=0.0,
-                               tv_weight=0.0)
+                weight = self.style_weight or 1.0
+                made = replace(self, init="noise", style_weight=weight, content_weight=0.0,
+                               tv_weight=weight * RECONSTRUCTION_TV_WEIGHT)
             object.__setattr__(self, "_effective", made)
         return made
 

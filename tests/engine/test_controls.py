@@ -17,7 +17,8 @@ from nst import color
 from nst.losses import gram_matrix, guided_gram_matrix
 from nst.masks import MAX_REGIONS, MaskError
 from nst.objective import Objective
-from nst.plan import pyramid_sides, split_iterations
+from nst.options import RECONSTRUCTION_TV_WEIGHT
+from nst.plan import make_plan, pyramid_sides, reconstruction_sides, split_iterations
 from nst.stylize import Iterate, StylizeOptions, initial_image, stylize
 from nst.vgg import DEFAULT_STYLE_LAYERS, LAYER_INDEX, FeatureExtractor, VGGFeatures
 from torch import nn
@@ -392,18 +393,33 @@ def test_scales_are_checked(content, starry, features: VGGFeatures) -> None:
 def test_reconstruction(content, starry, features: VGGFeatures, mode: str, term: str) -> None:
     o = opts(iterations=5, mode=mode, seed=2)
     effective = o.effective()
-    assert effective.init == "noise" and effective.tv_weight == 0.0
-    assert (effective.content_weight, effective.style_weight) == ((1.0, 0.0) if term == "content" else (0.0, 10.0))
+    weight = 1.0 if term == "content" else 10.0
+    assert effective.init == "noise" and effective.tv_weight == weight * RECONSTRUCTION_TV_WEIGHT
+    assert (effective.content_weight, effective.style_weight) == ((weight, 0.0) if term == "content" else (0.0, weight))
+    plan = make_plan(tuple(content.shape[-2:]), [tuple(starry.shape[-2:])], o)
+    # A content reconstruction runs coarse to fine from 32 px; a style reconstruction at one level.
+    sides = reconstruction_sides(tuple(content.shape[-2:]), [], 1.0, 1, 5) if term == "content" else (max(content.shape),)
+    assert [level.side for level in plan.levels] == list(sides)
     seen: list[Iterate] = []
     result = stylize(content, starry, features, o, callback=seen.append)
-    # Iteration 0 is the seeded noise (init="content" is overridden).
-    noise = initial_image(content, "noise", 2)
-    assert seen[0].losses == pytest.approx(objective(features, o, content, [starry]).losses(noise), rel=1e-5)
+    # Iteration 0 is the seeded noise at the first level's size (init="content" is overridden).
+    first = plan.levels[0]
+    small_content, small_starry = F.interpolate(content, first.size), F.interpolate(starry, first.style_sizes[0])
+    noise = initial_image(small_content, "noise", 2)
+    expected = objective(features, o, small_content, [small_starry]).losses(noise)
+    assert seen[0].losses == pytest.approx(expected, rel=1e-5)
     assert seen[0].losses[term] > 0.05
-    weight = effective.content_weight if term == "content" else effective.style_weight
     for it in seen:
-        assert it.losses["total"] == pytest.approx(weight * it.losses[term], rel=1e-5)
+        assert it.losses["total"] == pytest.approx(weight * it.losses[term] + effective.tv_weight * it.losses["tv"], rel=1e-5)
     assert result.losses[term] < 0.9 * seen[0].losses[term]
+
+
+def test_a_content_reconstruction_s_pyramid_halves_down_to_32_px_or_the_layers_need() -> None:
+    assert reconstruction_sides((192, 256), [], 1.0, 16, 300) == (32, 64, 128, 256)
+    assert reconstruction_sides((192, 256), [], 1.0, 16, 2) == (128, 256)  # a level per iteration at most
+    assert reconstruction_sides((64, 256), [], 1.0, 16, 300) == (64, 128, 256)  # 16x64 would be too small
+    assert reconstruction_sides((192, 256), [(100, 30)], 1.0, 16, 300) == (64, 128, 256)  # so would the style
+    assert reconstruction_sides((20, 20), [], 1.0, 16, 300) == (20,)
 
 
 # --- spatial control (masks) -------------------------------------------------------------------

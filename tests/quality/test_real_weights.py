@@ -6,7 +6,7 @@ What is guarded, and what each threshold was measured at (``docs/quality.md``, "
   with NumPy (Keras' layer math: cross-correlation, ``padding="same"``, ReLU, 2x2 max pool) equal
   the engine's features, and the same weights fed the wrong (torchvision) convention do not;
 - what the features keep (Gatys et al. 2016, fig. 1): reconstructing the content image from
-  ``relu2_2`` gets it back almost exactly, from ``relu4_2`` less so;
+  ``relu2_2`` gets it back almost exactly, from ``relu4_2`` its arrangement;
 - the default stylization: the style loss falls at least tenfold from the content image's,
   while the content stays readable.
 
@@ -28,11 +28,12 @@ from nst.vgg import VGG_MEAN_BGR, FeatureExtractor, VGGFeatures, build_features
 from nst.weights import LoadedWeights
 from numpy.lib.stride_tricks import sliding_window_view
 
-#: Measured (docs/quality.md, "Tests"): PSNR of tubingen_64x64 reconstructed from noise by 300
-#: L-BFGS iterations: 19.7 dB from relu1_2, 12.2 dB from relu2_2, 9.7 dB from relu3_2, 9.3 dB
-#: from relu4_2 (the noise the pools cannot see stays, and the result is clamped to [0, 1]).
-RELU2_2_PSNR_DB = 12.2 - 1.0
-RELU4_2_PSNR_DB_AT_MOST = 9.3 + 1.0
+#: Measured (docs/quality.md, "Reconstructions"): PSNR of tubingen_64x64 reconstructed from noise
+#: by 200 L-BFGS iterations (coarse to fine, 32 then 64 px, total variation, pixels bounded):
+#: 20.5 dB from relu2_2, 12.7 dB from relu4_2. Before issue 25 (one level, no total variation,
+#: clamped at the end; 300 iterations): 12.2 and 9.3 dB.
+RELU2_2_PSNR_DB = 20.5 - 1.0
+RELU4_2_PSNR_DB = 12.7 - 1.0
 #: Measured: the default stylization of tubingen_128x96 in the style of starry_night_128x96
 #: (100 iterations) ends with the content term at 0.354 and the style term 1/25 of the content
 #: image's; with the old default style_weight (1e4) the content term ends at 0.94.
@@ -104,7 +105,7 @@ def test_caffe_weights_fed_torchvision_input_do_not_match(hed: LoadedWeights, ke
 # --- what the features keep -----------------------------------------------------------------------
 
 def _reconstruct(features: VGGFeatures, content: torch.Tensor, layer: str) -> torch.Tensor:
-    options = StylizeOptions(mode="reconstruct_content", content_layers=(layer,), iterations=300)
+    options = StylizeOptions(mode="reconstruct_content", content_layers=(layer,), iterations=200)
     return stylize(content, content, features, options).image
 
 
@@ -115,7 +116,7 @@ def test_content_reconstruction_keeps_less_deeper(hed_features: VGGFeatures, ten
     shallow = psnr(_reconstruct(hed_features, content, "relu2_2"), content)
     deep = psnr(_reconstruct(hed_features, content, "relu4_2"), content)
     assert shallow > RELU2_2_PSNR_DB, shallow
-    assert deep < RELU4_2_PSNR_DB_AT_MOST and deep < shallow - 2.0, (shallow, deep)
+    assert deep > RELU4_2_PSNR_DB and deep < shallow - 4.0, (shallow, deep)
 
 
 # --- the default stylization ----------------------------------------------------------------------
