@@ -82,6 +82,15 @@ def test_good_answers_pass() -> None:
     assert check_response("GET", "/ping", 200, "application/json", b'{"status": "Healthy"}') == []
 
 
+@pytest.mark.parametrize("reason", ["iterations", "time_budget", "cancelled", "diverged"])
+def test_every_stop_reason_the_engine_reports_is_in_the_spec(reason: str) -> None:
+    # nst.records.Stylized.stopped: "diverged" when a loss became NaN or infinite (the best image so far).
+    body = json.dumps({**good_result(), "stopped": reason})
+    assert check_response("POST", PREDICT, 200, "application/json", body) == []
+    assert check_response("POST", PREDICT, 200, "application/x-ndjson", ndjson({"event": "result", **good_result(
+        stream=True), "stopped": reason})) == []
+
+
 @pytest.mark.parametrize("status, content_type, body, expected", [
     (200, "application/json", {**good_result(), "image": None}, "['image']"),
     (200, "application/json", {**good_result(), "surprise": 1}, "surprise"),

@@ -5,7 +5,9 @@ declarations or, where written by hand (``docs/api.md``'s table), checked agains
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import json
 import re
 from pathlib import Path
@@ -40,12 +42,28 @@ def renderings(value: float) -> set[str]:
     return forms
 
 
+def field_docstrings(cls: type) -> dict[str, str]:
+    """The docstring under each field of dataclass ``cls`` in its source, whitespace collapsed."""
+    body = ast.parse(inspect.getsource(cls)).body[0]
+    assert isinstance(body, ast.ClassDef)
+    docs = {}
+    for node, after in zip(body.body, body.body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
 def test_params_are_the_two_declarations_in_order() -> None:
     serving = [name for name, _, _ in declared(ServingOptions)]
     engine = [name for name, _, _ in declared(StylizeOptions)]
     assert list(PARAMS) == serving + engine
-    # Every engine option is a request parameter but the engine-only switch.
-    assert {f.name for f in dataclasses.fields(StylizeOptions)} - set(engine) == {"gradient_checkpointing"}
+    # Every engine option is a request parameter but the engine-only switches, each of which
+    # says so in its docstring (gradient_checkpointing, the study's switches).
+    docs = field_docstrings(StylizeOptions)
+    engine_only = {f.name for f in dataclasses.fields(StylizeOptions)} - set(engine)
+    assert "gradient_checkpointing" in engine_only
+    assert engine_only == {name for name, doc in docs.items() if "Not a request parameter" in doc}
     assert not set(serving) & set(engine)
 
 

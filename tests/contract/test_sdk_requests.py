@@ -69,7 +69,7 @@ CALLS: dict[str, tuple[Any, dict[str, Any]]] = {
         image_size=64, iterations=3, content_weight=2, style_weight=1e3, tv_weight=0.5, init="noise", seed=7,
         output_format="jpeg", style_scale=0.5, color_control="histogram", pooling="avg", optimizer="adam",
         learning_rate=0.05, lbfgs_history=10, precision="bf16", mode="stylize", return_history=True,
-        time_budget_s=30)),
+        time_budget_s=30, style_loss="w2")),
     "layers and scales as tuples": (STARRY, dict(
         content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1"), style_layer_weights=(1, 3),
         scales=(32, 64), image_size=64, iterations=4)),
@@ -145,6 +145,7 @@ def test_the_fake_answers_follow_the_spec() -> None:
     ({"style_layers": ["relu9_9"]}, "['params']['style_layers'][0]"),
     ({"colour": 1}, "colour"),
     ({"scales": [8, 64]}, "['params']['scales']"),
+    ({"style_loss": "w3"}, "['params']['style_loss']"),
 ])
 def test_invalid_arguments_make_bodies_the_spec_refuses(scripted_server: ScriptedServer, kwargs: dict[str, Any],
                                                         where: str) -> None:
@@ -154,3 +155,15 @@ def test_invalid_arguments_make_bodies_the_spec_refuses(scripted_server: Scripte
             client.stylize(CONTENT, STARRY, **kwargs)
     problems = check_request("POST", PREDICT, scripted_server.requests[-1].body)
     assert any(where in p for p in problems), problems
+
+
+def test_a_style_loss_the_server_refuses_surfaces_as_its_400(scripted_server: ScriptedServer) -> None:
+    # The SDK checks no choices itself (its Literal types tell type checkers): the handler's
+    # 400 naming params.style_loss is the BadRequestError, with its code and field.
+    with StyleTransferClient(base_url=scripted_server.url, token="t", max_retries=0) as client:
+        with pytest.raises(BadRequestError) as info:
+            client.stylize(CONTENT, STARRY, style_loss="w3")  # type: ignore[arg-type]
+    assert (info.value.status_code, info.value.code, info.value.field) == (400, "invalid_choice", "params.style_loss")
+    assert "w3" in str(info.value)
+    assert scripted_server.requests[-1].json()["params"] == {"style_loss": "w3"}  # sent once, as given
+    assert len(scripted_server.requests) == 1

@@ -30,6 +30,7 @@ DEFAULTS = {
     "content_layers": ["relu4_2"],
     "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"],
     "style_layer_weights": None,
+    "style_loss": "gram",
     "optimizer": "lbfgs",
     "learning_rate": 0.02,
     "lbfgs_history": 100,

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 from imagebytes import png_b64 as _b64_png
-from nst.options import MAX_LEVELS, StylizeOptions
+from nst.options import MAX_LEVELS, RECONSTRUCTION_TV_WEIGHT, StylizeOptions, declared
 from nst.plan import pyramid_sides
 from nst_http.errors import RequestError
 from nst_http.params import Limits, parse_params
@@ -235,13 +235,15 @@ def test_masks(body: dict, image_b64, mask_b64: str) -> None:
 # --- modes -------------------------------------------------------------------------------------
 
 def test_reconstruction_modes_echo_what_runs() -> None:
+    # The total variation term stays, as the reconstructed term's weight times RECONSTRUCTION_TV_WEIGHT.
     p = parse_params({"mode": "reconstruct_content", "content_weight": 5})
     assert (p["mode"], p["init"], p["content_weight"], p["style_weight"], p["tv_weight"]) == (
-        "reconstruct_content", "noise", 5.0, 0.0, 0.0)
+        "reconstruct_content", "noise", 5.0, 0.0, 5.0 * RECONSTRUCTION_TV_WEIGHT)
     p = parse_params({"mode": "reconstruct_content", "content_weight": 0})
     assert p["content_weight"] == 1.0  # a reconstruction with nothing to match would do nothing
     p = parse_params({"mode": "reconstruct_style", "init": "content"})
-    assert (p["init"], p["content_weight"], p["style_weight"], p["tv_weight"]) == ("noise", 0.0, 10.0, 0.0)
+    assert (p["init"], p["content_weight"], p["style_weight"], p["tv_weight"]) == (
+        "noise", 0.0, 10.0, 10.0 * RECONSTRUCTION_TV_WEIGHT)
     p = parse_params({"mode": "stylize", "init": "style"})
     assert (p["init"], p["content_weight"], p["style_weight"], p["tv_weight"]) == ("style", 1.0, 10.0, 10.0)
     assert_400(_error(parse_params, {"mode": "reconstruct"}), "invalid_choice", "params.mode")
@@ -283,12 +285,31 @@ def test_style_scale_limits(body: dict) -> None:
 
 @pytest.mark.parametrize("name, value", [
     ("color_control", "colour"), ("pooling", "min"), ("optimizer", "sgd"), ("init", "random"), ("mode", "transfer"),
-    ("precision", "fp16"),
+    ("precision", "fp16"), ("style_loss", "w3"),
 ])
 def test_control_choices(name: str, value: str) -> None:
     error = _error(parse_params, {name: value})
     assert_400(error, "invalid_choice", f"params.{name}")
     assert value in error.message
+
+
+@pytest.mark.parametrize("value, code", [("w3", "invalid_choice"), ("W2", "invalid_choice"), ("wasserstein", "invalid_choice"),
+                                         (2, "invalid_type"), (None, "invalid_type")])
+def test_a_bad_style_loss_is_a_400_naming_it(body: dict, value, code: str) -> None:
+    body["params"]["style_loss"] = value
+    error = _error(parse_request, body)
+    assert_400(error, code, "params.style_loss")
+    if code == "invalid_choice":
+        assert all(choice in error.message for choice in ("gram", "w2", repr(value))), error.message
+
+
+@pytest.mark.parametrize("value", ["gram", "w2"])
+def test_style_loss_is_echoed_and_reaches_the_options(body: dict, value: str) -> None:
+    body["params"]["style_loss"] = value
+    request = parse_request(body)
+    assert (request.params["style_loss"], request.options().style_loss) == (value, value)
+    del body["params"]["style_loss"]
+    assert parse_request(body).params["style_loss"] == "gram"  # the default, echoed
 
 
 @pytest.mark.parametrize("name, value", [("learning_rate", 0.0), ("learning_rate", 2.0), ("lbfgs_history", 0)])
@@ -307,21 +328,22 @@ def test_options_map_every_param(body: dict, image_b64) -> None:
         "style_layer_weights": [1, 3], "style_blend_weights": [3, 1], "style_scale": 1.5,
         "color_control": "histogram", "pooling": "avg", "optimizer": "adam", "learning_rate": 0.1,
         "lbfgs_history": 7, "precision": "bf16", "scales": 2, "mode": "stylize", "time_budget_s": 30,
-        "tile_size": 48,
+        "tile_size": 48, "style_loss": "w2",
     }
     options = parse_request(body).options()
     assert options == StylizeOptions(
         iterations=7, content_weight=2.0, style_weight=3.0, tv_weight=4.0, init="image", seed=5,
         content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1"), style_layer_weights=(0.25, 0.75),
-        style_blend_weights=(0.75, 0.25), style_scale=1.5, color_control="histogram", pooling="avg",
+        style_blend_weights=(0.75, 0.25), style_scale=1.5, color_control="histogram", pooling="avg", style_loss="w2",
         optimizer="adam", learning_rate=0.1, lbfgs_history=7, precision="bf16", scales=(32, 64), mode="stylize",
         time_budget_s=30.0, tile_size=48,
     )
     # Every option was set away from its default, so a parameter options() dropped would show.
     default = StylizeOptions()
     differ = {f.name for f in dataclasses.fields(StylizeOptions) if getattr(options, f.name) != getattr(default, f.name)}
-    # gradient_checkpointing is not a request parameter: the engine turns it on by level size.
-    assert differ == {f.name for f in dataclasses.fields(StylizeOptions)} - {"mode", "gradient_checkpointing"}
+    # The undeclared fields (gradient_checkpointing, the study's switches) are not request
+    # parameters: a request leaves them at their defaults.
+    assert differ == {name for name, _, _ in declared(StylizeOptions)} - {"mode"}
     for mode in ("reconstruct_content", "reconstruct_style"):
         body["params"] |= {"mode": mode, "init": "noise"}
         request = parse_request(body | {"init_image": None})

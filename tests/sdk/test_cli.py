@@ -40,6 +40,22 @@ def test_stylize_writes_output_and_sends_every_flag(fake_server, tmp_path, capsy
         assert part in summary
 
 
+@pytest.mark.parametrize("stopped, note", [
+    ("iterations", None), (None, None), ("time_budget", " (time budget spent)"),
+    ("cancelled", " (cancelled: the image so far)"), ("diverged", " (the loss diverged; the best image so far)"),
+    ("tired", " (stopped: tired)"),  # a reason this client does not know yet
+])
+@pytest.mark.parametrize("command", ["stylize", "wait"])
+def test_the_summary_says_why_a_run_ended_early(fake_server, tmp_path, capsys, success_body, job, command, stopped,
+                                                note):
+    if command == "wait":
+        fake_server.reply(200, job("succeeded", iteration=7, of=7))
+    fake_server.reply(200, success_body(stopped=stopped))
+    args = ["stylize", str(CONTENT), str(STYLE)] if command == "stylize" else ["wait", "j-1"]
+    assert cli.main([*args, "-o", str(tmp_path / "o.png"), "--url", fake_server.url]) == 0
+    assert "iterations=7" + (note or " losses[") in capsys.readouterr().out
+
+
 def test_stylize_without_flags_sends_no_params(fake_server, tmp_path):
     assert cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "o.png"), "--url", fake_server.url]) == 0
     assert fake_server.requests[0].json["params"] == {}

@@ -11,6 +11,7 @@ import re
 import typing
 from pathlib import Path
 
+import nst_client
 import pytest
 from nst_client import AsyncStyleTransferClient, StyleTransferClient, cli
 from nst_client._params import PARAMS, STREAM_PARAMS, STYLIZE_IMAGES, STYLIZE_PARAMS
@@ -97,6 +98,44 @@ def test_cli_refuses_an_unknown_precision_before_any_request(fake_server, tmp_pa
                   "--url", fake_server.url])
     assert exit_info.value.code == 2 and fake_server.requests == []
     assert "fp16" in capsys.readouterr().err
+
+
+# --- style_loss (issue 25) ---------------------------------------------------------------------
+
+
+def test_style_loss_is_a_typed_keyword_sent_in_params(fake_server) -> None:
+    StyleTransferClient(base_url=fake_server.url).stylize(CONTENT, STYLE, style_loss="w2")
+
+    async def main() -> None:
+        async with AsyncStyleTransferClient(base_url=fake_server.url) as client:
+            await client.stylize(CONTENT, STYLE, style_loss="gram")
+            async for _ in await client.stylize_stream(CONTENT, STYLE, style_loss="w2"):
+                pass
+
+    asyncio.run(main())
+    assert [r.json["params"].get("style_loss") for r in fake_server.requests] == ["w2", "gram", "w2"]
+    assert typing.get_args(next(p.type for p in PARAMS if p.name == "style_loss")) == ("gram", "w2")
+    assert nst_client.StyleLoss is next(p.type for p in PARAMS if p.name == "style_loss")
+
+
+def test_cli_style_loss_flag_reaches_the_request(fake_server, tmp_path: Path) -> None:
+    rc = cli.main(["stylize", str(CONTENT), str(STYLE), "--style-loss", "w2", "-o", str(tmp_path / "o.png"),
+                   "--url", fake_server.url])
+    assert rc == 0
+    assert fake_server.requests[0].json["params"] == {"style_loss": "w2"}
+
+
+@pytest.mark.parametrize("command", ["stylize", "sweep", "batch", "submit", "plan"])
+def test_every_request_command_offers_the_style_loss_flag(command: str) -> None:
+    assert tuple(_flags(command)["style_loss"].choices or ()) == ("gram", "w2")
+
+
+def test_cli_refuses_an_unknown_style_loss_before_any_request(fake_server, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["stylize", str(CONTENT), str(STYLE), "--style-loss", "w3", "-o", str(tmp_path / "o.png"),
+                  "--url", fake_server.url])
+    assert exit_info.value.code == 2 and fake_server.requests == []
+    assert "w3" in capsys.readouterr().err
 
 
 # --- renamed parameters: the old spelling still accepted ----------------------------------------

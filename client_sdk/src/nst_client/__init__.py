@@ -46,6 +46,7 @@ from ._params import (
     Pooling,
     Precision,
     RenderMode,
+    StyleLoss,
     StylizeParams,
 )
 from ._plan import Plan, PlanLevel
@@ -77,6 +78,7 @@ __all__ = [
     "InitMode",
     "ColorControl",
     "Pooling",
+    "StyleLoss",
     "OptimizerName",
     "Precision",
     "RenderMode",

@@ -33,7 +33,7 @@ from ._images import ImageInput
 
 __all__ = [
     "Cli", "Param", "StylizeParams", "StreamParams", "PlanParams", "StylizeImages", "StylizeArgs", "StreamArgs",
-    "InitMode", "ColorControl", "Pooling", "OptimizerName", "Precision", "RenderMode", "OutputFormat",
+    "InitMode", "ColorControl", "Pooling", "StyleLoss", "OptimizerName", "Precision", "RenderMode", "OutputFormat",
     "PARAMS", "RENAMED", "STREAM_PARAMS", "PLAN_PARAMS", "STYLIZE_PARAMS", "STYLIZE_IMAGES", "DRY_RUN", "keyword_signature",
 ]
 
@@ -42,6 +42,7 @@ __all__ = [
 InitMode = Literal["content", "noise", "style", "image"]
 ColorControl = Literal["none", "luminance", "histogram", "original_colors"]
 Pooling = Literal["max", "avg"]
+StyleLoss = Literal["gram", "w2"]
 OptimizerName = Literal["lbfgs", "adam"]
 Precision = Literal["fp32", "tf32", "bf16"]
 RenderMode = Literal["stylize", "reconstruct_content", "reconstruct_style"]
@@ -102,6 +103,10 @@ class StylizeParams(TypedDict, total=False):
         content_layers: VGG19 layer names for the content loss, e.g. ``["relu4_2"]``.
         style_layers: VGG19 layer names for the style loss, e.g. ``["relu1_1", ...]``.
         style_layer_weights: Weight of each style layer (one per ``style_layers`` entry).
+        style_loss: How the style layers' statistics are compared: ``"gram"`` (Gram matrices,
+            the server's default) or ``"w2"`` (the Wasserstein-2 distance between Gaussians
+            fitted to each layer's features, their means and covariances;
+            crowsonkb/style-transfer-pytorch's default).
         optimizer: ``"lbfgs"`` or ``"adam"``.
         learning_rate: Optimiser step size (Adam), in image units (pixel values 0..1) per step.
         lbfgs_history: L-BFGS history size, in (gradient, step) pairs kept.
@@ -146,6 +151,8 @@ class StylizeParams(TypedDict, total=False):
         Cli("VGG19 layers of the style loss, e.g. relu1_1,relu2_1,relu3_1", "LIST", items="layer names")]
     style_layer_weights: typing.Annotated[
         Optional[Sequence[float]], Cli("weight of each style layer, e.g. 1,1,1", "LIST")]
+    style_loss: typing.Annotated[Optional[StyleLoss], Cli(
+        "style loss: gram (Gram matrices, server default) or w2 (Wasserstein-2 between the features' Gaussians)")]
     optimizer: typing.Annotated[Optional[OptimizerName], Cli("optimiser")]
     learning_rate: typing.Annotated[Optional[float], Cli("optimiser step size (Adam)", "F")]
     lbfgs_history: typing.Annotated[Optional[int], Cli("L-BFGS history size", "N")]

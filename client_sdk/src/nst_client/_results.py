@@ -69,8 +69,10 @@ class StylizeResult:
             "total"}`` (``iteration`` is the optimiser iteration number; the losses are the
             same terms as in ``losses``), in the server's order. Present only when the
             request set ``return_history``, else ``None``.
-        stopped: Why the optimization ended: ``"iterations"`` (all iterations ran) or
-            ``"time_budget"`` (``time_budget_s`` ran out first); ``None`` if not reported.
+        stopped: Why the optimization ended: ``"iterations"`` (all iterations ran),
+            ``"time_budget"`` (``time_budget_s`` ran out first), ``"cancelled"`` (a job
+            cancelled while running: the image so far) or ``"diverged"`` (a loss became NaN or
+            infinite: the best image before it); ``None`` if not reported.
         cache: ``"hit"`` when the server had every style target cached, ``"miss"`` when it
             computed any; ``None`` if not reported.
     """

@@ -98,6 +98,22 @@ def fmt_losses(losses: Dict[str, Any]) -> str:
     return " ".join(parts) or "-"
 
 
+#: What the one-line summaries add for each way a run can end early (``StylizeResult.stopped``).
+STOP_NOTES = {
+    "time_budget": "time budget spent",
+    "cancelled": "cancelled: the image so far",
+    "diverged": "the loss diverged; the best image so far",
+}
+
+
+def fmt_stopped(stopped: Optional[str]) -> str:
+    """``" (time budget spent)"`` and the like for a run that ended early, ``""`` for one that
+    ran all its iterations (or did not say); an unknown reason as ``" (stopped: <reason>)"``."""
+    if stopped in (None, "iterations"):
+        return ""
+    return f" ({STOP_NOTES.get(str(stopped), f'stopped: {stopped}')})"
+
+
 def result_doc(result: StylizeResult) -> Dict[str, Any]:
     """The fields of a result in a ``stylize`` document and a sweep cell."""
     return {

@@ -16,7 +16,7 @@ from .._jobs import Job, JobStatus
 from .._request import read_timeout_for
 from .._results import StylizeResult
 from ._flags import add_inputs, common_parser, request_args, style_input, styles
-from ._output import check_out_dir, fmt_losses, result_doc
+from ._output import check_out_dir, fmt_losses, fmt_stopped, result_doc
 
 __all__ = ["add_parsers", "stylize_as_job", "run_submit", "run_status", "run_wait", "run_cancel",
            "status_text", "wait_text"]
@@ -152,7 +152,6 @@ def status_text(doc: Dict[str, Any]) -> str:
 def wait_text(doc: Dict[str, Any]) -> str:
     """The summary of a ``wait`` document."""
     where = f"wrote {doc['files']['output']}" if "output" in doc["files"] else f"job {doc['id']} done"
-    stopped = f" (stopped: {doc['stopped']})" if doc["stopped"] not in (None, "iterations") else ""
     return (f"{where} ({doc['width']}x{doc['height']} {doc['format']}) after {doc['elapsed_s']:.1f} s: "
-            f"iterations={doc['iterations']}{stopped} losses[{fmt_losses(doc['losses'])}] "
+            f"iterations={doc['iterations']}{fmt_stopped(doc['stopped'])} losses[{fmt_losses(doc['losses'])}] "
             f"weights={doc['weights']} device={doc['device']}")

@@ -20,7 +20,7 @@ from .._results import StylizeResult
 from .._stream import PreviewEvent, StreamEvent, consume, require_tqdm
 from ._flags import add_inputs, add_param_flag, image_args, request_params, style_input, styles
 from ._output import check_out_dir as _check_out_dir
-from ._output import fmt_losses, result_doc
+from ._output import fmt_losses, fmt_stopped, result_doc
 from .jobs import stylize_as_job
 
 __all__ = ["add_parser", "run", "text"]
@@ -193,8 +193,7 @@ def text(doc: Dict[str, Any]) -> str:
     """The one-line summary of a ``stylize`` document."""
     files = doc["files"]
     extra = "".join(f"\nwrote {files[k]} ({k})" for k in ("compare", "plot", "animation", "history") if k in files)
-    budget = " (time budget spent)" if doc["stopped"] == "time_budget" else ""
     return (f"wrote {files['output']} ({doc['width']}x{doc['height']} {doc['format']}) in {doc['elapsed_s']:.1f} s: "
-            f"iterations={doc['iterations']}{budget} losses[{fmt_losses(doc['losses'])}] "
+            f"iterations={doc['iterations']}{fmt_stopped(doc['stopped'])} losses[{fmt_losses(doc['losses'])}] "
             f"weights={doc['weights']} device={doc['device']}{extra}")
 
