@@ -2,7 +2,8 @@
 (JJ), ProGamerGov/neural-style-pt (NSPT) and crowsonkb/style-transfer-pytorch (KC) to this
 service's parameters. Checked here: every ``params.NAME`` it names is a request parameter (and a
 ``params.NAME: "value"`` one of its choices), and each tool has a table whose rows are exactly the
-flags of the release the page cites, each once."""
+flags of the release the page cites, each once, and then rows for what the tool's code fixes
+without a flag (first cell ``(no flag) ...``), each mapped to a request parameter."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from nst_http.params import PARAMS
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "migrating.md"
 HEADER = ["their flag (default)", "ours", "notes"]
+#: How a row for something the tool does without a flag (KC's W2 style loss) starts.
+NO_FLAG = "(no flag) "
 
 #: Every flag of each tool's release, as its source declares them (the versions the page cites).
 FLAGS: dict[str, tuple[str, ...]] = {
@@ -77,12 +80,22 @@ def tool_table(tool: str) -> list[list[str]]:
 
 @pytest.mark.parametrize("tool", list(FLAGS))
 def test_each_tool_has_a_table_with_every_flag_once(tool: str) -> None:
-    named = [re.match(r"`([^`]+)`", row[0]) for row in tool_table(tool)]
+    rows = tool_table(tool)
+    named = [re.match(r"`([^`]+)`", row[0]) for row in rows if not row[0].startswith(NO_FLAG)]
     assert all(named), f"{tool}: every row must start with the flag in backquotes"
     flags = [m.group(1) for m in named if m]
     assert sorted(f for f in set(flags) if flags.count(f) > 1) == [], f"{tool}: flags listed twice"
     assert sorted(set(FLAGS[tool]) - set(flags)) == [], f"{tool}: flags missing from the table"
     assert sorted(set(flags) - set(FLAGS[tool])) == [], f"{tool}: rows for flags the tool does not have"
+    unflagged = [row for row in rows if row[0].startswith(NO_FLAG)]
+    assert rows[len(rows) - len(unflagged):] == unflagged, f"{tool}: the (no flag) rows go after the flags'"
+    for row in unflagged:
+        assert re.search(r"params\.[a-z_]+", row[1]), f"{tool}: {row[0]!r} maps to no params.NAME"
+
+
+def test_kc_s_wasserstein_style_loss_maps_to_style_loss_w2() -> None:
+    rows = [row for row in tool_table("KC") if row[0].startswith(NO_FLAG) and "style loss" in row[0]]
+    assert len(rows) == 1 and '`params.style_loss: "w2"`' in rows[0][1], rows
 
 
 def test_every_params_name_is_a_request_parameter() -> None:
