@@ -11,7 +11,7 @@ import torch
 from engine.objective_helpers import level_objective
 from nst.host import HostReads, to_host
 from nst.objective import WholeImage
-from nst.optim import LBFGS
+from nst.optim import LBFGS, MAX_STEP
 from nst.options import StylizeOptions
 from nst.stylize import stylize
 from nst.vgg import VGGFeatures
@@ -118,3 +118,51 @@ def test_to_host_reads_once_however_many_values() -> None:
     with HostReads() as reads:
         values = to_host(torch.tensor([1.0, 2.0, math.pi]))
     assert values == pytest.approx([1.0, 2.0, math.pi]) and reads.count == 1
+
+
+def _run(optimizer: LBFGS, x: torch.Tensor, f: Any, steps: int) -> list[float]:
+    """``steps`` steps of ``optimizer`` on ``f(x)``; the totals evaluated, in order."""
+    totals: list[float] = []
+
+    def evaluate() -> torch.Tensor:
+        loss = f(x)
+        loss.backward()
+        return loss.detach().reshape(1)
+
+    for _ in range(steps):
+        optimizer.step(evaluate, lambda values: totals.append(values[-1]))
+    return totals
+
+
+def test_bounded_lbfgs_reaches_the_box_constrained_minimum_and_never_leaves_the_box() -> None:
+    """An ill-conditioned quadratic whose unconstrained minimum lies outside ``[0, 1]`` in half
+    its coordinates: the bounded iterates stay in the box and end at the projected minimum."""
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(64, generator=gen) * 3 - 1  # in [-1, 2]
+    scales = torch.logspace(0, 3, 64)  # curvatures 1 to 1000
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return (scales * (x - target).square()).sum()
+
+    x = torch.full((64,), 0.5, requires_grad=True)
+    inside: list[bool] = []
+    optimizer = LBFGS(x, history_size=10, bounds=(0.0, 1.0))
+    for _ in range(200):
+        _run(optimizer, x, f, 1)
+        inside.append(bool(((x >= 0) & (x <= 1)).all()))
+    assert all(inside)
+    assert torch.allclose(x.detach(), target.clamp(0, 1), atol=1e-4)
+
+
+def test_a_bounded_step_is_scaled_as_a_whole_to_the_box_s_width() -> None:
+    """An overshooting step (the target of half the coordinates is 100, far outside the box) is
+    scaled as a whole so that no coordinate would move more than MAX_STEP of the box, rather than
+    clamped coordinate by coordinate: the other half (target 0.6, a step of 0.1 away) then moves
+    by a hundredth of that, where a clamp alone would have let them jump there."""
+    target = torch.tensor([100.0] * 8 + [0.6] * 8)
+    x = torch.full((16,), 0.5, requires_grad=True)
+    optimizer = LBFGS(x, history_size=10, bounds=(0.0, 1.0))
+    _run(optimizer, x, lambda v: (v - target).square().sum(), 2)  # the tiny first step, then the overshoot
+    moved = (x.detach() - 0.5).abs()
+    assert float(moved[:8].max()) <= MAX_STEP + 1e-6
+    assert float(moved[8:].max()) < 0.01 * MAX_STEP
