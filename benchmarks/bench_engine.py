@@ -97,8 +97,8 @@ def floor_seconds(features: VGGFeatures, size: int, iters: int, device: torch.de
 
 
 def engine_seconds(features: VGGFeatures, size: int, iters: int, device: torch.device,
-                   history: int = StylizeOptions.lbfgs_history) -> float:
-    """Median seconds per L-BFGS iteration of the engine's default configuration at size x size,
+                   history: int = StylizeOptions.lbfgs_history, style_loss: str = "gram") -> float:
+    """Median seconds per L-BFGS iteration of the engine's default configuration (with ``style_loss``) at size x size,
     over ``iters`` iterations once L-BFGS's ``history`` pairs are filled (each of those
     iterations runs the two-loop recursion over the whole history)."""
     gen = torch.Generator().manual_seed(0)
@@ -110,8 +110,8 @@ def engine_seconds(features: VGGFeatures, size: int, iters: int, device: torch.d
         sync(device)
         stamps.append(time.perf_counter())
 
-    stylize(content, style, features, StylizeOptions(iterations=history + iters + 2, lbfgs_history=history),
-            callback=callback)
+    stylize(content, style, features, StylizeOptions(iterations=history + iters + 2, lbfgs_history=history,
+                                                     style_loss=style_loss), callback=callback)
     # stamps[0] is iteration 0 (after the targets), stamps[-1] the final evaluation (forward only):
     # time the last iters + 1 iterations before it, each one forward + backward + an L-BFGS update.
     inner = stamps[-iters - 2:-1]
@@ -122,13 +122,13 @@ def section_floor(features, device, sizes: list[int], iters: int, history: int) 
     rows = []
     for size in sizes:
         floor = floor_seconds(features, size, iters, device)
-        ours = engine_seconds(features, size, iters, device, history)
-        rows.append(f"| {size} | {floor:.3f} | {ours:.3f} | {ours / floor:.2f}x |")
+        ours, w2 = (engine_seconds(features, size, iters, device, history, loss) for loss in ("gram", "w2"))
+        rows.append(f"| {size} | {floor:.3f} | {ours:.3f} | {ours / floor:.2f}x | {w2:.3f} | {w2 / ours:.2f}x |")
     return "\n".join([
         f"Seconds per iteration, median of {iters} after a warm-up (the engine's after its L-BFGS history of "
-        f"{history} pairs is full), random weights, fp32.\n",
-        "| size (px) | floor s/iter (VGG19 fwd+bwd to relu5_1) | engine s/iter | ratio |",
-        "|---|---|---|---|", *rows])
+        f"{history} pairs is full), random weights, fp32; the engine with the Gram and with the W2 style loss.\n",
+        "| size (px) | floor s/iter (VGG19 fwd+bwd to relu5_1) | engine s/iter | ratio | engine, W2 | W2 / Gram |",
+        "|---|---|---|---|---|---|", *rows])
 
 
 # --- levers -------------------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def build_objective(features: VGGFeatures, plan: Plan, level: Level, images: Lev
     layers = opts.content_layers + opts.style_layers
     tiles = None if level.tile is None else tile_grid(size, level.tile, layers)
     with torch.no_grad():
-        content_extractor = FeatureExtractor(features, opts.content_layers, opts.pooling, precision=opts.precision)
+        content_extractor = FeatureExtractor(features, opts.content_layers, opts.pooling, precision=opts.precision, padding=opts.padding)
         content_feats = assembled_features(content_extractor, images.content, tiles)
         content = {n: ContentLoss(content_feats[n]) for n in opts.content_layers}
         del content_feats
@@ -184,11 +184,12 @@ def build_objective(features: VGGFeatures, plan: Plan, level: Level, images: Lev
                       (opts.content_weight, opts.style_weight, opts.tv_weight))
     checkpointing = checkpoints(size, level.tile, opts.gradient_checkpointing if level.checkpointing is None
                                 else level.checkpointing)
-    extractor = FeatureExtractor(features, layers, opts.pooling, checkpointing=checkpointing, precision=opts.precision)
+    extractor = FeatureExtractor(features, layers, opts.pooling, checkpointing=checkpointing, precision=opts.precision,
+                                 padding=opts.padding)
     if tiles is None:
         return WholeImage(terms, extractor)
     # Pass 1 of a tiled evaluation stops at the deepest style layer.
-    style_extractor = FeatureExtractor(features, opts.style_layers, opts.pooling, precision=opts.precision)
+    style_extractor = FeatureExtractor(features, opts.style_layers, opts.pooling, precision=opts.precision, padding=opts.padding)
     return Tiled(terms, tiles, extractor, style_extractor, level.kept_tails)
 
 
@@ -234,7 +235,7 @@ def _style_terms(features: VGGFeatures, opts: StylizeOptions, blend: Sequence[fl
             # Everything the Grams depend on besides what the caller's key names (the style
             # input, and with colour control or masks the content and the masks).
             grams.append(style_targets.get(i, (tuple(s.shape), opts.style_layers, opts.pooling, opts.precision,
-                                               opts.color_control, opts.style_loss, regions is not None,
+                                               opts.color_control, opts.style_loss, opts.padding, regions is not None,
                                                id(features), str(s.device)), compute))
     size = _size(images.content)
     style: dict[str, StyleTerm] = {}
@@ -261,7 +262,7 @@ def _style_grams(features: VGGFeatures, opts: StylizeOptions, style: torch.Tenso
     ``regions`` the region-guided ``(R, C, C)`` Grams; tile by tile with ``tile``. With
     ``style_loss="w2"`` the Grams of the features with a ones channel, ``(R, C+1, C+1)``: the
     augmented second moments of :mod:`nst.wasserstein`."""
-    extractor = FeatureExtractor(features, opts.style_layers, opts.pooling, precision=opts.precision)
+    extractor = FeatureExtractor(features, opts.style_layers, opts.pooling, precision=opts.precision, padding=opts.padding)
     prepare = _W2_FEATURES if opts.style_loss == "w2" else None
     if tile is not None:
         return image_grams(extractor, style, tile_grid(_size(style), tile, opts.style_layers), regions, prepare)

@@ -273,6 +273,9 @@ class StylizeOptions:
     (:class:`nst.optim.LBFGS` ``bounds``), Adam's clamped; ``False``: L-BFGS runs unbounded and
     only the result is clamped (jcjohnson/neural-style). Not a request parameter (the study's
     switch, ``docs/quality.md``)."""
+    padding: str = "zeros"
+    """How ``conv1_1`` pads the image (:data:`nst.vgg.PADDINGS`). Not a request parameter (the
+    study's switch, ``docs/quality.md``)."""
     keep_best: bool = True
     """Return each level's lowest-loss image evaluated rather than its last iterate; ``False``:
     the last (Gatys et al.). Not a request parameter (the study's switch)."""

@@ -15,6 +15,7 @@ in ``[0, 1]``.
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -68,6 +69,8 @@ DEFAULT_CONTENT_LAYERS: tuple[str, ...] = ("relu4_2",)
 DEFAULT_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 POOLINGS: tuple[str, ...] = ("max", "avg")
+#: How conv1_1 pads the image (:class:`FeatureExtractor`).
+PADDINGS: tuple[str, ...] = ("zeros", "replicate", "reflect")
 
 #: Channel statistics of ImageNet, which torchvision's VGG weights expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -254,6 +257,9 @@ class FeatureExtractor(nn.Module):
             layers' outputs are kept for the backward pass, and the layers between them run
             again during it. Same values and gradients; at 2048 px, about 30% more time per
             L-BFGS iteration for 30% less peak memory (see ``benchmarks/RESULTS.md``).
+        padding: how ``conv1_1`` pads the image: ``"zeros"`` (the network's own), or
+            ``"replicate"`` / ``"reflect"`` (:data:`PADDINGS`; fewer dark edge artifacts, as
+            crowsonkb/style-transfer-pytorch pads it).
         precision: the arithmetic of the network's passes (:mod:`nst.precision`); with
             ``"bf16"`` the network runs under ``torch.autocast`` and the returned features are
             cast back to float32.
@@ -273,15 +279,15 @@ class FeatureExtractor(nn.Module):
     shift: torch.Tensor  # (1, 3, 1, 1) of the input convention
 
     def __init__(self, features: VGGFeatures, layers: Iterable[str], pooling: str = "max",
-                 checkpointing: bool = False, precision: str = DEFAULT_PRECISION) -> None:
+                 checkpointing: bool = False, precision: str = DEFAULT_PRECISION, padding: str = "zeros") -> None:
         super().__init__()
         self.checkpointing = checkpointing
         self.autocast = autocast_dtype(precision)
         self.layers = features.check_layer_names(layers)
         if not self.layers:
             raise ValueError("FeatureExtractor needs at least one layer")
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pooling not in POOLINGS or padding not in PADDINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS} and padding of {PADDINGS}, got {pooling!r}, {padding!r}")
         deepest = max(features.layer_index[n] for n in self.layers)
         self.net = features[: deepest + 1]
         if pooling == "avg":
@@ -290,6 +296,10 @@ class FeatureExtractor(nn.Module):
             self.net = nn.Sequential(*(
                 nn.AvgPool2d(kernel_size=2, stride=2) if isinstance(m, nn.MaxPool2d) else m for m in self.net
             ))
+        if padding != "zeros":  # conv1_1 pads the image by copying its edge (the weights are shared)
+            first = copy.copy(self.net[0])
+            first.padding_mode = padding
+            self.net = nn.Sequential(first, *self.net[1:])
         self.net_layers: tuple[str, ...] = features.layer_names[: deepest + 1]
         """Names of the layers it runs, ``features``' first to the deepest returned."""
         self._wanted = frozenset(self.layers)

@@ -145,14 +145,15 @@ class Params:
     serving: ServingOptions
     options: StylizeOptions
 
-    def echo(self) -> dict[str, Any]:
+    def echo(self, sides: tuple[int, ...] | None = None) -> dict[str, Any]:
         """The effective parameters, as the response's ``params`` shows them: every parameter,
-        ``scales`` as every level's long side, weights normalized, and what ``mode`` implies
-        applied (so that they are the values that ran)."""
+        ``scales`` as every level's long side (``sides``, the plan's, where the images are known:
+        a content reconstruction picks its own levels), weights normalized, and what ``mode``
+        implies applied (so that they are the values that ran)."""
         effective = self.options.effective()
         values = {name: getattr(self.serving, name) for name in _SERVING}
         values |= {name: getattr(effective, name) for name in _ENGINE}
-        values["scales"] = effective.scales or (self.serving.image_size,)
+        values["scales"] = sides or effective.scales or (self.serving.image_size,)
         return {name: list(v) if isinstance(v, tuple) else v for name, v in values.items()}
 
 

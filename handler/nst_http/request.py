@@ -64,7 +64,7 @@ class StyleRequest:
     @cached_property
     def params(self) -> dict[str, Any]:
         """The effective parameters (every one filled in), as the response echoes them."""
-        return self.checked.echo()
+        return self.checked.echo(tuple(level.side for level in self.plan.levels))
 
     @property
     def output_size(self) -> tuple[int, int]:

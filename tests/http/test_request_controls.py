@@ -194,6 +194,13 @@ def test_a_coarse_scale_too_small_for_the_layers(body: dict) -> None:
     assert parse_request(body).params["scales"] == [16, 64]
 
 
+def test_a_content_reconstruction_echoes_the_levels_it_runs(body: dict) -> None:
+    body["params"].update(mode="reconstruct_content", iterations=40)
+    assert parse_request(body).params["scales"] == [32, 64]  # coarse to fine from 32 px (nst.plan)
+    body["params"].update(mode="reconstruct_style")
+    assert parse_request(body).params["scales"] == [64]
+
+
 # --- init image --------------------------------------------------------------------------------
 
 def test_init_image(body: dict, image_b64) -> None:
