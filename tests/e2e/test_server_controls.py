@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from nst.options import RECONSTRUCTION_TV_WEIGHT
 from nst_client import BadRequestError
 from PIL import Image
 
@@ -44,7 +45,8 @@ def test_every_control_in_one_request(torchserve_client):
 def test_reconstruction_mode_echoes_what_ran(torchserve_client):
     result = torchserve_client.stylize(CONTENT, STARRY, mode="reconstruct_content", **FAST)
     assert result.params["init"] == "noise"
-    assert result.params["style_weight"] == 0.0 and result.params["tv_weight"] == 0.0
+    assert result.params["style_weight"] == 0.0 and result.params["tv_weight"] == RECONSTRUCTION_TV_WEIGHT
+    assert result.params["scales"] == [32, 64]  # coarse to fine from 32 px, as it ran
 
 
 def test_unknown_layer_is_a_400_listing_valid_names(torchserve_client):

@@ -11,6 +11,7 @@ from typing import Any
 import nst_service.run
 import pytest
 from imagebytes import png_b64
+from nst.options import RECONSTRUCTION_TV_WEIGHT
 from nst.stylize import StylizeOptions
 from PIL import Image
 from test_nst_handler import (  # noqa: F401 - config, handler and model_dir are fixtures
@@ -147,6 +148,7 @@ def test_reconstruction_through_the_handler(handler, model_dir, config, image_b6
     (out,), ctx = run(handler, model_dir, config, [{"body": body}])
     assert ctx.get_response_status(0) == (200, None)
     p = out["params"]
-    assert (p["init"], p["content_weight"], p["style_weight"], p["tv_weight"]) == ("noise", 1.0, 0.0, 0.0)
-    assert all(h["total"] == pytest.approx(h["content"], rel=1e-5) for h in out["history"])
+    assert (p["init"], p["content_weight"], p["style_weight"], p["tv_weight"]) == ("noise", 1.0, 0.0, RECONSTRUCTION_TV_WEIGHT)
+    assert all(h["total"] == pytest.approx(h["content"] + RECONSTRUCTION_TV_WEIGHT * h["tv"], rel=1e-5)
+               for h in out["history"])
     assert out["losses"]["content"] > 0  # started from noise, not at the content
