@@ -206,11 +206,6 @@ def first_level_objective(features: VGGFeatures, options: StylizeOptions, conten
     return build_objective(features, plan, plan.levels[0], LevelImages(content, list(styles)), style_targets)
 
 
-def _W2_FEATURES(features: torch.Tensor) -> torch.Tensor:
-    """A W2 style layer's features as its statistics see them (float32, a ones channel)."""
-    return with_ones(features.float())
-
-
 def _size(image: torch.Tensor) -> tuple[int, int]:
     """``(H, W)``, in pixels, of a ``(..., H, W)`` tensor."""
     return image.shape[-2], image.shape[-1]
@@ -263,7 +258,7 @@ def _style_grams(features: VGGFeatures, opts: StylizeOptions, style: torch.Tenso
     ``style_loss="w2"`` the Grams of the features with a ones channel, ``(R, C+1, C+1)``: the
     augmented second moments of :mod:`nst.wasserstein`."""
     extractor = FeatureExtractor(features, opts.style_layers, opts.pooling, precision=opts.precision, padding=opts.padding)
-    prepare = _W2_FEATURES if opts.style_loss == "w2" else None
+    prepare = with_ones if opts.style_loss == "w2" else None
     if tile is not None:
         return image_grams(extractor, style, tile_grid(_size(style), tile, opts.style_layers), regions, prepare)
     feats = extractor(style)

@@ -101,10 +101,12 @@ class Recorder:
     def restate_last(self, losses: dict[str, float]) -> None:
         """Replace the last entry by the losses of the returned (full-size) image (add it to
         a history still empty: a run that diverged at its first evaluation)."""
-        if not self.history:
-            self.history.append(Iterate(0, self.iterations, losses))
-        self.history[-1] = Iterate(iteration=self.done, iterations=self.iterations, losses=losses, level=self.levels - 1,
-                                   levels=self.levels)
+        last = Iterate(iteration=self.done, iterations=self.iterations, losses=losses, level=self.levels - 1,
+                       levels=self.levels)
+        if self.history:
+            self.history[-1] = last
+        else:
+            self.history.append(last)
 
 
 @dataclass

@@ -274,7 +274,7 @@ class _Run:
                 result, losses = best.image, best.losses
             else:
                 losses = objective.losses(result)
-                if opts.keep_best and best.image is not None and best.total < losses["total"]:
+                if opts.keep_best and best.image is not None and best.losses["total"] < losses["total"]:
                     result, losses = best.image, best.losses
             recorder.report(completed, losses, result, level)
         return result, completed
@@ -290,15 +290,13 @@ class _Best:
     run ends with; and the reports of the evaluations to the :class:`Recorder`."""
 
     def __init__(self) -> None:
-        self.total = float("inf")
         self.image: torch.Tensor | None = None
-        self.losses: dict[str, float] = {}
+        self.losses: dict[str, float] = {"total": float("inf")}
 
     def offer(self, losses: dict[str, float], image: torch.Tensor) -> None:
         """Keep a copy of ``image`` (clamped to ``[0, 1]``) if its total loss is the lowest so far."""
-        if losses["total"] < self.total:
-            self.total, self.losses = losses["total"], losses
-            self.image = image.detach().clamp(0.0, 1.0)
+        if losses["total"] < self.losses["total"]:
+            self.losses, self.image = losses, image.detach().clamp(0.0, 1.0)
 
     def report(self, recorder: Recorder, k: int, image: torch.Tensor, level: Level, values: list[float]) -> None:
         """``recorder.report`` of the loss terms read to the host (:data:`nst.records.TERMS`),

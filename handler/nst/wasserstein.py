@@ -38,10 +38,10 @@ EIGEN_FLOOR = 1e-10
 
 
 def with_ones(features: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` features with a channel of ones appended: ``(B, C + 1, H, W)``, in the
-    same memory format; their Gram matrix is the augmented second moment (see the module)."""
-    ones = torch.ones_like(features[:, :1])
-    return torch.cat([features, ones], dim=1)
+    """``(B, C, ...)`` features in float32 with a channel of ones appended: ``(B, C + 1, ...)``,
+    in the same memory format; their Gram matrix is the augmented second moment (see the module)."""
+    features = features.float()
+    return torch.cat([features, torch.ones_like(features[:, :1])], dim=1)
 
 
 def moments(statistics: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,8 +141,7 @@ class W2StyleLoss(nn.Module):
         ``(R, 1, h*w)`` (``None`` without regions) and what each region divides by ``(R, 1, 1)``
         (without regions: 1; the caller divides by the grid's positions)."""
         b, c, h, w = features.shape
-        flat = features.float().reshape(1, c, h * w) - self.shift  # (R, C, h*w)
-        augmented = torch.cat([flat, torch.ones_like(flat[:, :1])], dim=1)
+        augmented = with_ones(features.float().reshape(1, c, h * w) - self.shift)  # (R, C+1, h*w)
         if self.masks is None:
             return augmented, None, torch.ones(1, 1, 1, device=features.device)
         masks = self.masks[..., owned[0], owned[1]].reshape(-1, 1, h * w)
